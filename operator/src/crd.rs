@@ -1,0 +1,604 @@
+//! The `KeyraftCluster` custom resource (group `keyraft.io`, version `v1alpha1`).
+//!
+//! Everything but `replicas` has a default, so the smallest manifest is
+//! `spec: {replicas: 3}`. Structural validation (ranges, enums, patterns) lives
+//! in schemars attributes; cross-field and transition rules are CEL
+//! (`x-kubernetes-validations`), evaluated by the API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every Keyraft custom resource.
+pub const GROUP: &str = "keyraft.io";
+/// Annotation that stops every action on a cluster (status keeps updating).
+pub const PAUSE_ANNOTATION: &str = "keyraft.io/pause-reconciliation";
+/// Default node image repository.
+pub const DEFAULT_IMAGE: &str = "keyraft/keyraft-node";
+/// Default node version (image tag).
+pub const DEFAULT_VERSION: &str = "0.1.0";
+
+/// Desired state of a Keyraft cluster: a StatefulSet of Raft-backed
+/// key-value nodes that the operator bootstraps, scales and upgrades.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "keyraft.io",
+    version = "v1alpha1",
+    kind = "KeyraftCluster",
+    namespaced,
+    shortname = "kr",
+    category = "keyraft",
+    status = "KeyraftClusterStatus",
+    derive = "PartialEq",
+    doc = "A replicated, partitioned Keyraft key-value database cluster.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.currentVersion"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.replicationFactor <= self.replicas",
+        "message": "replicationFactor must not exceed replicas: every partition needs replicationFactor distinct nodes (for a single-node cluster set replicationFactor: 1)",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct KeyraftClusterSpec {
+    /// Number of keyraft-node pods. Must be at least replicationFactor.
+    /// Scale with `kubectl scale kr/NAME --replicas=N`; scale-in decommissions
+    /// the highest ordinals before their pods are removed.
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+
+    /// Node image repository, without tag; the tag is `version`.
+    #[serde(default = "default_image")]
+    #[schemars(
+        length(min = 1, max = 512),
+        pattern(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?$")
+    )]
+    pub image: String,
+
+    /// Keyraft version: the image tag to run. Changing it starts a rolling
+    /// upgrade, one pod at a time, partition leaders last.
+    #[serde(default = "default_version")]
+    #[schemars(pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
+    pub version: String,
+
+    /// Number of hash partitions of the key space. Fixed at creation.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self == oldSelf",
+            "message": "partitions is immutable: the key space is hashed into this many partitions when the cluster is created; create a new cluster to change it",
+            "reason": "FieldValueForbidden"
+        }
+    ]))]
+    pub partitions: u32,
+
+    /// Replicas of every partition (1, 3 or 5), each on a distinct node and,
+    /// where the topology has them, a distinct zone.
+    #[serde(default = "default_replication_factor")]
+    #[schemars(extend("enum" = [1, 3, 5]))]
+    pub replication_factor: u32,
+
+    /// Read consistency settings.
+    #[serde(default)]
+    pub consistency: ConsistencySpec,
+
+    /// Zone-aware placement of pods and partition replicas.
+    #[serde(default)]
+    pub topology: TopologySpec,
+
+    /// Persistent volume of every node.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// CPU and memory requests and limits of the keyraft-node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// How the operator rolls out a new version or pod template.
+    #[serde(default)]
+    pub update_strategy: UpdateStrategySpec,
+
+    /// Replacement of members that stay unready.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+
+    /// Automatic rebalancing of partition replicas and leaders.
+    #[serde(default)]
+    pub rebalance: RebalanceSpec,
+
+    /// Request size limits enforced by every node.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+
+    /// Additions to the pod template of every node.
+    #[serde(default)]
+    pub pod_template: PodTemplateOverrides,
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_string()
+}
+fn default_version() -> String {
+    DEFAULT_VERSION.to_string()
+}
+fn default_partitions() -> u32 {
+    16
+}
+fn default_replication_factor() -> u32 {
+    3
+}
+
+/// Read consistency settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistencySpec {
+    /// Consistency of reads that name none: linearizable (leader, never
+    /// stale), session (read-your-writes with a token) or eventual (any
+    /// replica, may be stale).
+    #[serde(default)]
+    pub default_read: ReadConsistency,
+}
+
+/// Read consistency level.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    /// Served by the leader after confirming leadership.
+    #[default]
+    Linearizable,
+    /// Read-your-writes and monotonic reads through a session token.
+    Session,
+    /// The local replica answers at once; may be stale.
+    Eventual,
+}
+
+impl ReadConsistency {
+    /// The name used in the node's configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Session => "session",
+            ReadConsistency::Eventual => "eventual",
+        }
+    }
+}
+
+/// Zone-aware placement.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpec {
+    /// Node label that names a node's zone.
+    #[serde(default = "default_zone_key")]
+    #[schemars(length(min = 1, max = 316))]
+    pub zone_key: String,
+    /// Zones to run in. Empty means every zone the scheduler picks; when set,
+    /// pods get node affinity to these zones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// Spread of pods over zones: `required` refuses to schedule a pod that
+    /// would unbalance zones by more than one, `preferred` only tries.
+    #[serde(default)]
+    pub spread: Constraint,
+    /// Anti-affinity between pods of this cluster on one Kubernetes node:
+    /// `required` never co-locates two, `preferred` tries not to, `none` ignores.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
+}
+
+fn default_zone_key() -> String {
+    "topology.kubernetes.io/zone".to_string()
+}
+
+impl Default for TopologySpec {
+    fn default() -> Self {
+        TopologySpec {
+            zone_key: default_zone_key(),
+            zones: Vec::new(),
+            spread: Constraint::default(),
+            anti_affinity: AntiAffinity::default(),
+        }
+    }
+}
+
+/// Hard or soft scheduling constraint.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Constraint {
+    /// The scheduler must honour it.
+    Required,
+    /// The scheduler tries to honour it (default: works on one-node dev clusters).
+    #[default]
+    Preferred,
+}
+
+/// Pod anti-affinity mode.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AntiAffinity {
+    /// Never two pods of the cluster on one Kubernetes node.
+    Required,
+    /// Avoid two pods of the cluster on one Kubernetes node when possible.
+    #[default]
+    Preferred,
+    /// No anti-affinity.
+    None,
+}
+
+/// Persistent volume settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size as a Kubernetes quantity, e.g. 1Gi or 500Mi.
+    #[serde(default = "default_storage_size")]
+    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+    /// StorageClass of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// What happens to a volume when its member is removed by scale-in or
+    /// the cluster is deleted: Delete removes it, Retain keeps it.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+}
+
+fn default_storage_size() -> String {
+    "1Gi".to_string()
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+            reclaim_policy: ReclaimPolicy::default(),
+        }
+    }
+}
+
+/// Volume reclaim policy on scale-in and deletion.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// Delete the PersistentVolumeClaim once its member has left the cluster.
+    #[default]
+    Delete,
+    /// Keep the PersistentVolumeClaim.
+    Retain,
+}
+
+/// Rollout settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategySpec {
+    /// Stop rolling pods to a new version or template (running pods stay).
+    #[serde(default)]
+    pub paused: bool,
+    /// Pods restarted at once during a rollout. Only 1 is supported: a Raft
+    /// group of 3 survives one member down, not two.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1, max = 1))]
+    pub max_unavailable: i32,
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+impl Default for UpdateStrategySpec {
+    fn default() -> Self {
+        UpdateStrategySpec {
+            paused: false,
+            max_unavailable: default_max_unavailable(),
+        }
+    }
+}
+
+/// Failover settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// How long a member may stay unready before its replicas are re-created
+    /// on other nodes, as a duration such as 90s, 5m or 1h30m.
+    #[serde(default = "default_failover_timeout")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: String,
+}
+
+fn default_failover_timeout() -> String {
+    "5m".to_string()
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        FailoverSpec {
+            timeout: default_failover_timeout(),
+        }
+    }
+}
+
+/// Rebalancing settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Move replicas and leaders to even out nodes and zones.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Replica moves in flight at once over the whole cluster.
+    #[serde(default = "default_max_concurrent_moves")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrent_moves: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_concurrent_moves() -> u32 {
+    2
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        RebalanceSpec {
+            enabled: true,
+            max_concurrent_moves: default_max_concurrent_moves(),
+        }
+    }
+}
+
+/// Request size limits; the node's built-in defaults when unset.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Largest key accepted, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_key_bytes: Option<u32>,
+    /// Largest value accepted, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 67108864))]
+    pub max_value_bytes: Option<u32>,
+}
+
+/// Additions to the node pod template.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra pod labels (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node selector of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Observed state of a Keyraft cluster, written by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyraftClusterStatus {
+    /// Coarse lifecycle phase; the conditions carry the detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Available, Progressing, Degraded, Upgrading and Rebalancing, each with
+    /// a reason and a message saying what the operator waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Pods that exist (the scale subresource reads this).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods that are ready: joined, caught up and serving.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Version every member runs, once they agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    /// Version the cluster is moving to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+    /// One entry per pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// One entry per partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionStatus>,
+    /// The metadata.generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Id the cluster got at bootstrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Label selector of the pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// Lifecycle phase.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Pods are being created.
+    Pending,
+    /// Waiting for every initial pod, then bootstrapping Raft.
+    Bootstrapping,
+    /// Every member is ready and up to date.
+    Running,
+    /// Members are being added or decommissioned.
+    Scaling,
+    /// Pods are being restarted on a new version.
+    Upgrading,
+    /// Something needs attention; see the Degraded condition.
+    Degraded,
+    /// The pause annotation is set; nothing is changed.
+    Paused,
+}
+
+/// One member (pod) of the cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Pod name.
+    pub pod: String,
+    /// Raft node id, once the node has answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// Zone of the Kubernetes node the pod runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Whether the node is joined, caught up and serving.
+    #[serde(default)]
+    pub ready: bool,
+    /// Version the node reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Partitions this node leads.
+    #[serde(default)]
+    pub leaders: u32,
+    /// Member state in the meta group (active, draining, decommissioning, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// Placement summary of one partition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    /// Partition number.
+    pub partition: u32,
+    /// Raft node ids holding a replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<u64>,
+    /// Raft node id of the leader, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u64>,
+}
+
+/// The CRD as YAML: the content of `crds/keyraftcluster.yaml` and of the
+/// chart's copy, printed by `keyraft-operator crd`.
+pub fn crd_yaml() -> Result<String, crate::Error> {
+    use kube::CustomResourceExt;
+    let body = serde_yaml::to_string(&KeyraftCluster::crd())?;
+    Ok(format!(
+        "# Generated from operator/src/crd.rs by `keyraft-operator crd`; do not edit.\n{body}"
+    ))
+}
+
+impl KeyraftCluster {
+    /// Whether the pause annotation is set to "true".
+    pub fn is_paused(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PAUSE_ANNOTATION))
+            .is_some_and(|v| v == "true")
+    }
+}
+
+/// Parses a duration such as `90s`, `5m` or `1h30m` (the `failover.timeout`
+/// grammar).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let mut total_ms: u64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit_ms, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else {
+            return None;
+        };
+        total_ms = total_ms.checked_add(n.checked_mul(unit_ms)?)?;
+        rest = &rest[len..];
+    }
+    Some(std::time::Duration::from_millis(total_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smallest_manifest_is_just_replicas() {
+        let kr: KeyraftCluster = serde_yaml::from_str(
+            "apiVersion: keyraft.io/v1alpha1\nkind: KeyraftCluster\nmetadata: {name: a}\nspec: {replicas: 3}\n",
+        )
+        .unwrap();
+        assert_eq!(kr.spec.partitions, 16);
+        assert_eq!(kr.spec.replication_factor, 3);
+        assert_eq!(kr.spec.version, DEFAULT_VERSION);
+        assert_eq!(kr.spec.storage.size, "1Gi");
+        assert_eq!(kr.spec.failover.timeout, "5m");
+        assert_eq!(kr.spec.rebalance.max_concurrent_moves, 2);
+        assert_eq!(kr.spec.topology.zone_key, "topology.kubernetes.io/zone");
+        assert_eq!(
+            kr.spec.consistency.default_read,
+            ReadConsistency::Linearizable
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert!(parse_duration("").is_none());
+        assert!(parse_duration("5").is_none());
+        assert!(parse_duration("m5").is_none());
+        assert!(parse_duration("5d").is_none());
+    }
+
+    #[test]
+    fn pause_annotation() {
+        let mut kr = KeyraftCluster::new(
+            "a",
+            serde_yaml::from_str::<KeyraftClusterSpec>("replicas: 1").unwrap(),
+        );
+        assert!(!kr.is_paused());
+        kr.metadata.annotations = Some([(PAUSE_ANNOTATION.to_string(), "true".to_string())].into());
+        assert!(kr.is_paused());
+        kr.metadata.annotations =
+            Some([(PAUSE_ANNOTATION.to_string(), "false".to_string())].into());
+        assert!(!kr.is_paused());
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", keyraft_operator::crd::crd_yaml().unwrap());
+}

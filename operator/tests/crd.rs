@@ -1,0 +1,229 @@
+//! CRD drift check and a table of manifests run through the generated schema:
+//! structural rules (minimum/maximum/enum/pattern) with a JSON-schema
+//! validator, CEL rules (`x-kubernetes-validations`) with kube's client-side
+//! CEL evaluator, which applies schema defaults first as the API server does.
+
+use std::path::PathBuf;
+
+use keyraft_operator::crd::{crd_yaml, KeyraftCluster};
+use kube::CustomResourceExt;
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `crds/keyraftcluster.yaml` and the chart's copy must be exactly what
+/// `keyraft-operator crd` prints; regenerate both with `make crds`.
+#[test]
+fn crd_files_match_generated_crd() {
+    let want = crd_yaml().unwrap();
+    for rel in [
+        "crds/keyraftcluster.yaml",
+        "charts/keyraft-operator/crds/keyraftcluster.yaml",
+    ] {
+        let path = repo_root().join(rel);
+        let have = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
+        assert!(
+            have == want,
+            "{rel} differs from `keyraft-operator crd` output; run `make crds` and commit the result"
+        );
+    }
+}
+
+fn schema() -> Value {
+    let crd = KeyraftCluster::crd();
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn manifest(spec: &str) -> Value {
+    let yaml = format!(
+        "apiVersion: keyraft.io/v1alpha1\nkind: KeyraftCluster\nmetadata:\n  name: t\nspec:\n{}",
+        spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+    );
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+/// Every error the schema reports for `obj` (updated from `old` when given),
+/// as "path: message" lines.
+fn errors(obj: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = schema();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schema)
+        .unwrap();
+    let mut out: Vec<String> = validator
+        .iter_errors(obj)
+        .map(|e| format!("{}: {}", e.instance_path(), e))
+        .collect();
+    if let Err(cel) = kube::core::cel::Validator::new().validate(&schema, obj, old) {
+        out.extend(cel.iter().map(|e| e.to_string()));
+    }
+    out
+}
+
+#[test]
+fn good_manifests_pass() {
+    for spec in [
+        "replicas: 3",
+        "replicas: 1\nreplicationFactor: 1",
+        "replicas: 5\nreplicationFactor: 5\npartitions: 1024\nversion: v0.2.0-rc.1\nstorage: {size: 500Mi, reclaimPolicy: Retain}\nfailover: {timeout: 1h30m}\nconsistency: {defaultRead: session}\ntopology: {spread: required, antiAffinity: none, zones: [a, b, c]}",
+    ] {
+        let errs = errors(&manifest(spec), None);
+        assert!(errs.is_empty(), "{spec:?} was rejected: {errs:?}");
+    }
+    for file in ["basic.yaml", "multi-zone.yaml", "dev-single.yaml"] {
+        let text = std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap();
+        let obj: Value = serde_yaml::from_str(&text).unwrap();
+        let errs = errors(&obj, None);
+        assert!(errs.is_empty(), "examples/{file} was rejected: {errs:?}");
+        // And the operator itself can read it.
+        serde_json::from_value::<KeyraftCluster>(obj).unwrap();
+    }
+}
+
+#[test]
+fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
+    // (spec, a fragment every matching error must contain: the field's path or name)
+    let table: &[(&str, &str)] = &[
+        ("replicas: 0", "/spec/replicas"),
+        ("replicas: -3", "/spec/replicas"),
+        (
+            "replicas: 3\nreplicationFactor: 2",
+            "/spec/replicationFactor",
+        ),
+        (
+            "replicas: 3\nreplicationFactor: 5",
+            "replicationFactor must not exceed replicas",
+        ),
+        // Defaults count: replicationFactor defaults to 3.
+        ("replicas: 1", "replicationFactor must not exceed replicas"),
+        ("replicas: 3\npartitions: 0", "/spec/partitions"),
+        ("replicas: 3\npartitions: 1025", "/spec/partitions"),
+        ("replicas: 3\nstorage: {size: lots}", "/spec/storage/size"),
+        ("replicas: 3\nstorage: {size: 1GB}", "/spec/storage/size"),
+        (
+            "replicas: 3\nstorage: {reclaimPolicy: Recycle}",
+            "/spec/storage/reclaimPolicy",
+        ),
+        ("replicas: 3\nversion: 'bad tag!'", "/spec/version"),
+        ("replicas: 3\nversion: '-v1'", "/spec/version"),
+        ("replicas: 3\nimage: 'Keyraft/Node'", "/spec/image"),
+        (
+            "replicas: 3\nconsistency: {defaultRead: strong}",
+            "/spec/consistency/defaultRead",
+        ),
+        (
+            "replicas: 3\ntopology: {spread: maybe}",
+            "/spec/topology/spread",
+        ),
+        (
+            "replicas: 3\ntopology: {antiAffinity: always}",
+            "/spec/topology/antiAffinity",
+        ),
+        (
+            "replicas: 3\nfailover: {timeout: 5 minutes}",
+            "/spec/failover/timeout",
+        ),
+        (
+            "replicas: 3\nrebalance: {maxConcurrentMoves: 0}",
+            "/spec/rebalance/maxConcurrentMoves",
+        ),
+        (
+            "replicas: 3\nupdateStrategy: {maxUnavailable: 2}",
+            "/spec/updateStrategy/maxUnavailable",
+        ),
+        ("replicas: '3'", "/spec/replicas"),
+        ("partitions: 8", "replicas"),
+    ];
+    for (spec, fragment) in table {
+        let errs = errors(&manifest(spec), None);
+        if std::env::var_os("SHOW_ERRORS").is_some() {
+            println!("{spec:?} -> {errs:?}");
+        }
+        assert!(!errs.is_empty(), "{spec:?} was accepted");
+        assert!(
+            errs.iter().any(|e| e.contains(fragment)),
+            "{spec:?}: no error names {fragment:?}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn partitions_are_immutable() {
+    let old = manifest("replicas: 3\npartitions: 16");
+    let new = manifest("replicas: 3\npartitions: 32");
+    let errs = errors(&new, Some(&old));
+    assert!(
+        errs.iter().any(|e| e.contains("partitions is immutable")),
+        "changing partitions was accepted: {errs:?}"
+    );
+    // Scaling is a legal update.
+    let scaled = manifest("replicas: 5\npartitions: 16");
+    let errs = errors(&scaled, Some(&old));
+    assert!(errs.is_empty(), "scaling was rejected: {errs:?}");
+}
+
+#[test]
+fn crd_has_subresources_columns_and_short_name() {
+    let crd = KeyraftCluster::crd();
+    assert_eq!(crd.spec.group, "keyraft.io");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["kr".to_string()][..])
+    );
+    let v = &crd.spec.versions[0];
+    assert_eq!(v.name, "v1alpha1");
+    let sub = v.subresources.as_ref().unwrap();
+    assert!(sub.status.is_some());
+    let scale = sub.scale.as_ref().unwrap();
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    let cols: Vec<&str> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(cols, ["Replicas", "Ready", "Version", "Phase", "Age"]);
+}
+
+/// Every schema property the user can set carries a description (from the
+/// `///` docs), so `kubectl explain` is useful.
+#[test]
+fn every_spec_field_is_documented() {
+    fn walk(path: &str, s: &Value, missing: &mut Vec<String>) {
+        if let Some(props) = s.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if v.get("description").is_none() {
+                    missing.push(p.clone());
+                }
+                walk(&p, v, missing);
+            }
+        }
+        if let Some(items) = s.get("items") {
+            walk(&format!("{path}[]"), items, missing);
+        }
+    }
+    let schema = schema();
+    let mut missing = Vec::new();
+    walk("spec", &schema["properties"]["spec"], &mut missing);
+    walk("status", &schema["properties"]["status"], &mut missing);
+    assert!(
+        missing.is_empty(),
+        "fields without description: {missing:?}"
+    );
+}
