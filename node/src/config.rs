@@ -1,0 +1,89 @@
+//! Command-line flags of `keyraft-node`; each also reads a `KEYRAFT_*`
+//! environment variable so a pod template can set them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use keyraft_api::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "keyraft-node", version, about = "A Keyraft database node: partitioned, Raft-replicated key-value storage")]
+pub struct Config {
+    /// Stable name of this node (the pod name on Kubernetes).
+    #[arg(long, env = "KEYRAFT_NAME")]
+    pub name: String,
+
+    /// Directory holding the write-ahead log, snapshots and identity.
+    #[arg(long, env = "KEYRAFT_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Address the gRPC server binds.
+    #[arg(long, env = "KEYRAFT_LISTEN", default_value = "0.0.0.0:7000")]
+    pub listen: SocketAddr,
+
+    /// Address (host:port) other nodes and clients use to reach this node.
+    #[arg(long, env = "KEYRAFT_ADVERTISE")]
+    pub advertise: String,
+
+    /// Address the HTTP server (/healthz, /readyz, /metrics) binds.
+    #[arg(long, env = "KEYRAFT_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+
+    /// Failure domain of this node; replicas of a partition go to distinct zones.
+    #[arg(long, env = "KEYRAFT_ZONE", default_value = "")]
+    pub zone: String,
+
+    /// Name of the cluster this node belongs to; a data directory of another
+    /// cluster is refused.
+    #[arg(long, env = "KEYRAFT_CLUSTER", default_value = "keyraft")]
+    pub cluster: String,
+
+    /// Largest key accepted, in bytes.
+    #[arg(long, env = "KEYRAFT_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
+    pub max_key_bytes: usize,
+
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "KEYRAFT_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "KEYRAFT_HEARTBEAT_MS", default_value_t = 150)]
+    pub heartbeat_ms: u64,
+
+    /// Smallest election timeout in milliseconds (the largest is twice this).
+    #[arg(long, env = "KEYRAFT_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
+    pub election_timeout_ms: u64,
+
+    /// Take a snapshot of a group after this many new log entries.
+    #[arg(long, env = "KEYRAFT_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    pub snapshot_entries: u64,
+
+    /// Log entries kept behind a snapshot, so slightly lagging replicas catch
+    /// up from the log instead of a snapshot.
+    #[arg(long, env = "KEYRAFT_KEEP_ENTRIES", default_value_t = 1_000)]
+    pub keep_entries: u64,
+
+    /// Start a new compacted write-ahead log segment past this many MiB.
+    #[arg(long, env = "KEYRAFT_WAL_SEGMENT_MB", default_value_t = 64)]
+    pub wal_segment_mb: u64,
+
+    /// Version this node reports to the cluster (defaults to the build's).
+    #[arg(long, env = "KEYRAFT_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub version: String,
+}
+
+impl Config {
+    pub fn raft_config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: self.cluster.clone(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_entries),
+            max_in_snapshot_log_to_keep: self.keep_entries,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! One gRPC connection per peer node, shared by every Raft group and by
+//! request forwarding (the `multi-raft-kv` router idea).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use keyraft_api::limits::MAX_MESSAGE_BYTES;
+use keyraft_api::pb::admin_client::AdminClient;
+use keyraft_api::pb::kv_client::KvClient;
+use keyraft_api::pb::raft_client::RaftClient;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<RwLock<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// A lazily connecting channel to `addr` (host:port), created once.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        if let Some(c) = self.channels.read().unwrap_or_else(|e| e.into_inner()).get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        Ok(map.entry(addr.to_string()).or_insert(ch).clone())
+    }
+
+    pub fn raft(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+        Ok(RaftClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub fn kv(&self, addr: &str) -> Result<KvClient<Channel>, tonic::transport::Error> {
+        Ok(KvClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, tonic::transport::Error> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+}

@@ -1,0 +1,73 @@
+//! Starts a node's gRPC and HTTP servers and stops them on a signal.
+
+
+use keyraft_api::limits::MAX_MESSAGE_BYTES;
+use keyraft_api::pb::admin_server::AdminServer;
+use keyraft_api::pb::kv_server::KvServer;
+use keyraft_api::pb::raft_server::RaftServer;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::node::Node;
+use crate::service::{admin::AdminService, kv::KvService, raft::RaftService};
+
+/// Runs a node until SIGTERM or SIGINT, then shuts its groups down cleanly.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let grpc_listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: cannot bind: {e}", cfg.listen))?;
+    let http_listener = TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--http-listen {}: cannot bind: {e}", cfg.http_listen))?;
+    let node = Node::open(cfg).await?;
+    let id = node.identity();
+    tracing::info!(
+        name = %id.name, node_id = id.node_id, incarnation = %id.incarnation, cluster = %id.cluster_name,
+        grpc = %node.cfg.listen, http = %node.cfg.http_listen, advertise = %node.cfg.advertise,
+        "keyraft-node started"
+    );
+    tokio::spawn(node.clone().run_membership_loop());
+
+    let shutdown = async {
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutting down");
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(
+            KvServer::new(KvService { node: node.clone() })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            RaftServer::new(RaftService { node: node.clone() })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AdminServer::new(AdminService { node: node.clone() }))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.changed().await;
+            }
+        });
+    let http = axum::serve(http_listener, crate::http::router(node.clone())).with_graceful_shutdown({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    });
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(async move { http.await });
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    node.groups.shutdown().await;
+    let _ = node.wal.sync().await;
+    node.wal.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), grpc_task).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http_task).await;
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! The client-facing key-value service. Every node serves every key: writes
+//! go to the partition's leader (here or forwarded), reads go where their
+//! consistency level allows.
+
+use std::sync::Arc;
+
+use keyraft_api::limits::{DEFAULT_SCAN_LIMIT, MAX_BATCH_OPS, MAX_SCAN_LIMIT};
+use keyraft_api::pb::kv_server::Kv;
+use keyraft_api::pb::{self, batch_op};
+use keyraft_api::{group_of_partition, partition_for_key, ConsistencyLevel, SessionToken, HOPS_HEADER};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::observe;
+use crate::error::NodeError;
+use crate::node::{Node, ReadPlan, Written};
+use crate::types::{Command, CommandResult, KvOp, RequestId};
+
+pub struct KvService {
+    pub node: Arc<Node>,
+}
+
+fn hops(md: &MetadataMap) -> u32 {
+    md.get(HOPS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn forwarded<T>(msg: T, hops: u32) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(HOPS_HEADER, (hops + 1).to_string().parse().expect("digits are ASCII"));
+    r
+}
+
+impl KvService {
+    fn check_key(&self, field: &'static str, key: &[u8]) -> Result<(), NodeError> {
+        if key.is_empty() {
+            return Err(NodeError::invalid(field, "must not be empty"));
+        }
+        let max = self.node.cfg.max_key_bytes;
+        if key.len() > max {
+            return Err(NodeError::invalid(field, format!("{} bytes exceeds the limit of {max} bytes", key.len())));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, field: &'static str, v: &[u8]) -> Result<(), NodeError> {
+        let max = self.node.cfg.max_value_bytes;
+        if v.len() > max {
+            return Err(NodeError::invalid(field, format!("{} bytes exceeds the limit of {max} bytes", v.len())));
+        }
+        Ok(())
+    }
+
+    fn partition_of(&self, key: &[u8]) -> Result<u32, NodeError> {
+        Ok(partition_for_key(key, self.node.meta()?.partitions))
+    }
+
+    async fn write(&self, key: &[u8], rid: Option<pb::RequestId>, op: KvOp) -> Result<(Written, u32), NodeError> {
+        let p = self.partition_of(key)?;
+        let request_id = rid.map(|r| RequestId { client_id: r.client_id, seq: r.seq });
+        let w = self.node.propose_group(group_of_partition(p), Some(p), Command::Kv { request_id, op }).await?;
+        Ok((w, p))
+    }
+
+    fn header(p: u32, index: u64, served_by: u64, addr: String) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            partition: p,
+            session_token: SessionToken { partition: p, index }.to_string(),
+            served_by,
+            served_by_addr: addr,
+        })
+    }
+
+    fn written_header(p: u32, w: &Written) -> Option<pb::ResponseHeader> {
+        Self::header(p, w.index, w.served_by, w.served_by_addr.clone())
+    }
+
+    /// The level a read asked for (or the cluster default) and its session
+    /// index for partition `p`.
+    fn read_level(&self, consistency: i32, token: &str, p: u32) -> Result<(ConsistencyLevel, u64), NodeError> {
+        let level = ConsistencyLevel::from_wire(consistency)
+            .map_err(|e| NodeError::invalid("consistency", e))?
+            .unwrap_or_else(|| self.node.default_read());
+        if token.is_empty() {
+            return Ok((level, 0));
+        }
+        let t: SessionToken = token.parse().map_err(|e: String| NodeError::invalid("session_token", e))?;
+        if t.partition != p {
+            return Err(NodeError::invalid(
+                "session_token",
+                format!("token is for partition {} but the key is in partition {p}", t.partition),
+            ));
+        }
+        Ok((level, t.index))
+    }
+
+    async fn scan_partition(&self, req: &pb::ScanRequest, p: u32, hops: u32) -> Result<pb::ScanResponse, Status> {
+        let (level, _) = self.read_level(req.consistency, "", p)?;
+        match self.node.plan_read(p, level, 0, hops).await? {
+            ReadPlan::Local { reader, .. } => {
+                let limit = effective_limit(req.limit)? as usize;
+                let (start, end) = scan_bounds(req)?;
+                let data = reader.read();
+                let range = data.kv.range::<[u8], _>((std::ops::Bound::Included(&start[..]), end_bound(&end)));
+                let mut items: Vec<pb::KeyValue> =
+                    range.take(limit + 1).map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect();
+                let more = items.len() > limit;
+                items.truncate(limit);
+                Ok(pb::ScanResponse { items, more })
+            }
+            ReadPlan::Forward(addr) => {
+                let mut c = self.node.peers.kv(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+                let mut fwd = req.clone();
+                fwd.partition = Some(p);
+                Ok(c.scan(forwarded(fwd, hops)).await?.into_inner())
+            }
+        }
+    }
+}
+
+fn effective_limit(limit: u32) -> Result<u32, NodeError> {
+    match limit {
+        0 => Ok(DEFAULT_SCAN_LIMIT),
+        l if l > MAX_SCAN_LIMIT => Err(NodeError::invalid("limit", format!("{l} exceeds the maximum of {MAX_SCAN_LIMIT}"))),
+        l => Ok(l),
+    }
+}
+
+/// The [start, end) range a scan covers; an empty end means unbounded.
+fn scan_bounds(req: &pb::ScanRequest) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
+    if !req.prefix.is_empty() {
+        if !req.start.is_empty() || !req.end.is_empty() {
+            return Err(NodeError::invalid("prefix", "give either a prefix or a start/end range, not both"));
+        }
+        return Ok((req.prefix.clone(), prefix_end(&req.prefix)));
+    }
+    if !req.end.is_empty() && req.end <= req.start {
+        return Err(NodeError::invalid("end", "must sort after start"));
+    }
+    Ok((req.start.clone(), req.end.clone()))
+}
+
+/// The first key after every key starting with `prefix` (empty: none).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+fn end_bound(end: &[u8]) -> std::ops::Bound<&[u8]> {
+    if end.is_empty() {
+        std::ops::Bound::Unbounded
+    } else {
+        std::ops::Bound::Excluded(end)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        observe(&self.node, "put", async {
+            let r = req.into_inner();
+            self.check_key("key", &r.key)?;
+            self.check_value("value", &r.value)?;
+            let (w, p) = self.write(&r.key.clone(), r.request_id, KvOp::Put { key: r.key, value: r.value }).await?;
+            Ok(Response::new(pb::PutResponse { header: Self::written_header(p, &w) }))
+        })
+        .await
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        observe(&self.node, "get", async {
+            let hops = hops(req.metadata());
+            let r = req.into_inner();
+            self.check_key("key", &r.key)?;
+            let p = self.partition_of(&r.key)?;
+            let (level, min_index) = self.read_level(r.consistency, &r.session_token, p)?;
+            match self.node.plan_read(p, level, min_index, hops).await? {
+                ReadPlan::Local { reader, applied, served_by } => {
+                    let value = reader.read().kv.get(&r.key).cloned();
+                    Ok(Response::new(pb::GetResponse {
+                        header: Self::header(p, applied.max(min_index), served_by, self.node.cfg.advertise.clone()),
+                        found: value.is_some(),
+                        value: value.unwrap_or_default(),
+                    }))
+                }
+                ReadPlan::Forward(addr) => {
+                    let mut c = self.node.peers.kv(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+                    c.get(forwarded(r, hops)).await
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        observe(&self.node, "delete", async {
+            let r = req.into_inner();
+            self.check_key("key", &r.key)?;
+            let (w, p) = self.write(&r.key.clone(), r.request_id, KvOp::Delete { key: r.key }).await?;
+            let existed = matches!(w.result, CommandResult::Deleted { existed: true });
+            Ok(Response::new(pb::DeleteResponse { header: Self::written_header(p, &w), existed }))
+        })
+        .await
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        observe(&self.node, "scan", async {
+            let hops = hops(req.metadata());
+            let r = req.into_inner();
+            let limit = effective_limit(r.limit)? as usize;
+            scan_bounds(&r)?;
+            let meta = self.node.meta()?;
+            if let Some(p) = r.partition {
+                if p >= meta.partitions {
+                    return Err(NodeError::invalid("partition", format!("{p} does not exist; the cluster has {} partitions", meta.partitions)).into());
+                }
+                return Ok(Response::new(self.scan_partition(&r, p, hops).await?));
+            }
+            let parts = futures::future::try_join_all((0..meta.partitions).map(|p| self.scan_partition(&r, p, hops))).await?;
+            // A partition cut short may hold unseen keys after its last one:
+            // only keys up to the smallest such cut are complete.
+            let cutoff = parts.iter().filter(|p| p.more).filter_map(|p| p.items.last()).map(|kv| kv.key.clone()).min();
+            let mut more = parts.iter().any(|p| p.more);
+            let mut items: Vec<pb::KeyValue> = parts.into_iter().flat_map(|p| p.items).collect();
+            if let Some(c) = &cutoff {
+                items.retain(|kv| kv.key <= *c);
+            }
+            items.sort_by(|a, b| a.key.cmp(&b.key));
+            if items.len() > limit {
+                items.truncate(limit);
+                more = true;
+            }
+            Ok(Response::new(pb::ScanResponse { items, more }))
+        })
+        .await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<pb::CompareAndSwapRequest>,
+    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        observe(&self.node, "compare_and_swap", async {
+            let r = req.into_inner();
+            self.check_key("key", &r.key)?;
+            if let Some(v) = &r.expected {
+                self.check_value("expected", v)?;
+            }
+            if let Some(v) = &r.new_value {
+                self.check_value("new_value", v)?;
+            }
+            let op = KvOp::Cas { key: r.key.clone(), expected: r.expected, new: r.new_value };
+            let (w, p) = self.write(&r.key, r.request_id, op).await?;
+            let (succeeded, current) = match &w.result {
+                CommandResult::Cas { succeeded, current } => (*succeeded, current.clone()),
+                other => return Err(Status::internal(format!("unexpected result {other:?}"))),
+            };
+            Ok(Response::new(pb::CompareAndSwapResponse { header: Self::written_header(p, &w), succeeded, current }))
+        })
+        .await
+    }
+
+    async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
+        observe(&self.node, "batch", async {
+            let r = req.into_inner();
+            if r.ops.is_empty() {
+                return Err(NodeError::invalid("ops", "a batch needs at least one operation").into());
+            }
+            if r.ops.len() > MAX_BATCH_OPS {
+                return Err(NodeError::invalid("ops", format!("{} operations exceed the limit of {MAX_BATCH_OPS}", r.ops.len())).into());
+            }
+            let mut ops = Vec::with_capacity(r.ops.len());
+            for op in r.ops {
+                match op.op {
+                    Some(batch_op::Op::Put(kv)) => {
+                        self.check_key("ops.put.key", &kv.key)?;
+                        self.check_value("ops.put.value", &kv.value)?;
+                        ops.push((kv.key, Some(kv.value)));
+                    }
+                    Some(batch_op::Op::Delete(k)) => {
+                        self.check_key("ops.delete", &k)?;
+                        ops.push((k, None));
+                    }
+                    None => return Err(NodeError::invalid("ops", "an operation is neither put nor delete").into()),
+                }
+            }
+            let p = self.partition_of(&ops[0].0)?;
+            for (k, _) in &ops {
+                let q = self.partition_of(k)?;
+                if q != p {
+                    return Err(NodeError::invalid(
+                        "ops",
+                        format!("keys span partitions {p} and {q}; a batch must stay within one partition"),
+                    )
+                    .into());
+                }
+            }
+            let first = ops[0].0.clone();
+            let (w, p) = self.write(&first, r.request_id, KvOp::Batch(ops)).await?;
+            Ok(Response::new(pb::BatchResponse { header: Self::written_header(p, &w) }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_first_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), b"ac");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"");
+    }
+
+    #[test]
+    fn scan_bounds_reject_mixed_or_inverted_ranges() {
+        let mut r = pb::ScanRequest { prefix: b"p".to_vec(), start: b"a".to_vec(), ..Default::default() };
+        assert!(matches!(scan_bounds(&r), Err(NodeError::InvalidArgument { field: "prefix", .. })));
+        r.prefix.clear();
+        r.end = b"a".to_vec();
+        assert!(matches!(scan_bounds(&r), Err(NodeError::InvalidArgument { field: "end", .. })));
+        assert!(matches!(effective_limit(MAX_SCAN_LIMIT + 1), Err(NodeError::InvalidArgument { field: "limit", .. })));
+        assert_eq!(effective_limit(0).unwrap(), DEFAULT_SCAN_LIMIT);
+    }
+}

@@ -1,0 +1,69 @@
+//! The openraft type configuration shared by every group on a node, and the
+//! commands that travel through the Raft logs.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+
+use crate::meta::MetaOp;
+
+pub type NodeId = u64;
+pub type GroupId = keyraft_api::GroupId;
+
+openraft::declare_raft_types!(
+    /// One configuration for the meta group and every partition group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = BasicNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
+
+/// A client's write identity, so a retried write is applied once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client_id: u64,
+    pub seq: u64,
+}
+
+/// What a partition's log carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    /// A key-value write, with the request id used for exactly-once retries.
+    Kv { request_id: Option<RequestId>, op: KvOp },
+    /// A change to cluster metadata (meta group only).
+    Meta(MetaOp),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum KvOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+    /// `expected: None` means "must not exist"; `new: None` deletes.
+    Cas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    /// Applied atomically: `Some(value)` puts, `None` deletes.
+    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+}
+
+/// What applying a command produced; returned to the proposer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    #[default]
+    Done,
+    Deleted { existed: bool },
+    Cas { succeeded: bool, current: Option<Vec<u8>> },
+    Meta(Result<(), String>),
+}
+
+/// The keys and values of one partition.
+pub type KvMap = BTreeMap<Vec<u8>, Vec<u8>>;
