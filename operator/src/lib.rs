@@ -2,6 +2,7 @@
 //! a cluster owns, a pure planner (observation -> actions), and the
 //! controller that observes, plans and acts.
 
+pub mod builders;
 pub mod crd;
 
 /// Errors of the operator library.

@@ -1,0 +1,122 @@
+//! Services, PodDisruptionBudget and ConfigMap of a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::statefulset::label_selector;
+use super::{object_meta, selector_labels, Names, GRPC_PORT, HTTP_PORT};
+use crate::crd::KeyraftCluster;
+use crate::Result;
+
+fn ports() -> Vec<ServicePort> {
+    vec![
+        ServicePort {
+            name: Some("grpc".into()),
+            port: GRPC_PORT,
+            target_port: Some(IntOrString::String("grpc".into())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        },
+        ServicePort {
+            name: Some("http".into()),
+            port: HTTP_PORT,
+            target_port: Some(IntOrString::String("http".into())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        },
+    ]
+}
+
+/// Headless Service: `<pod>.<name>-headless.<ns>.svc` for every pod,
+/// published before the pod is ready so peers can find each other while
+/// the cluster forms.
+pub fn headless_service(kr: &KeyraftCluster) -> Result<Service> {
+    let names = Names::of(kr)?;
+    Ok(Service {
+        metadata: object_meta(kr, &names, &names.headless)?,
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(&names.cluster)),
+            ports: Some(ports()),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// Client Service: load-balances over ready nodes; any node serves any key.
+pub fn client_service(kr: &KeyraftCluster) -> Result<Service> {
+    let names = Names::of(kr)?;
+    Ok(Service {
+        metadata: object_meta(kr, &names, &names.client)?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(&names.cluster)),
+            ports: Some(ports()),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// Voluntary disruptions the PDB allows: one when every partition keeps a
+/// majority without that node (replication factor 3 or 5), none otherwise
+/// (replication factor 1: every node holds the only copy of some partitions).
+pub fn pdb_max_unavailable(kr: &KeyraftCluster) -> i32 {
+    if kr.spec.replication_factor >= 3 && kr.spec.replicas >= 3 {
+        1
+    } else {
+        0
+    }
+}
+
+/// PodDisruptionBudget that never lets a node drain take a quorum away.
+pub fn pod_disruption_budget(kr: &KeyraftCluster) -> Result<PodDisruptionBudget> {
+    let names = Names::of(kr)?;
+    Ok(PodDisruptionBudget {
+        metadata: object_meta(kr, &names, &names.pdb)?,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(pdb_max_unavailable(kr))),
+            selector: Some(label_selector(&selector_labels(&names.cluster))),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+/// Cluster-wide node settings, read by every node as environment variables
+/// (`envFrom`). Bootstrap passes partitions and replication factor through
+/// the admin API as well; here they document what the cluster was made with.
+pub fn config_map(kr: &KeyraftCluster) -> Result<ConfigMap> {
+    let names = Names::of(kr)?;
+    let spec = &kr.spec;
+    let mut data = BTreeMap::from([
+        (
+            "KEYRAFT_PARTITIONS".to_string(),
+            spec.partitions.to_string(),
+        ),
+        (
+            "KEYRAFT_REPLICATION_FACTOR".to_string(),
+            spec.replication_factor.to_string(),
+        ),
+        (
+            "KEYRAFT_DEFAULT_READ".to_string(),
+            spec.consistency.default_read.as_str().to_string(),
+        ),
+    ]);
+    if let Some(n) = spec.limits.max_key_bytes {
+        data.insert("KEYRAFT_MAX_KEY_BYTES".into(), n.to_string());
+    }
+    if let Some(n) = spec.limits.max_value_bytes {
+        data.insert("KEYRAFT_MAX_VALUE_BYTES".into(), n.to_string());
+    }
+    Ok(ConfigMap {
+        metadata: object_meta(kr, &names, &names.config_map)?,
+        data: Some(data),
+        ..ConfigMap::default()
+    })
+}

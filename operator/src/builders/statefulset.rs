@@ -1,0 +1,302 @@
+//! The StatefulSet of keyraft-node pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT,
+};
+use crate::crd::{AntiAffinity, Constraint, KeyraftCluster, ReclaimPolicy};
+use crate::Result;
+
+/// UID/GID the node runs as; the image must not need root.
+const NODE_UID: i64 = 10001;
+/// Long enough for a node to hand its leaderships over before SIGKILL.
+const TERMINATION_GRACE_SECONDS: i64 = 60;
+
+/// The StatefulSet with `replicas` pods. The planner decides `replicas`:
+/// during scale-in it stays above `spec.replicas` until the highest members
+/// are decommissioned.
+pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
+    let names = Names::of(kr)?;
+    let spec = &kr.spec;
+    let selector = selector_labels(&names.cluster);
+
+    // Operator labels are applied last so overrides cannot break the selector.
+    let mut pod_labels = spec.pod_template.labels.clone();
+    pod_labels.extend(labels(kr));
+
+    let reclaim = match spec.storage.reclaim_policy {
+        ReclaimPolicy::Delete => "Delete",
+        ReclaimPolicy::Retain => "Retain",
+    };
+
+    let pod_spec = PodSpec {
+        containers: vec![node_container(kr, &names)],
+        volumes: Some(vec![Volume {
+            // readOnlyRootFilesystem: scratch space for the process.
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+        // The node never talks to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NODE_UID),
+            run_as_group: Some(NODE_UID),
+            fs_group: Some(NODE_UID),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        affinity: affinity(kr, &selector),
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: spec.topology.zone_key.clone(),
+            when_unsatisfiable: match spec.topology.spread {
+                Constraint::Required => "DoNotSchedule",
+                Constraint::Preferred => "ScheduleAnyway",
+            }
+            .into(),
+            label_selector: Some(label_selector(&selector)),
+            ..TopologySpreadConstraint::default()
+        }]),
+        node_selector: non_empty(spec.pod_template.node_selector.clone()),
+        tolerations: (!spec.pod_template.tolerations.is_empty())
+            .then(|| spec.pod_template.tolerations.clone()),
+        priority_class_name: spec.pod_template.priority_class_name.clone(),
+        ..PodSpec::default()
+    };
+
+    let mut storage_request = BTreeMap::new();
+    storage_request.insert("storage".to_string(), Quantity(spec.storage.size.clone()));
+
+    Ok(StatefulSet {
+        metadata: object_meta(kr, &names, &names.statefulset)?,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(names.headless.clone()),
+            // Pods of a Raft cluster must all start to form a quorum.
+            pod_management_policy: Some("Parallel".into()),
+            // The operator restarts pods itself, one at a time, leaders last.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
+            selector: label_selector(&selector),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(reclaim.into()),
+                    when_scaled: Some(reclaim.into()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: non_empty(spec.pod_template.annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(DATA_VOLUME.into()),
+                    labels: Some(selector.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: spec.storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(storage_request),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            }]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}
+
+fn node_container(kr: &KeyraftCluster, names: &Names) -> Container {
+    let env = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    };
+    Container {
+        name: "keyraft-node".into(),
+        image: Some(image(kr)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["keyraft-node".into()]),
+        // The node reads every setting from KEYRAFT_* variables.
+        env: Some(vec![
+            EnvVar {
+                name: "KEYRAFT_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+            env("KEYRAFT_CLUSTER", names.cluster.clone()),
+            env("KEYRAFT_DATA_DIR", DATA_DIR.into()),
+            env("KEYRAFT_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
+            // $(KEYRAFT_NAME) is expanded by the kubelet: the pod's stable DNS name.
+            env(
+                "KEYRAFT_ADVERTISE",
+                format!(
+                    "$(KEYRAFT_NAME).{}.{}.svc:{GRPC_PORT}",
+                    names.headless, names.namespace
+                ),
+            ),
+            env("KEYRAFT_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+            // Zones are recorded by the operator from Node labels, not by the pod.
+            env("KEYRAFT_ZONE", String::new()),
+        ]),
+        // Cluster-wide settings (limits, default read level) from the ConfigMap.
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: names.config_map.clone(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("grpc".into()),
+                container_port: GRPC_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        // Replaying a large log may take a while; liveness starts after this.
+        startup_probe: Some(http_probe("/healthz", 2, 150)),
+        resources: kr.spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    }
+}
+
+fn affinity(kr: &KeyraftCluster, selector: &BTreeMap<String, String>) -> Option<Affinity> {
+    let topo = &kr.spec.topology;
+    let term = PodAffinityTerm {
+        label_selector: Some(label_selector(selector)),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..PodAffinityTerm::default()
+    };
+    let pod_anti_affinity = match topo.anti_affinity {
+        AntiAffinity::Required => Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..PodAntiAffinity::default()
+        }),
+        AntiAffinity::Preferred => Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        AntiAffinity::None => None,
+    };
+    let node_affinity = (!topo.zones.is_empty()).then(|| NodeAffinity {
+        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: topo.zone_key.clone(),
+                    operator: "In".into(),
+                    values: Some(topo.zones.clone()),
+                }]),
+                ..NodeSelectorTerm::default()
+            }],
+        }),
+        ..NodeAffinity::default()
+    });
+    if pod_anti_affinity.is_none() && node_affinity.is_none() {
+        return None;
+    }
+    Some(Affinity {
+        pod_anti_affinity,
+        node_affinity,
+        ..Affinity::default()
+    })
+}
+
+pub(super) fn label_selector(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels.clone()),
+        ..LabelSelector::default()
+    }
+}
+
+fn non_empty(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!m.is_empty()).then_some(m)
+}
