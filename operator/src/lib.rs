@@ -4,6 +4,7 @@
 
 pub mod builders;
 pub mod crd;
+pub mod planner;
 
 /// Errors of the operator library.
 #[derive(Debug, thiserror::Error)]
