@@ -2,8 +2,12 @@
 //! a cluster owns, a pure planner (observation -> actions), and the
 //! controller that observes, plans and acts.
 
+pub mod admin;
 pub mod builders;
+pub mod controller;
 pub mod crd;
+pub mod lease;
+pub mod metrics;
 pub mod planner;
 
 /// Errors of the operator library.

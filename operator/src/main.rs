@@ -1,3 +1,162 @@
-fn main() {
-    print!("{}", keyraft_operator::crd::crd_yaml().unwrap());
+//! `keyraft-operator`: runs the KeyraftCluster controller, or prints its CRD.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use keyraft_operator::{admin::Admin, controller, crd, lease, metrics};
+use tokio::sync::watch;
+
+/// Kubernetes operator for Keyraft clusters.
+///
+/// Install the CRD (`keyraft-operator crd | kubectl apply -f -`), run the
+/// controller (`keyraft-operator run`), then apply a KeyraftCluster such as
+/// examples/basic.yaml.
+#[derive(Parser)]
+#[command(name = "keyraft-operator", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the KeyraftCluster CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the controller against the cluster of the current kubeconfig or
+    /// in-cluster service account.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of the HTTP server for /metrics, /healthz, /readyz.
+    #[arg(long, env = "KEYRAFT_OPERATOR_HTTP", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Timeout of every node admin call, in milliseconds.
+    #[arg(
+        long,
+        env = "KEYRAFT_OPERATOR_ADMIN_TIMEOUT_MS",
+        default_value_t = 3000
+    )]
+    admin_timeout_ms: u64,
+    /// Elect a leader through a Lease so several replicas can run.
+    #[arg(long, env = "KEYRAFT_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "KEYRAFT_OPERATOR_LEASE_NAME",
+        default_value = "keyraft-operator"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Identity in the Lease; the pod name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Lease duration in seconds; a dead leader is replaced after this.
+    #[arg(long, env = "KEYRAFT_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("keyraft-operator-{}", std::process::id()));
+    let metrics = Arc::new(metrics::Metrics::new());
+
+    let (lead_tx, mut lead_rx) = watch::channel(!args.leader_election);
+    if args.leader_election {
+        tokio::spawn(lease::run(
+            client.clone(),
+            lease::LeaseConfig {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                duration: Duration::from_secs(args.lease_seconds),
+            },
+            lead_tx,
+        ));
+    }
+
+    let router = metrics::router(metrics.clone(), lead_rx.clone());
+    let http = tokio::spawn(metrics::serve(args.http_addr, router));
+    tracing::info!(addr = %args.http_addr, %identity, "keyraft-operator starting");
+
+    // Standby until elected.
+    while !*lead_rx.borrow() {
+        tokio::select! {
+            changed = lead_rx.changed() => changed.context("leader election stopped")?,
+            _ = shutdown_signal() => return Ok(()),
+        }
+    }
+    tracing::info!("leading: starting the controller");
+
+    let ctx = Arc::new(controller::Context::new(
+        client,
+        Admin {
+            timeout: Duration::from_millis(args.admin_timeout_ms),
+        },
+        metrics,
+        identity,
+    ));
+    // Stop on SIGTERM, or as soon as leadership is lost: a replica that
+    // lost its lease must not act; the process restarts and waits again.
+    let mut lost = lead_rx.clone();
+    let lost_leadership = async move {
+        while lost.changed().await.is_ok() {
+            if !*lost.borrow() {
+                break;
+            }
+        }
+    };
+    let lost_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = lost_flag.clone();
+    controller::run(ctx, async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = lost_leadership => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+        }
+    })
+    .await;
+    http.abort();
+    if lost_flag.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("lost the leader lease; exiting so a fresh process waits for it");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

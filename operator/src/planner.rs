@@ -70,6 +70,8 @@ pub struct NodeReport {
     pub version: String,
     /// Partition groups this node leads.
     pub leaders: u32,
+    /// Partitions this node leads.
+    pub led_partitions: Vec<u32>,
     /// The meta group's view as this node applied it (joined nodes only).
     pub view: Option<ClusterViewReport>,
 }
@@ -582,6 +584,7 @@ mod tests {
             ready: joined,
             version: "0.1.0".into(),
             leaders: 0,
+            led_partitions: vec![],
             view: None,
         })
     }

@@ -1,0 +1,196 @@
+//! Node admin client: Admin.Status / Bootstrap / SetDefaultRead over gRPC,
+//! each bounded by a timeout so an unreachable node is an observation, never
+//! a hung reconcile.
+
+use std::time::Duration;
+
+use keyraft_api::pb::{self, admin_client::AdminClient};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::crd::ReadConsistency;
+use crate::planner::{ClusterViewReport, MemberReport, NodeReport};
+use crate::{Error, Result};
+
+/// Reaches nodes by `<pod>.<headless>.<ns>.svc:7000`.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub timeout: Duration,
+}
+
+impl Admin {
+    async fn client(&self, addr: &str) -> Result<AdminClient<Channel>> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| admin_err(addr, e))?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout);
+        let channel = tokio::time::timeout(self.timeout, endpoint.connect())
+            .await
+            .map_err(|_| admin_err(addr, "connect timed out"))?
+            .map_err(|e| admin_err(addr, e))?;
+        Ok(AdminClient::new(channel))
+    }
+
+    /// Admin.Status, turned into the planner's view of the node.
+    pub async fn status(&self, addr: &str) -> Result<NodeReport> {
+        let mut c = self.client(addr).await?;
+        let resp = c
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|e| admin_err(addr, e.message()))?
+            .into_inner();
+        Ok(node_report(resp))
+    }
+
+    /// Admin.Bootstrap; returns the cluster id (also when it already existed).
+    pub async fn bootstrap(
+        &self,
+        addr: &str,
+        peers: Vec<String>,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> Result<String> {
+        let mut c = self.client(addr).await?;
+        let resp = c
+            .bootstrap(pb::BootstrapRequest {
+                peers,
+                partitions,
+                replication_factor,
+            })
+            .await
+            .map_err(|e| admin_err(addr, e.message()))?
+            .into_inner();
+        Ok(resp.cluster_id)
+    }
+
+    pub async fn set_default_read(&self, addr: &str, level: ReadConsistency) -> Result<()> {
+        let mut c = self.client(addr).await?;
+        let consistency = match level {
+            ReadConsistency::Linearizable => pb::Consistency::Linearizable,
+            ReadConsistency::Session => pb::Consistency::Session,
+            ReadConsistency::Eventual => pb::Consistency::Eventual,
+        };
+        c.set_default_read(pb::SetDefaultReadRequest {
+            consistency: consistency as i32,
+        })
+        .await
+        .map_err(|e| admin_err(addr, e.message()))?;
+        Ok(())
+    }
+}
+
+fn admin_err(addr: &str, e: impl std::fmt::Display) -> Error {
+    Error::Admin {
+        addr: addr.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Maps an Admin.Status answer to the planner's NodeReport.
+pub fn node_report(resp: pb::StatusResponse) -> NodeReport {
+    let node = resp.node.unwrap_or_default();
+    // Group 0 is meta; partition p is group p + 1.
+    let led_partitions: Vec<u32> = resp
+        .groups
+        .iter()
+        .filter(|g| g.group > 0 && g.role == "leader")
+        .map(|g| (g.group - 1) as u32)
+        .collect();
+    let view = resp.cluster.map(|v| ClusterViewReport {
+        meta_applied_index: v.meta_applied_index,
+        members: v
+            .members
+            .into_iter()
+            .map(|m| MemberReport {
+                id: m.id,
+                name: m.name,
+                state: m.state,
+            })
+            .collect(),
+        placement: v
+            .placement
+            .into_iter()
+            .map(|p| (p.partition, p.replicas))
+            .collect(),
+        default_read: match pb::Consistency::try_from(v.default_read) {
+            Ok(pb::Consistency::Linearizable) => Some(ReadConsistency::Linearizable),
+            Ok(pb::Consistency::Session) => Some(ReadConsistency::Session),
+            Ok(pb::Consistency::Eventual) => Some(ReadConsistency::Eventual),
+            _ => None,
+        },
+    });
+    NodeReport {
+        node_id: node.id,
+        joined: node.joined,
+        cluster_id: node.cluster_id,
+        ready: node.ready,
+        version: node.version,
+        leaders: led_partitions.len() as u32,
+        led_partitions,
+        view,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_maps_to_report() {
+        let resp = pb::StatusResponse {
+            node: Some(pb::NodeInfo {
+                id: 7,
+                joined: true,
+                ready: true,
+                cluster_id: "c".into(),
+                version: "0.1.0".into(),
+                ..Default::default()
+            }),
+            groups: vec![
+                pb::GroupStatus {
+                    group: 0,
+                    role: "leader".into(),
+                    ..Default::default()
+                },
+                pb::GroupStatus {
+                    group: 3,
+                    role: "leader".into(),
+                    ..Default::default()
+                },
+                pb::GroupStatus {
+                    group: 4,
+                    role: "follower".into(),
+                    ..Default::default()
+                },
+            ],
+            cluster: Some(pb::ClusterView {
+                default_read: pb::Consistency::Session as i32,
+                placement: vec![pb::PartitionPlacement {
+                    partition: 2,
+                    replicas: vec![7, 8],
+                    preferred_leader: 7,
+                }],
+                ..Default::default()
+            }),
+        };
+        let r = node_report(resp);
+        assert_eq!(r.node_id, 7);
+        // The meta group's leadership is not a partition leadership.
+        assert_eq!(r.led_partitions, vec![2]);
+        assert_eq!(r.leaders, 1);
+        let v = r.view.unwrap();
+        assert_eq!(v.default_read, Some(ReadConsistency::Session));
+        assert_eq!(v.placement, vec![(2, vec![7, 8])]);
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_is_an_error_within_the_timeout() {
+        let admin = Admin {
+            timeout: Duration::from_millis(300),
+        };
+        // Port 1 on loopback: nothing listens.
+        let start = std::time::Instant::now();
+        let err = admin.status("127.0.0.1:1").await.unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(3));
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    }
+}

@@ -1,0 +1,752 @@
+//! The controller: observe -> plan -> act for every `KeyraftCluster`.
+//!
+//! Watches the CR, owns the StatefulSet, Services, PDB and ConfigMap, and
+//! watches the cluster's pods. Each pass observes (objects, pods, Node zone
+//! labels, every node's Admin.Status), asks the pure planner for the next
+//! actions, carries them out, emits Events and patches status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::admin::Admin;
+use crate::builders::{self, Names, FIELD_MANAGER};
+use crate::crd::{KeyraftCluster, KeyraftClusterStatus, MemberStatus, PartitionStatus, Phase};
+use crate::metrics::Metrics;
+use crate::planner::{
+    self, cond, Action, ConditionUpdate, NodeObservation, Observation, PodObservation,
+};
+use crate::{Error, Result};
+
+/// Finalizer that lets deletion clean up volumes per the reclaim policy.
+pub const FINALIZER: &str = "keyraft.io/cleanup";
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub admin: Admin,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per cluster, for error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, admin: Admin, metrics: Arc<Metrics>, instance: String) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(instance),
+            },
+        );
+        Context {
+            client,
+            recorder,
+            admin,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// Runs the controller until the stream ends (shutdown signal).
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let clusters: Api<KeyraftCluster> = Api::all(client.clone());
+    let cfg = watcher::Config::default();
+    let managed =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    Controller::new(clusters, cfg.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            managed.clone(),
+        )
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        // Pods are owned by the StatefulSet, not by us: map them by label.
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels("app.kubernetes.io/name=keyraft"),
+            |pod: Pod| {
+                let ns = pod.namespace()?;
+                let name = pod.labels().get("app.kubernetes.io/instance")?.clone();
+                Some(ObjectRef::<KeyraftCluster>::new(&name).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn key(kr: &KeyraftCluster) -> String {
+    format!("{}/{}", kr.namespace().unwrap_or_default(), kr.name_any())
+}
+
+async fn reconcile(kr: Arc<KeyraftCluster>, ctx: Arc<Context>) -> Result<Requeue> {
+    let ns = kr.namespace().unwrap_or_default();
+    let start = Instant::now();
+    ctx.metrics.reconciles.with_label_values(&[&ns]).inc();
+    let api: Api<KeyraftCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let res = finalizer(&api, FINALIZER, kr.clone(), |ev| async {
+        match ev {
+            FinalizerEvent::Apply(kr) => apply(&kr, &ctx).await,
+            FinalizerEvent::Cleanup(kr) => cleanup(&kr, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()));
+    ctx.metrics
+        .duration
+        .with_label_values(&[&ns])
+        .observe(start.elapsed().as_secs_f64());
+    if res.is_ok() {
+        ctx.failures.lock().unwrap().remove(&key(&kr));
+    }
+    res
+}
+
+/// Exponential backoff per cluster: 5s, 10s, 20s ... capped at 5 minutes.
+fn error_policy(kr: Arc<KeyraftCluster>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    let ns = kr.namespace().unwrap_or_default();
+    ctx.metrics.errors.with_label_values(&[&ns]).inc();
+    let mut failures = ctx.failures.lock().unwrap();
+    let n = failures.entry(key(&kr)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = backoff(*n);
+    tracing::warn!(cluster = %key(&kr), error = %err, retry_in = ?delay, "reconcile error");
+    Requeue::requeue(delay)
+}
+
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+    Duration::from_secs(secs.min(300))
+}
+
+fn ssa() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply_object<K>(client: &Client, ns: &str, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or_else(|| Error::MissingField("object".into(), "metadata.name"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(&name, &ssa(), &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+/// Image tag of a pod's node container.
+fn pod_version(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == "keyraft-node"))
+        .and_then(|c| c.image.as_deref())
+        .and_then(|i| i.rsplit_once(':').map(|(_, tag)| tag.to_string()))
+        .unwrap_or_default()
+}
+
+fn pod_ready(pod: &Pod) -> (bool, Option<Duration>) {
+    let cond = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    match cond {
+        Some(c) if c.status == "True" => (true, None),
+        Some(c) => {
+            let since = c
+                .last_transition_time
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            let age = since.map(|t| {
+                Duration::from_secs(
+                    Timestamp::now()
+                        .as_second()
+                        .saturating_sub(t.as_second())
+                        .max(0) as u64,
+                )
+            });
+            (false, age)
+        }
+        None => (false, Some(Duration::ZERO)),
+    }
+}
+
+struct Observed {
+    obs: Observation,
+    zones: BTreeMap<String, String>,
+}
+
+async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Observed> {
+    let ns = &names.namespace;
+    let selector = builders::selector_string(&names.cluster);
+    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&names.statefulset)
+        .await?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+
+    // Ask every node at once; each call is bounded by the admin timeout.
+    let statuses = futures::future::join_all(pods.items.iter().map(|p| {
+        let addr = names.pod_address(&p.name_any());
+        async move { ctx.admin.status(&addr).await }
+    }))
+    .await;
+
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let mut zones = BTreeMap::new();
+    let mut observed = Vec::new();
+    for (pod, status) in pods.items.iter().zip(statuses) {
+        let name = pod.name_any();
+        let Some(ordinal) = name
+            .strip_prefix(&format!("{}-", names.statefulset))
+            .and_then(|o| o.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            // A missing Node or a failed read only loses the zone.
+            if let Ok(Some(node)) = nodes.get_opt(&node_name).await {
+                if let Some(z) = node.labels().get(&kr.spec.topology.zone_key) {
+                    zones.insert(name.clone(), z.clone());
+                }
+            }
+        }
+        let (ready, unready_for) = pod_ready(pod);
+        observed.push(PodObservation {
+            name,
+            ordinal,
+            version: pod_version(pod),
+            ready,
+            unready_for,
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            node: match status {
+                Ok(r) => NodeObservation::Reachable(r),
+                Err(e) => NodeObservation::Unreachable(e.to_string()),
+            },
+        });
+    }
+    observed.sort_by_key(|p| p.ordinal);
+    Ok(Observed {
+        obs: Observation {
+            names: names.clone(),
+            spec: kr.spec.clone(),
+            paused: kr.is_paused(),
+            cluster_id: kr.status.as_ref().and_then(|s| s.cluster_id.clone()),
+            statefulset_replicas: sts.and_then(|s| s.spec).and_then(|s| s.replicas),
+            pods: observed,
+            pvcs: pvcs.items.iter().map(|p| p.name_any()).collect(),
+        },
+        zones,
+    })
+}
+
+async fn publish(
+    ctx: &Context,
+    kr: &KeyraftCluster,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &kr.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
+    let names = Names::of(kr)?;
+    let ns = names.namespace.clone();
+    let Observed { obs, zones } = observe(kr, ctx, &names).await?;
+    let actions = planner::plan(&obs);
+    tracing::debug!(cluster = %key(kr), ?actions, "planned");
+
+    let mut conditions: Vec<ConditionUpdate> = Vec::new();
+    let mut cluster_id = obs.cluster_id.clone();
+    let mut busy = false;
+    for action in actions {
+        let kind = format!("{action:?}")
+            .split([' ', '{', '('])
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if !matches!(action, Action::SetCondition(_) | Action::Apply { .. }) {
+            ctx.metrics.actions.with_label_values(&[&kind]).inc();
+            busy = true;
+        }
+        match action {
+            Action::SetCondition(c) => conditions.push(c),
+            Action::Apply {
+                statefulset_replicas,
+            } => {
+                let client = &ctx.client;
+                apply_object(client, &ns, &builders::config_map(kr)?).await?;
+                apply_object(client, &ns, &builders::headless_service(kr)?).await?;
+                apply_object(client, &ns, &builders::client_service(kr)?).await?;
+                apply_object(client, &ns, &builders::pod_disruption_budget(kr)?).await?;
+                apply_object(
+                    client,
+                    &ns,
+                    &builders::statefulset(kr, statefulset_replicas)?,
+                )
+                .await?;
+                if obs.statefulset_replicas != Some(statefulset_replicas) {
+                    busy = true;
+                    publish(
+                        ctx,
+                        kr,
+                        EventType::Normal,
+                        "Scaled",
+                        "ScaleStatefulSet",
+                        format!(
+                            "StatefulSet {} set to {statefulset_replicas} replicas",
+                            names.statefulset
+                        ),
+                    )
+                    .await;
+                }
+            }
+            Action::Bootstrap {
+                pod,
+                peers,
+                partitions,
+                replication_factor,
+            } => {
+                let addr = names.pod_address(&pod);
+                let id = ctx
+                    .admin
+                    .bootstrap(&addr, peers.clone(), partitions, replication_factor)
+                    .await?;
+                publish(
+                    ctx,
+                    kr,
+                    EventType::Normal,
+                    "Bootstrapped",
+                    "Bootstrap",
+                    format!(
+                        "cluster {id} bootstrapped through {pod} with {} nodes",
+                        peers.len()
+                    ),
+                )
+                .await;
+                cluster_id = Some(id);
+            }
+            Action::SetDefaultRead { pod, level } => {
+                ctx.admin
+                    .set_default_read(&names.pod_address(&pod), level)
+                    .await?;
+                publish(
+                    ctx,
+                    kr,
+                    EventType::Normal,
+                    "DefaultReadChanged",
+                    "SetDefaultRead",
+                    format!("default read consistency set to {}", level.as_str()),
+                )
+                .await;
+            }
+            Action::RestartPod { pod } => {
+                Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+                    .delete(&pod, &DeleteParams::default())
+                    .await?;
+                publish(
+                    ctx,
+                    kr,
+                    EventType::Normal,
+                    "RestartingPod",
+                    "Upgrade",
+                    format!("deleted {pod} to restart it on version {}", kr.spec.version),
+                )
+                .await;
+            }
+            Action::DeletePvc { name } => {
+                match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+                    .delete(&name, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                publish(
+                    ctx,
+                    kr,
+                    EventType::Normal,
+                    "VolumeDeleted",
+                    "ScaleIn",
+                    format!("deleted PVC {name} of a removed member (reclaimPolicy Delete)"),
+                )
+                .await;
+            }
+            // The node's placement API (DESIGN §2) is not there yet: say
+            // what the operator waits for instead of pretending.
+            pending @ (Action::AddMember { .. }
+            | Action::Rebalance { .. }
+            | Action::Decommission { .. }
+            | Action::DrainLeaders { .. }
+            | Action::ReplaceMember { .. }) => {
+                let note =
+                    format!("{pending:?}: waiting for the node admin API that carries it out");
+                tracing::info!(cluster = %key(kr), "{note}");
+                publish(ctx, kr, EventType::Normal, "WaitingForNodeAPI", &kind, note).await;
+            }
+        }
+    }
+
+    let status = build_status(kr, &obs, &zones, cluster_id, conditions);
+    let api: Api<KeyraftCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch_status(
+        &kr.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await?;
+
+    let settled = status.phase == Some(Phase::Running) && !busy;
+    Ok(Requeue::requeue(if settled {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(5)
+    }))
+}
+
+/// Deletion: owned objects go by garbage collection; volumes follow the
+/// reclaim policy (the StatefulSet's retention policy covers clusters that
+/// support it; this covers the rest).
+async fn cleanup(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
+    let names = Names::of(kr)?;
+    if kr.spec.storage.reclaim_policy == crate::crd::ReclaimPolicy::Delete {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+        let pvcs = api
+            .list(&ListParams::default().labels(&builders::selector_string(&names.cluster)))
+            .await?;
+        for pvc in pvcs.items {
+            match api.delete(&pvc.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    publish(
+        ctx,
+        kr,
+        EventType::Normal,
+        "Deleted",
+        "Cleanup",
+        format!(
+            "cluster deleted; volumes {}",
+            match kr.spec.storage.reclaim_policy {
+                crate::crd::ReclaimPolicy::Delete => "deleted",
+                crate::crd::ReclaimPolicy::Retain => "retained",
+            }
+        ),
+    )
+    .await;
+    Ok(Requeue::await_change())
+}
+
+/// Status from the observation and the planner's conditions. Conditions the
+/// planner did not mention keep their value; a condition's
+/// lastTransitionTime only moves when its status flips.
+pub fn build_status(
+    kr: &KeyraftCluster,
+    obs: &Observation,
+    zones: &BTreeMap<String, String>,
+    cluster_id: Option<String>,
+    updates: Vec<ConditionUpdate>,
+) -> KeyraftClusterStatus {
+    let old = kr.status.clone().unwrap_or_default();
+    let generation = kr.metadata.generation;
+    let now = Time(Timestamp::now());
+    let mut conditions = old.conditions.clone();
+    let mut updates = updates;
+    if obs.paused {
+        updates.push(ConditionUpdate {
+            type_: cond::PROGRESSING,
+            status: false,
+            reason: "Paused".into(),
+            message: format!(
+                "{} is \"true\": no actions are taken",
+                crate::crd::PAUSE_ANNOTATION
+            ),
+        });
+    }
+    for (type_, reason) in [
+        (cond::PROGRESSING, "Stable"),
+        (cond::DEGRADED, "AsExpected"),
+    ] {
+        if !updates.iter().any(|u| u.type_ == type_) && !obs.paused {
+            updates.push(ConditionUpdate {
+                type_,
+                status: false,
+                reason: reason.into(),
+                message: String::new(),
+            });
+        }
+    }
+    for u in updates {
+        let status = if u.status { "True" } else { "False" }.to_string();
+        match conditions.iter_mut().find(|c| c.type_ == u.type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now.clone();
+                }
+                c.status = status;
+                c.reason = u.reason;
+                c.message = u.message;
+                c.observed_generation = generation;
+            }
+            None => conditions.push(Condition {
+                type_: u.type_.into(),
+                status,
+                reason: u.reason,
+                message: u.message,
+                last_transition_time: now.clone(),
+                observed_generation: generation,
+            }),
+        }
+    }
+    let is_true = |t: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+
+    let view = obs
+        .pods
+        .iter()
+        .filter_map(|p| match &p.node {
+            NodeObservation::Reachable(r) => r.view.as_ref(),
+            _ => None,
+        })
+        .max_by_key(|v| v.meta_applied_index);
+    let mut leaders: BTreeMap<u32, u64> = BTreeMap::new();
+    let members: Vec<MemberStatus> = obs
+        .pods
+        .iter()
+        .map(|p| {
+            let report = match &p.node {
+                NodeObservation::Reachable(r) => Some(r),
+                _ => None,
+            };
+            if let Some(r) = report {
+                for part in &r.led_partitions {
+                    leaders.insert(*part, r.node_id);
+                }
+            }
+            MemberStatus {
+                pod: p.name.clone(),
+                node_id: report.map(|r| r.node_id).filter(|id| *id != 0),
+                zone: zones.get(&p.name).cloned(),
+                ready: p.ready,
+                version: Some(p.version.clone()).filter(|v| !v.is_empty()),
+                leaders: report.map_or(0, |r| r.leaders),
+                state: view
+                    .and_then(|v| v.members.iter().find(|m| m.name == p.name))
+                    .map(|m| m.state.clone()),
+            }
+        })
+        .collect();
+    let partitions = view.map_or_else(Vec::new, |v| {
+        v.placement
+            .iter()
+            .map(|(p, replicas)| PartitionStatus {
+                partition: *p,
+                replicas: replicas.clone(),
+                leader: leaders.get(p).copied(),
+            })
+            .collect()
+    });
+    let ready = obs.pods.iter().filter(|p| p.ready).count() as i32;
+    let versions: std::collections::BTreeSet<&str> =
+        obs.pods.iter().map(|p| p.version.as_str()).collect();
+    let current_version = (versions.len() == 1)
+        .then(|| versions.iter().next().unwrap().to_string())
+        .or(old.current_version.clone());
+    let bootstrapped = cluster_id.is_some();
+    let phase = if obs.paused {
+        Phase::Paused
+    } else if obs.pods.is_empty() {
+        Phase::Pending
+    } else if !bootstrapped {
+        Phase::Bootstrapping
+    } else if is_true(cond::DEGRADED) {
+        Phase::Degraded
+    } else if is_true(cond::UPGRADING) {
+        Phase::Upgrading
+    } else if obs.statefulset_replicas != Some(obs.spec.replicas)
+        || obs.pods.len() as i32 != obs.spec.replicas
+    {
+        Phase::Scaling
+    } else if ready == obs.spec.replicas {
+        Phase::Running
+    } else {
+        Phase::Pending
+    };
+    KeyraftClusterStatus {
+        phase: Some(phase),
+        conditions,
+        replicas: obs.pods.len() as i32,
+        ready_replicas: ready,
+        current_version,
+        target_version: Some(kr.spec.version.clone()),
+        members,
+        partitions,
+        observed_generation: generation,
+        cluster_id,
+        selector: Some(builders::selector_string(&obs.names.cluster)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert_eq!(backoff(30), Duration::from_secs(300));
+    }
+
+    fn cluster() -> KeyraftCluster {
+        let mut kr = KeyraftCluster::new(
+            "kv",
+            serde_yaml::from_str("replicas: 1\nreplicationFactor: 1").unwrap(),
+        );
+        kr.metadata.namespace = Some("ns".into());
+        kr.metadata.generation = Some(4);
+        kr
+    }
+
+    fn obs(kr: &KeyraftCluster, ready: bool) -> Observation {
+        Observation {
+            names: Names::of(kr).unwrap(),
+            spec: kr.spec.clone(),
+            paused: false,
+            cluster_id: Some("c".into()),
+            statefulset_replicas: Some(1),
+            pods: vec![PodObservation {
+                name: "kv-0".into(),
+                ordinal: 0,
+                version: "0.1.0".into(),
+                ready,
+                unready_for: None,
+                terminating: false,
+                node: NodeObservation::Unreachable("x".into()),
+            }],
+            pvcs: vec![],
+        }
+    }
+
+    #[test]
+    fn status_tracks_generation_phase_and_transitions() {
+        let mut kr = cluster();
+        let s = build_status(
+            &kr,
+            &obs(&kr, true),
+            &BTreeMap::new(),
+            Some("c".into()),
+            vec![],
+        );
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(s.current_version.as_deref(), Some("0.1.0"));
+        let degraded = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap()
+            .clone();
+        assert_eq!(degraded.status, "False");
+        // Same status again: the transition time does not move.
+        kr.status = Some(s);
+        std::thread::sleep(Duration::from_millis(1100));
+        let s2 = build_status(
+            &kr,
+            &obs(&kr, true),
+            &BTreeMap::new(),
+            Some("c".into()),
+            vec![],
+        );
+        let d2 = s2
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_eq!(d2.last_transition_time, degraded.last_transition_time);
+        // A flip moves it, and the phase follows.
+        let s3 = build_status(
+            &kr,
+            &obs(&kr, true),
+            &BTreeMap::new(),
+            Some("c".into()),
+            vec![ConditionUpdate {
+                type_: cond::DEGRADED,
+                status: true,
+                reason: "X".into(),
+                message: "m".into(),
+            }],
+        );
+        let d3 = s3
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_ne!(d3.last_transition_time, degraded.last_transition_time);
+        assert_eq!(s3.phase, Some(Phase::Degraded));
+        // Unbootstrapped clusters are Bootstrapping.
+        let s4 = build_status(&cluster(), &obs(&kr, false), &BTreeMap::new(), None, vec![]);
+        assert_eq!(s4.phase, Some(Phase::Bootstrapping));
+    }
+}
