@@ -69,8 +69,8 @@ pub struct Config {
     pub wal_segment_mb: u64,
 
     /// Version this node reports to the cluster (defaults to the build's).
-    #[arg(long, env = "KEYRAFT_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
-    pub version: String,
+    #[arg(long = "reported-version", env = "KEYRAFT_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    pub reported_version: String,
 }
 
 impl Config {
@@ -85,5 +85,24 @@ impl Config {
             max_payload_entries: 512,
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent_and_read_from_the_environment() {
+        Config::command().debug_assert();
+        let c = Config::try_parse_from([
+            "keyraft-node", "--name", "n0", "--data-dir", "/d", "--advertise", "h:1", "--listen", "127.0.0.1:1",
+        ])
+        .unwrap();
+        assert_eq!(c.max_key_bytes, DEFAULT_MAX_KEY_BYTES);
+        assert_eq!(c.cluster, "keyraft");
+        let err = Config::try_parse_from(["keyraft-node", "--data-dir", "/d"]).unwrap_err().to_string();
+        assert!(err.contains("--name"), "{err}");
     }
 }

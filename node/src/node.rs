@@ -136,7 +136,7 @@ impl Node {
             incarnation: id.incarnation,
             advertise: self.cfg.advertise.clone(),
             zone: self.cfg.zone.clone(),
-            version: self.cfg.version.clone(),
+            version: self.cfg.reported_version.clone(),
             cluster_name: id.cluster_name,
             cluster_id: meta.as_ref().map(|m| m.cluster_id.clone()).unwrap_or_default(),
             joined: meta.as_ref().is_some_and(|m| m.members.contains_key(&id.node_id)),
@@ -197,7 +197,7 @@ impl Node {
             advertise: self.cfg.advertise.clone(),
             zone: self.cfg.zone.clone(),
             state: meta.members.get(&me).map_or(MemberState::Active, |m| m.state),
-            version: self.cfg.version.clone(),
+            version: self.cfg.reported_version.clone(),
             incarnation: self.identity().incarnation,
         };
         if meta.members.get(&me) != Some(&wanted) {

@@ -1,0 +1,424 @@
+//! The Keyraft client: routes each request to the partition's leader (when
+//! known), retries transparently on leader changes with bounded backoff, tags
+//! writes with request ids so a retry is applied once, and keeps session
+//! tokens for read-your-writes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keyraft_api::limits::MAX_MESSAGE_BYTES;
+use keyraft_api::pb::admin_client::AdminClient;
+use keyraft_api::pb::kv_client::KvClient;
+use keyraft_api::pb::{self, batch_op};
+use keyraft_api::{partition_for_key, ConsistencyLevel, SessionToken, LEADER_HINT_HEADER};
+use tokio::sync::OnceCell;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::error::ClientError;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Node addresses (host:port) to start from.
+    pub endpoints: Vec<String>,
+    /// How long one operation may take, retries included.
+    pub timeout: Duration,
+    /// Send requests straight to the leader a node named, even if it is not
+    /// among `endpoints`.
+    pub follow_leader_hints: bool,
+}
+
+impl ClientOptions {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self { endpoints, timeout: Duration::from_secs(15), follow_leader_hints: true }
+    }
+}
+
+/// Counters a caller can report (retries are what a user sees as latency).
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// What a write returns.
+#[derive(Debug, Clone)]
+pub struct WriteInfo {
+    pub partition: u32,
+    pub index: u64,
+    pub served_by: u64,
+}
+
+/// A handle to a cluster; cheap to clone and safe to share between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: ClientOptions,
+    channels: Mutex<HashMap<String, Channel>>,
+    partitions: OnceCell<u32>,
+    leaders: Mutex<HashMap<u32, String>>,
+    sessions: Mutex<HashMap<u32, u64>>,
+    client_id: u64,
+    seq: AtomicU64,
+    next_endpoint: AtomicUsize,
+    stats: ClientStats,
+}
+
+/// Whether a failed attempt may succeed on another try or node.
+fn retryable(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted | Code::FailedPrecondition
+    )
+}
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Result<Client, ClientError> {
+        if opts.endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        for e in &opts.endpoints {
+            Endpoint::from_shared(format!("http://{e}")).map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?;
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                opts,
+                channels: Mutex::new(HashMap::new()),
+                partitions: OnceCell::new(),
+                leaders: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                client_id: rand::random::<u64>() | 1,
+                seq: AtomicU64::new(1),
+                next_endpoint: AtomicUsize::new(rand::random::<u32>() as usize),
+                stats: ClientStats::default(),
+            }),
+        })
+    }
+
+    pub fn connect(endpoints: &[&str]) -> Result<Client, ClientError> {
+        Self::new(ClientOptions::new(endpoints.iter().map(|s| s.to_string()).collect()))
+    }
+
+    pub fn stats(&self) -> &ClientStats {
+        &self.inner.stats
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.opts.endpoints
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut map = self.inner.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::BadEndpoint(addr.into(), e.to_string()))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn kv(&self, addr: &str) -> Result<KvClient<Channel>, ClientError> {
+        Ok(KvClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// An admin client for one node.
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+
+    fn rotate_endpoint(&self) -> String {
+        let eps = &self.inner.opts.endpoints;
+        eps[self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed) % eps.len()].clone()
+    }
+
+    /// Runs `attempt` against a node until it succeeds, fails for good, or
+    /// the timeout passes. `partition` selects the cached leader.
+    async fn with_retries<T, F, Fut>(&self, partition: Option<u32>, prefer_leader: bool, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let cached = partition.filter(|_| prefer_leader && self.inner.opts.follow_leader_hints).and_then(|p| {
+                self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&p).cloned()
+            });
+            let target = cached.unwrap_or_else(|| self.rotate_endpoint());
+            let remaining = self.inner.opts.timeout.saturating_sub(start.elapsed());
+            let res = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt(target.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded(format!("no answer from {target} in time"))),
+            };
+            match res {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(s) if retryable(&s) && start.elapsed() < self.inner.opts.timeout => {
+                    self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = partition {
+                        let mut leaders = self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner());
+                        match s.metadata().get(LEADER_HINT_HEADER).and_then(|v| v.to_str().ok()) {
+                            Some(hint) if self.inner.opts.follow_leader_hints => {
+                                leaders.insert(p, hint.to_string());
+                                continue;
+                            }
+                            _ => {
+                                leaders.remove(&p);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(s) if retryable(&s) => {
+                    return Err(ClientError::Unavailable { attempts, elapsed: start.elapsed(), last: s.message().to_string() })
+                }
+                Err(s) => return Err(ClientError::Rejected { code: s.code(), message: s.message().to_string() }),
+            }
+        }
+    }
+
+    /// The cluster's partition count, learned once from any node.
+    pub async fn partitions(&self) -> Result<u32, ClientError> {
+        self.inner
+            .partitions
+            .get_or_try_init(|| async {
+                let status = self.cluster_status().await?;
+                status
+                    .cluster
+                    .map(|c| c.partitions)
+                    .ok_or_else(|| ClientError::Rejected { code: Code::FailedPrecondition, message: "the node has not joined a cluster yet".into() })
+            })
+            .await
+            .copied()
+    }
+
+    /// Admin.Status of any reachable node that has joined the cluster.
+    pub async fn cluster_status(&self) -> Result<pb::StatusResponse, ClientError> {
+        self.with_retries(None, false, |addr| {
+            let this = self.clone();
+            async move {
+                let mut c = this.admin(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let r = c.status(pb::StatusRequest {}).await?;
+                if r.get_ref().cluster.is_none() {
+                    return Err(Status::failed_precondition(format!("node {addr} has not joined a cluster yet")));
+                }
+                Ok(r)
+            }
+        })
+        .await
+    }
+
+    fn learn(&self, header: &Option<pb::ResponseHeader>, leader: bool) {
+        let Some(h) = header else { return };
+        if leader && !h.served_by_addr.is_empty() {
+            self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner()).insert(h.partition, h.served_by_addr.clone());
+        }
+        if let Ok(t) = h.session_token.parse::<SessionToken>() {
+            let mut s = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let e = s.entry(t.partition).or_insert(0);
+            *e = (*e).max(t.index);
+        }
+    }
+
+    fn write_info(header: &Option<pb::ResponseHeader>) -> WriteInfo {
+        let h = header.clone().unwrap_or_default();
+        let index = h.session_token.parse::<SessionToken>().map_or(0, |t| t.index);
+        WriteInfo { partition: h.partition, index, served_by: h.served_by }
+    }
+
+    fn request_id(&self) -> Option<pb::RequestId> {
+        Some(pb::RequestId { client_id: self.inner.client_id, seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    async fn partition_of(&self, key: &[u8]) -> Result<u32, ClientError> {
+        if key.is_empty() {
+            return Err(ClientError::Rejected { code: Code::InvalidArgument, message: "key: must not be empty".into() });
+        }
+        Ok(partition_for_key(key, self.partitions().await?))
+    }
+
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<WriteInfo, ClientError> {
+        let req = pb::PutRequest { key: key.into(), value: value.into(), request_id: self.request_id() };
+        let p = self.partition_of(&req.key).await?;
+        let resp = self
+            .with_retries(Some(p), true, |addr| {
+                let (this, req) = (self.clone(), req.clone());
+                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.put(req).await }
+            })
+            .await?;
+        self.learn(&resp.header, true);
+        Ok(Self::write_info(&resp.header))
+    }
+
+    /// Reads `key`; `None` level means the cluster default.
+    pub async fn get(&self, key: impl Into<Vec<u8>>, level: Option<ConsistencyLevel>) -> Result<Option<Vec<u8>>, ClientError> {
+        let key = key.into();
+        let p = self.partition_of(&key).await?;
+        let token = match level {
+            Some(ConsistencyLevel::Session) | None => self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&p)
+                .map(|i| SessionToken { partition: p, index: *i }.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let req = pb::GetRequest {
+            key,
+            consistency: level.map_or(pb::Consistency::Unspecified, |l| l.to_wire()) as i32,
+            session_token: token,
+        };
+        let to_leader = matches!(level, Some(ConsistencyLevel::Linearizable) | None);
+        let resp = self
+            .with_retries(Some(p), to_leader, |addr| {
+                let (this, req) = (self.clone(), req.clone());
+                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.get(req).await }
+            })
+            .await?;
+        self.learn(&resp.header, false);
+        Ok(resp.found.then_some(resp.value))
+    }
+
+    /// Reads `key` from one specific node, with no retries or rerouting:
+    /// for tests and tools that need to know who answered.
+    pub async fn get_from(&self, addr: &str, key: impl Into<Vec<u8>>, level: ConsistencyLevel, token: &str) -> Result<pb::GetResponse, Status> {
+        let req = pb::GetRequest { key: key.into(), consistency: level.to_wire() as i32, session_token: token.into() };
+        self.kv(addr).map_err(|e| Status::invalid_argument(e.to_string()))?.get(req).await.map(|r| r.into_inner())
+    }
+
+    /// A raw Kv client for one node (for tools and tests).
+    pub fn kv_client(&self, addr: &str) -> Result<KvClient<Channel>, ClientError> {
+        self.kv(addr)
+    }
+
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, ClientError> {
+        let req = pb::DeleteRequest { key: key.into(), request_id: self.request_id() };
+        let p = self.partition_of(&req.key).await?;
+        let resp = self
+            .with_retries(Some(p), true, |addr| {
+                let (this, req) = (self.clone(), req.clone());
+                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.delete(req).await }
+            })
+            .await?;
+        self.learn(&resp.header, true);
+        Ok(resp.existed)
+    }
+
+    /// Sets `key` to `new` (deletes on `None`) if it currently holds
+    /// `expected` (`None`: absent). Returns whether it did, and the value
+    /// found when it did not.
+    pub async fn compare_and_swap(
+        &self,
+        key: impl Into<Vec<u8>>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<(bool, Option<Vec<u8>>), ClientError> {
+        let req = pb::CompareAndSwapRequest { key: key.into(), expected, new_value: new, request_id: self.request_id() };
+        let p = self.partition_of(&req.key).await?;
+        let resp = self
+            .with_retries(Some(p), true, |addr| {
+                let (this, req) = (self.clone(), req.clone());
+                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.compare_and_swap(req).await }
+            })
+            .await?;
+        self.learn(&resp.header, true);
+        Ok((resp.succeeded, resp.current))
+    }
+
+    /// Applies puts (`Some`) and deletes (`None`) atomically; all keys must be
+    /// in one partition.
+    pub async fn batch(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<WriteInfo, ClientError> {
+        let first = ops.first().map(|(k, _)| k.clone()).unwrap_or_default();
+        let p = self.partition_of(&first).await?;
+        let req = pb::BatchRequest {
+            ops: ops
+                .into_iter()
+                .map(|(k, v)| pb::BatchOp {
+                    op: Some(match v {
+                        Some(value) => batch_op::Op::Put(pb::KeyValue { key: k, value }),
+                        None => batch_op::Op::Delete(k),
+                    }),
+                })
+                .collect(),
+            request_id: self.request_id(),
+        };
+        let resp = self
+            .with_retries(Some(p), true, |addr| {
+                let (this, req) = (self.clone(), req.clone());
+                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.batch(req).await }
+            })
+            .await?;
+        self.learn(&resp.header, true);
+        Ok(Self::write_info(&resp.header))
+    }
+
+    /// One page of a scan (see `ScanRequest`); `more` says whether to go on
+    /// from the last key.
+    pub async fn scan_page(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse, ClientError> {
+        self.with_retries(req.partition, false, |addr| {
+            let (this, req) = (self.clone(), req.clone());
+            async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.scan(req).await }
+        })
+        .await
+    }
+
+    /// Every key with `prefix`, in order, following pages.
+    pub async fn scan_prefix(&self, prefix: &[u8], level: Option<ConsistencyLevel>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let end = {
+            let mut e = prefix.to_vec();
+            loop {
+                match e.pop() {
+                    Some(b) if b < 0xff => {
+                        e.push(b + 1);
+                        break e;
+                    }
+                    Some(_) => continue,
+                    None => break Vec::new(),
+                }
+            }
+        };
+        let mut start = prefix.to_vec();
+        loop {
+            let page = self
+                .scan_page(pb::ScanRequest {
+                    start: start.clone(),
+                    end: end.clone(),
+                    limit: 1000,
+                    consistency: level.map_or(pb::Consistency::Unspecified, |l| l.to_wire()) as i32,
+                    ..Default::default()
+                })
+                .await?;
+            let more = page.more;
+            for kv in page.items {
+                if out.last().is_none_or(|(k, _)| *k < kv.key) {
+                    out.push((kv.key, kv.value));
+                }
+            }
+            match (more, out.last()) {
+                (true, Some((k, _))) => {
+                    start = k.clone();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! openraft's storage conformance suite, run against the node's WAL-backed
+//! log store and snapshot-backed state machine.
+
+use keyraft_node::storage::wal::WalOptions;
+use keyraft_node::storage::{LogStore, StateMachine, Wal};
+use keyraft_node::types::{StorageError, TypeConfig};
+use openraft::testing::{StoreBuilder, Suite};
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("open wal");
+        let sm = StateMachine::open(1, &dir.path().join("groups/1"), None).expect("open state machine");
+        Ok((dir, LogStore::new(1, wal), sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("storage suite");
+}
