@@ -9,6 +9,7 @@ pub mod crd;
 pub mod lease;
 pub mod metrics;
 pub mod planner;
+pub mod rbac;
 
 /// Errors of the operator library.
 #[derive(Debug, thiserror::Error)]
