@@ -51,7 +51,9 @@ pub fn render(statuses: &[pb::StatusResponse]) -> String {
     let ready: BTreeMap<u64, bool> = statuses.iter().filter_map(|s| s.node.as_ref()).map(|n| (n.id, n.ready)).collect();
     let _ = writeln!(out, "\nNODES");
     let _ = writeln!(out, "{:<14} {:<18} {:<22} {:<8} {:<16} {:<9} {:<6} {:>8} {:>7}", "NAME", "ID", "ADDRESS", "ZONE", "STATE", "VERSION", "READY", "REPLICAS", "LEADERS");
-    for m in &cluster.members {
+    let mut members = cluster.members.clone();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    for m in &members {
         let r = match ready.get(&m.id) {
             Some(true) => "yes",
             Some(false) => "no",

@@ -47,6 +47,7 @@ pub fn status(node: &Node) -> pb::StatusResponse {
                 applied_index: m.last_applied.map_or(0, |l| l.index),
                 last_log_index: m.last_log_index.unwrap_or(0),
                 snapshot_index: m.snapshot.map_or(0, |l| l.index),
+                purged_index: m.purged.map_or(0, |l| l.index),
                 voters,
                 learners,
                 keys: g.sm.read().kv.len() as u64,
