@@ -212,6 +212,8 @@ fn pod_ready(pod: &Pod) -> (bool, Option<Duration>) {
 struct Observed {
     obs: Observation,
     zones: BTreeMap<String, String>,
+    /// volumeClaimTemplates of the existing StatefulSet (immutable).
+    claim_templates: Option<Vec<PersistentVolumeClaim>>,
 }
 
 async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Observed> {
@@ -268,7 +270,12 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
         });
     }
     observed.sort_by_key(|p| p.ordinal);
+    let claim_templates = sts
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.volume_claim_templates.clone());
     Ok(Observed {
+        claim_templates,
         obs: Observation {
             names: names.clone(),
             spec: kr.spec.clone(),
@@ -305,7 +312,11 @@ async fn publish(
 async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let names = Names::of(kr)?;
     let ns = names.namespace.clone();
-    let Observed { obs, zones } = observe(kr, ctx, &names).await?;
+    let Observed {
+        obs,
+        zones,
+        claim_templates,
+    } = observe(kr, ctx, &names).await?;
     let actions = planner::plan(&obs);
     tracing::debug!(cluster = %key(kr), ?actions, "planned");
 
@@ -332,12 +343,11 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                 apply_object(client, &ns, &builders::headless_service(kr)?).await?;
                 apply_object(client, &ns, &builders::client_service(kr)?).await?;
                 apply_object(client, &ns, &builders::pod_disruption_budget(kr)?).await?;
-                apply_object(
-                    client,
-                    &ns,
-                    &builders::statefulset(kr, statefulset_replicas)?,
-                )
-                .await?;
+                let mut sts = builders::statefulset(kr, statefulset_replicas)?;
+                if let Some(cond) = keep_claim_templates(&mut sts, claim_templates.as_ref()) {
+                    conditions.push(cond);
+                }
+                apply_object(client, &ns, &sts).await?;
                 if obs.statefulset_replicas != Some(statefulset_replicas) {
                     busy = true;
                     publish(
@@ -456,6 +466,47 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     } else {
         Duration::from_secs(5)
     }))
+}
+
+/// A StatefulSet's volumeClaimTemplates cannot change: keep the existing
+/// ones (so the rest of the template still applies) and say why the new
+/// storage settings are not in effect.
+fn keep_claim_templates(
+    sts: &mut StatefulSet,
+    existing: Option<&Vec<PersistentVolumeClaim>>,
+) -> Option<ConditionUpdate> {
+    let existing = existing?;
+    let spec = sts.spec.as_mut()?;
+    let request = |v: &[PersistentVolumeClaim]| {
+        v.first().and_then(|c| c.spec.as_ref()).map(|s| {
+            (
+                s.storage_class_name.clone(),
+                s.resources
+                    .as_ref()
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage"))
+                    .map(|q| q.0.clone()),
+            )
+        })
+    };
+    let wanted = request(spec.volume_claim_templates.as_deref().unwrap_or_default());
+    let have = request(existing);
+    // The API server fills in a default storageClassName; compare only what the spec sets.
+    let differs = match (&wanted, &have) {
+        (Some((wc, ws)), Some((hc, hs))) => ws != hs || (wc.is_some() && wc != hc),
+        _ => false,
+    };
+    spec.volume_claim_templates = Some(existing.clone());
+    differs.then(|| ConditionUpdate {
+        type_: cond::DEGRADED,
+        status: true,
+        reason: "StorageChangeNotApplied".into(),
+        message: format!(
+            "spec.storage asks for {:?} but the StatefulSet's volumeClaimTemplates are immutable and stay at {:?}; resize the PVCs by hand or create a new cluster",
+            wanted.unwrap_or_default(),
+            have.unwrap_or_default()
+        ),
+    })
 }
 
 /// Deletion: owned objects go by garbage collection; volumes follow the
@@ -652,6 +703,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn storage_changes_keep_the_existing_claim_templates() {
+        let mut kr = cluster();
+        let old = builders::statefulset(&kr, 1)
+            .unwrap()
+            .spec
+            .unwrap()
+            .volume_claim_templates;
+        kr.spec.storage.size = "5Gi".into();
+        let mut sts = builders::statefulset(&kr, 1).unwrap();
+        let cond = keep_claim_templates(&mut sts, old.as_ref()).unwrap();
+        assert_eq!(cond.reason, "StorageChangeNotApplied");
+        assert!(
+            cond.message.contains("5Gi") && cond.message.contains("1Gi"),
+            "{}",
+            cond.message
+        );
+        assert_eq!(sts.spec.unwrap().volume_claim_templates, old);
+        // Unchanged storage: no condition.
+        let mut same = builders::statefulset(&kr, 1).unwrap();
+        let now = same.spec.as_ref().unwrap().volume_claim_templates.clone();
+        assert!(keep_claim_templates(&mut same, now.as_ref()).is_none());
+    }
+
+    #[test]
     fn backoff_grows_and_caps() {
         assert_eq!(backoff(1), Duration::from_secs(5));
         assert_eq!(backoff(2), Duration::from_secs(10));
@@ -666,6 +741,7 @@ mod tests {
         );
         kr.metadata.namespace = Some("ns".into());
         kr.metadata.generation = Some(4);
+        kr.metadata.uid = Some("u".into());
         kr
     }
 

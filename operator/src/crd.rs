@@ -5,6 +5,9 @@
 //! in schemars attributes; cross-field and transition rules are CEL
 //! (`x-kubernetes-validations`), evaluated by the API server.
 
+// Repeated printcolumn(type_ = ...) values in #[kube] trip this lint.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};

@@ -810,13 +810,14 @@ mod tests {
         // (case, state of kv-4 in meta (None = not a member), placement, sts replicas after, action expected)
         let placement_with_5 = vec![(0, vec![1, 2, 5]), (1, vec![2, 3, 4])];
         let placement_without_5 = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 4])];
-        let table: Vec<(
-            &str,
-            Option<&str>,
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
             Vec<(u32, Vec<u64>)>,
             i32,
             Option<Action>,
-        )> = vec![
+        );
+        let table: Vec<Case> = vec![
             (
                 "active member holding data is decommissioned first",
                 Some("active"),
