@@ -8,7 +8,11 @@ use clap::Parser;
 use keyraft_api::limits::{DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "keyraft-node", version, about = "A Keyraft database node: partitioned, Raft-replicated key-value storage")]
+#[command(
+    name = "keyraft-node",
+    version,
+    about = "A Keyraft database node: partitioned, Raft-replicated key-value storage"
+)]
 pub struct Config {
     /// Stable name of this node (the pod name on Kubernetes).
     #[arg(long, env = "KEYRAFT_NAME")]
@@ -97,12 +101,22 @@ mod tests {
     fn flags_are_consistent_and_read_from_the_environment() {
         Config::command().debug_assert();
         let c = Config::try_parse_from([
-            "keyraft-node", "--name", "n0", "--data-dir", "/d", "--advertise", "h:1", "--listen", "127.0.0.1:1",
+            "keyraft-node",
+            "--name",
+            "n0",
+            "--data-dir",
+            "/d",
+            "--advertise",
+            "h:1",
+            "--listen",
+            "127.0.0.1:1",
         ])
         .unwrap();
         assert_eq!(c.max_key_bytes, DEFAULT_MAX_KEY_BYTES);
         assert_eq!(c.cluster, "keyraft");
-        let err = Config::try_parse_from(["keyraft-node", "--data-dir", "/d"]).unwrap_err().to_string();
+        let err = Config::try_parse_from(["keyraft-node", "--data-dir", "/d"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--name"), "{err}");
     }
 }

@@ -86,7 +86,9 @@ impl MetaOp {
                 *meta = Some(m);
                 Ok(())
             }
-            (MetaOp::Bootstrap(_), Some(m)) => Err(format!("cluster {} is already bootstrapped", m.cluster_id)),
+            (MetaOp::Bootstrap(_), Some(m)) => {
+                Err(format!("cluster {} is already bootstrapped", m.cluster_id))
+            }
             (_, None) => Err("cluster is not bootstrapped".into()),
             (MetaOp::Register(mem), Some(m)) => {
                 m.members.insert(mem.id, mem);
@@ -123,7 +125,10 @@ pub fn initial_placement(nodes: &[Member], partitions: u32, rf: u32) -> Vec<Plac
                     zones.push(&m.zone);
                 }
             }
-            Placement { preferred_leader: replicas[0], replicas }
+            Placement {
+                preferred_leader: replicas[0],
+                replicas,
+            }
         })
         .collect()
 }
@@ -167,9 +172,20 @@ mod tests {
 
     #[test]
     fn initial_placement_uses_distinct_zones() {
-        let nodes = vec![member(1, "a"), member(2, "a"), member(3, "b"), member(4, "b"), member(5, "c"), member(6, "c")];
+        let nodes = vec![
+            member(1, "a"),
+            member(2, "a"),
+            member(3, "b"),
+            member(4, "b"),
+            member(5, "c"),
+            member(6, "c"),
+        ];
         for p in initial_placement(&nodes, 12, 3) {
-            let mut zones: Vec<_> = p.replicas.iter().map(|id| nodes[*id as usize - 1].zone.clone()).collect();
+            let mut zones: Vec<_> = p
+                .replicas
+                .iter()
+                .map(|id| nodes[*id as usize - 1].zone.clone())
+                .collect();
             zones.sort();
             assert_eq!(zones, vec!["a", "b", "c"], "{p:?}");
         }

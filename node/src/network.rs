@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use keyraft_api::pb::RaftMessage;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -34,7 +36,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
-        GroupNetwork { f: self.clone(), target, addr: node.addr.clone() }
+        GroupNetwork {
+            f: self.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
     }
 }
 
@@ -53,7 +59,12 @@ enum Rpc {
 
 impl GroupNetwork {
     fn addr(&self) -> String {
-        self.f.meta.borrow().as_ref().and_then(|m| m.member_addr(self.target).map(str::to_string)).unwrap_or_else(|| self.addr.clone())
+        self.f
+            .meta
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.member_addr(self.target).map(str::to_string))
+            .unwrap_or_else(|| self.addr.clone())
     }
 
     async fn call<Req, Resp, E>(
@@ -67,12 +78,21 @@ impl GroupNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        fail::fail_point!("network::send", |_| Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
-            "failpoint network::send"
-        )))));
-        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let msg = RaftMessage { group: self.f.group, payload, cluster: self.f.cluster.clone() };
-        let mut client = self.f.peers.raft(&self.addr()).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        fail::fail_point!("network::send", |_| Err(RPCError::Unreachable(
+            Unreachable::new(&std::io::Error::other("failpoint network::send"))
+        )));
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = RaftMessage {
+            group: self.f.group,
+            payload,
+            cluster: self.f.cluster.clone(),
+        };
+        let mut client = self
+            .f
+            .peers
+            .raft(&self.addr())
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let fut = async move {
             match rpc {
                 Rpc::Append => client.append_entries(msg).await,
@@ -82,14 +102,17 @@ impl GroupNetwork {
         };
         let resp = match tokio::time::timeout(ttl, fut).await {
             Err(_) => {
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer from node {} within {ttl:?}", self.target));
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from node {} within {ttl:?}", self.target),
+                );
                 return Err(RPCError::Network(NetworkError::new(&e)));
             }
             Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let res: Result<Resp, RaftError<NodeId, E>> =
-            bincode::deserialize(&resp.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&resp.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -107,8 +130,10 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
     }
 

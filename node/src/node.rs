@@ -26,6 +26,8 @@ use crate::types::{Command, CommandResult, NodeId};
 
 /// How long a write or read keeps looking for a partition's leader.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one forwarded proposal may take (the target may be hung).
+const FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
 /// How long a session read waits for a lagging replica before forwarding.
 const SESSION_WAIT: Duration = Duration::from_millis(500);
 /// Forwarding stops after this many hops (stale leader hints can loop).
@@ -33,7 +35,11 @@ pub const MAX_HOPS: u32 = 3;
 
 /// Where a read will be served.
 pub enum ReadPlan {
-    Local { reader: SmReader, applied: u64, served_by: NodeId },
+    Local {
+        reader: SmReader,
+        applied: u64,
+        served_by: NodeId,
+    },
     Forward(String),
 }
 
@@ -65,7 +71,10 @@ impl Node {
         let identity = Identity::load_or_create(&cfg.data_dir, &cfg.name, &cfg.cluster)?;
         let wal = Wal::open(
             &cfg.data_dir.join("wal"),
-            WalOptions { segment_bytes: cfg.wal_segment_mb * 1024 * 1024, ..Default::default() },
+            WalOptions {
+                segment_bytes: cfg.wal_segment_mb * 1024 * 1024,
+                ..Default::default()
+            },
         )?;
         let (meta_tx, meta_rx) = watch::channel(None);
         let peers = Peers::default();
@@ -98,20 +107,33 @@ impl Node {
     }
 
     pub fn id(&self) -> NodeId {
-        self.identity.lock().unwrap_or_else(|e| e.into_inner()).node_id
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .node_id
     }
 
     pub fn identity(&self) -> Identity {
-        self.identity.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The cluster metadata, or `NotJoined` before this node has any.
     pub fn meta(&self) -> Result<Arc<ClusterMeta>, NodeError> {
-        self.meta_rx.borrow().clone().ok_or_else(|| NodeError::NotJoined { name: self.cfg.name.clone() })
+        self.meta_rx
+            .borrow()
+            .clone()
+            .ok_or_else(|| NodeError::NotJoined {
+                name: self.cfg.name.clone(),
+            })
     }
 
     fn check_cluster_id(&self) -> Result<(), NodeError> {
-        let Some(meta) = self.meta_rx.borrow().clone() else { return Ok(()) };
+        let Some(meta) = self.meta_rx.borrow().clone() else {
+            return Ok(());
+        };
         let mut id = self.identity.lock().unwrap_or_else(|e| e.into_inner());
         match &id.cluster_id {
             Some(c) if *c != meta.cluster_id => Err(NodeError::FailedPrecondition(format!(
@@ -138,8 +160,13 @@ impl Node {
             zone: self.cfg.zone.clone(),
             version: self.cfg.reported_version.clone(),
             cluster_name: id.cluster_name,
-            cluster_id: meta.as_ref().map(|m| m.cluster_id.clone()).unwrap_or_default(),
-            joined: meta.as_ref().is_some_and(|m| m.members.contains_key(&id.node_id)),
+            cluster_id: meta
+                .as_ref()
+                .map(|m| m.cluster_id.clone())
+                .unwrap_or_default(),
+            joined: meta
+                .as_ref()
+                .is_some_and(|m| m.members.contains_key(&id.node_id)),
             ready: self.readiness().is_ok(),
         }
     }
@@ -148,9 +175,15 @@ impl Node {
     pub fn readiness(&self) -> Result<(), String> {
         let meta = self.meta().map_err(|e| e.to_string())?;
         if !meta.members.contains_key(&self.id()) {
-            return Err(format!("node {} is not yet registered in cluster {}", self.cfg.name, meta.cluster_id));
+            return Err(format!(
+                "node {} is not yet registered in cluster {}",
+                self.cfg.name, meta.cluster_id
+            ));
         }
-        let g = self.groups.get(META_GROUP).ok_or("meta group is not open")?;
+        let g = self
+            .groups
+            .get(META_GROUP)
+            .ok_or("meta group is not open")?;
         if g.raft.metrics().borrow().current_leader.is_none() {
             return Err("meta group has no leader".into());
         }
@@ -159,7 +192,10 @@ impl Node {
 
     /// The default read level of the cluster.
     pub fn default_read(&self) -> ConsistencyLevel {
-        self.meta_rx.borrow().as_ref().map_or(ConsistencyLevel::Linearizable, |m| m.default_read)
+        self.meta_rx
+            .borrow()
+            .as_ref()
+            .map_or(ConsistencyLevel::Linearizable, |m| m.default_read)
     }
 
     fn addr_of(&self, meta: &ClusterMeta, id: NodeId) -> Option<String> {
@@ -185,7 +221,9 @@ impl Node {
     }
 
     async fn reconcile_local(&self) -> Result<(), NodeError> {
-        let Some(meta) = self.meta_rx.borrow().clone() else { return Ok(()) };
+        let Some(meta) = self.meta_rx.borrow().clone() else {
+            return Ok(());
+        };
         if let Err(e) = self.check_cluster_id() {
             tracing::error!(error = %e, "cluster id mismatch");
             return Err(e);
@@ -196,7 +234,10 @@ impl Node {
             name: self.cfg.name.clone(),
             advertise: self.cfg.advertise.clone(),
             zone: self.cfg.zone.clone(),
-            state: meta.members.get(&me).map_or(MemberState::Active, |m| m.state),
+            state: meta
+                .members
+                .get(&me)
+                .map_or(MemberState::Active, |m| m.state),
             version: self.cfg.reported_version.clone(),
             incarnation: self.identity().incarnation,
         };
@@ -213,7 +254,14 @@ impl Node {
                 let members: BTreeMap<NodeId, BasicNode> = pl
                     .replicas
                     .iter()
-                    .filter_map(|id| Some((*id, BasicNode { addr: self.addr_of(&meta, *id)? })))
+                    .filter_map(|id| {
+                        Some((
+                            *id,
+                            BasicNode {
+                                addr: self.addr_of(&meta, *id)?,
+                            },
+                        ))
+                    })
                     .collect();
                 if let Err(e) = g.raft.initialize(members).await {
                     tracing::debug!(partition = p, error = %e, "partition already initialised");
@@ -227,7 +275,12 @@ impl Node {
     /// up to 3 (5 from 5 nodes) voters, adds the rest as learners, and
     /// commits the initial metadata. Safe to repeat: once a cluster exists
     /// the call changes nothing.
-    pub async fn bootstrap(&self, mut peers: Vec<String>, partitions: u32, rf: u32) -> Result<(String, bool), NodeError> {
+    pub async fn bootstrap(
+        &self,
+        mut peers: Vec<String>,
+        partitions: u32,
+        rf: u32,
+    ) -> Result<(String, bool), NodeError> {
         if let Some(m) = self.meta_rx.borrow().clone() {
             return Ok((m.cluster_id.clone(), true));
         }
@@ -235,14 +288,31 @@ impl Node {
         peers.dedup();
         validate_bootstrap(&peers, partitions, rf, &self.cfg.advertise)?;
         // The same voter set whichever node is asked: the lowest addresses.
-        let n_voters = if peers.len() >= 5 { 5 } else { peers.len().min(3) };
+        let n_voters = if peers.len() >= 5 {
+            5
+        } else {
+            peers.len().min(3)
+        };
         if peers[0] != self.cfg.advertise {
             // Only the first voter founds the meta group; ask it.
-            let mut c = self.peers.admin(&peers[0]).map_err(|e| NodeError::Internal(e.to_string()))?;
+            let mut c = self
+                .peers
+                .admin(&peers[0])
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
             let resp = c
-                .bootstrap(keyraft_api::pb::BootstrapRequest { peers, partitions, replication_factor: rf })
+                .bootstrap(keyraft_api::pb::BootstrapRequest {
+                    peers,
+                    partitions,
+                    replication_factor: rf,
+                })
                 .await
-                .map_err(|s| NodeError::FailedPrecondition(format!("bootstrap via {}: {}", "the first peer", s.message())))?
+                .map_err(|s| {
+                    NodeError::FailedPrecondition(format!(
+                        "bootstrap via {}: {}",
+                        "the first peer",
+                        s.message()
+                    ))
+                })?
                 .into_inner();
             return Ok((resp.cluster_id, resp.already_bootstrapped));
         }
@@ -272,10 +342,23 @@ impl Node {
             });
         }
         let meta_group = self.groups.open(META_GROUP).await?;
-        let voters: BTreeMap<NodeId, BasicNode> =
-            members[..n_voters].iter().map(|m| (m.id, BasicNode { addr: m.advertise.clone() })).collect();
+        let voters: BTreeMap<NodeId, BasicNode> = members[..n_voters]
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    BasicNode {
+                        addr: m.advertise.clone(),
+                    },
+                )
+            })
+            .collect();
         if !meta_group.raft.is_initialized().await.unwrap_or(false) {
-            meta_group.raft.initialize(voters).await.map_err(|e| NodeError::Internal(format!("initialise meta group: {e}")))?;
+            meta_group
+                .raft
+                .initialize(voters)
+                .await
+                .map_err(|e| NodeError::Internal(format!("initialise meta group: {e}")))?;
         }
         let wait = meta_group.raft.wait(Some(Duration::from_secs(30)));
         wait.metrics(|m| m.current_leader.is_some(), "meta leader")
@@ -294,11 +377,15 @@ impl Node {
         for m in &members[n_voters..] {
             self.add_meta_learner(m).await?;
         }
-        let w = self.propose_group(META_GROUP, None, Command::Meta(MetaOp::Bootstrap(meta))).await?;
+        let w = self
+            .propose_group(META_GROUP, None, Command::Meta(MetaOp::Bootstrap(meta)))
+            .await?;
         match w.result {
             CommandResult::Meta(Ok(())) => Ok((cluster_id, false)),
             CommandResult::Meta(Err(_)) => Ok((self.meta()?.cluster_id.clone(), true)),
-            other => Err(NodeError::Internal(format!("unexpected bootstrap result {other:?}"))),
+            other => Err(NodeError::Internal(format!(
+                "unexpected bootstrap result {other:?}"
+            ))),
         }
     }
 
@@ -306,13 +393,28 @@ impl Node {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         loop {
             let g = self.groups.open(META_GROUP).await?;
-            match g.raft.add_learner(m.id, BasicNode { addr: m.advertise.clone() }, false).await {
+            match g
+                .raft
+                .add_learner(
+                    m.id,
+                    BasicNode {
+                        addr: m.advertise.clone(),
+                    },
+                    false,
+                )
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(error = %e, "add meta learner; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(NodeError::Internal(format!("add node {} to the meta group: {e}", m.name))),
+                Err(e) => {
+                    return Err(NodeError::Internal(format!(
+                        "add node {} to the meta group: {e}",
+                        m.name
+                    )))
+                }
             }
         }
     }
@@ -322,14 +424,19 @@ impl Node {
         loop {
             let res = match self.peers.admin(addr) {
                 Ok(mut c) => {
-                    tokio::time::timeout(Duration::from_secs(2), c.identify(IdentifyRequest {})).await.map_err(|_| tonic::Status::deadline_exceeded("identify timed out"))
+                    tokio::time::timeout(Duration::from_secs(2), c.identify(IdentifyRequest {}))
+                        .await
+                        .map_err(|_| tonic::Status::deadline_exceeded("identify timed out"))
                 }
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };
             match res {
                 Ok(Ok(info)) => return Ok(info.into_inner()),
                 Ok(Err(s)) | Err(s) if Instant::now() >= deadline => {
-                    return Err(NodeError::FailedPrecondition(format!("peer {addr} is unreachable: {}", s.message())))
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "peer {addr} is unreachable: {}",
+                        s.message()
+                    )))
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -339,7 +446,12 @@ impl Node {
     // ---- writes -----------------------------------------------------------
 
     /// Commits `cmd` in `group` through its leader, wherever it is.
-    pub async fn propose_group(&self, group: u64, partition: Option<u32>, cmd: Command) -> Result<Written, NodeError> {
+    pub async fn propose_group(
+        &self,
+        group: u64,
+        partition: Option<u32>,
+        cmd: Command,
+    ) -> Result<Written, NodeError> {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         let mut hint: Option<NodeId> = partition.and_then(|p| self.leader_hint(p));
         let mut rotate = 0usize;
@@ -348,11 +460,18 @@ impl Node {
         loop {
             if Instant::now() >= deadline {
                 let partition = partition.unwrap_or(u32::MAX);
-                return Err(NodeError::NoLeader { partition, detail: last_err });
+                return Err(NodeError::NoLeader {
+                    partition,
+                    detail: last_err,
+                });
             }
             let local = self.groups.get(group);
             let target = hint
-                .or_else(|| local.as_ref().and_then(|g| g.raft.metrics().borrow().current_leader))
+                .or_else(|| {
+                    local
+                        .as_ref()
+                        .and_then(|g| g.raft.metrics().borrow().current_leader)
+                })
                 .or_else(|| self.guess_replica(group, &mut rotate));
             let me = self.id();
             match target {
@@ -413,23 +532,45 @@ impl Node {
         }
     }
 
-    async fn forward_propose(&self, target: NodeId, group: u64, cmd: &Command) -> Result<Written, ForwardError> {
+    async fn forward_propose(
+        &self,
+        target: NodeId,
+        group: u64,
+        cmd: &Command,
+    ) -> Result<Written, ForwardError> {
         let meta = self.meta().map_err(ForwardError::Fatal)?;
-        let addr = self.addr_of(&meta, target).ok_or_else(|| ForwardError::Failed(format!("node {target} has no known address")))?;
-        let payload = bincode::serialize(cmd).map_err(|e| ForwardError::Fatal(NodeError::Internal(e.to_string())))?;
-        let mut c = self.peers.raft(&addr).map_err(|e| ForwardError::Failed(e.to_string()))?;
-        let msg = RaftMessage { group, payload, cluster: self.cfg.cluster.clone() };
-        let resp = tokio::time::timeout(ROUTE_DEADLINE, c.propose(msg))
+        let addr = self
+            .addr_of(&meta, target)
+            .ok_or_else(|| ForwardError::Failed(format!("node {target} has no known address")))?;
+        let payload = bincode::serialize(cmd)
+            .map_err(|e| ForwardError::Fatal(NodeError::Internal(e.to_string())))?;
+        let mut c = self
+            .peers
+            .raft(&addr)
+            .map_err(|e| ForwardError::Failed(e.to_string()))?;
+        let msg = RaftMessage {
+            group,
+            payload,
+            cluster: self.cfg.cluster.clone(),
+        };
+        let resp = tokio::time::timeout(FORWARD_ATTEMPT, c.propose(msg))
             .await
             .map_err(|_| ForwardError::Failed(format!("node {target} did not answer")))?
             .map_err(|s| ForwardError::Failed(format!("node {target}: {}", s.message())))?
             .into_inner();
-        let ans: ProposeAnswer =
-            bincode::deserialize(&resp.payload).map_err(|e| ForwardError::Failed(format!("bad answer from {target}: {e}")))?;
+        let ans: ProposeAnswer = bincode::deserialize(&resp.payload)
+            .map_err(|e| ForwardError::Failed(format!("bad answer from {target}: {e}")))?;
         match ans {
-            ProposeAnswer::Written { result, index, served_by } => {
-                Ok(Written { result, index, served_by, served_by_addr: addr })
-            }
+            ProposeAnswer::Written {
+                result,
+                index,
+                served_by,
+            } => Ok(Written {
+                result,
+                index,
+                served_by,
+                served_by_addr: addr,
+            }),
             ProposeAnswer::NotLeader(l) => Err(ForwardError::NotLeader(l)),
             ProposeAnswer::Failed(e) => Err(ForwardError::Failed(e)),
         }
@@ -438,11 +579,20 @@ impl Node {
     /// Serves a `Propose` from a peer: commit here if this node leads.
     pub async fn handle_propose(&self, group: u64, cmd: Command) -> ProposeAnswer {
         let Some(g) = self.groups.get(group) else {
-            return ProposeAnswer::Failed(format!("group {group} has no replica on node {}", self.id()));
+            return ProposeAnswer::Failed(format!(
+                "group {group} has no replica on node {}",
+                self.id()
+            ));
         };
         match g.raft.client_write(cmd).await {
-            Ok(r) => ProposeAnswer::Written { result: r.data, index: r.log_id.index, served_by: self.id() },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ProposeAnswer::NotLeader(f.leader_id),
+            Ok(r) => ProposeAnswer::Written {
+                result: r.data,
+                index: r.log_id.index,
+                served_by: self.id(),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ProposeAnswer::NotLeader(f.leader_id)
+            }
             Err(e) => {
                 self.metrics.proposal_errors.inc();
                 ProposeAnswer::Failed(e.to_string())
@@ -465,11 +615,18 @@ impl Node {
     }
 
     pub fn leader_hint(&self, p: u32) -> Option<NodeId> {
-        self.leader_hints.lock().unwrap_or_else(|e| e.into_inner()).get(&p).copied()
+        self.leader_hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p)
+            .copied()
     }
 
     fn set_leader_hint(&self, p: u32, id: NodeId) {
-        self.leader_hints.lock().unwrap_or_else(|e| e.into_inner()).insert(p, id);
+        self.leader_hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p, id);
     }
 
     // ---- reads ------------------------------------------------------------
@@ -477,31 +634,65 @@ impl Node {
     /// Decides where a read of partition `p` at `level` is served. `min_index`
     /// is the session token's index (0 without one); `hops` how often the
     /// request was forwarded already.
-    pub async fn plan_read(&self, p: u32, level: ConsistencyLevel, min_index: u64, hops: u32) -> Result<ReadPlan, NodeError> {
+    pub async fn plan_read(
+        &self,
+        p: u32,
+        level: ConsistencyLevel,
+        min_index: u64,
+        hops: u32,
+    ) -> Result<ReadPlan, NodeError> {
         let meta = self.meta()?;
-        let placement = meta
-            .placement
-            .get(p as usize)
-            .ok_or_else(|| NodeError::invalid("partition", format!("partition {p} does not exist; the cluster has {}", meta.partitions)))?;
-        let local = self.groups.get(group_of_partition(p)).filter(|_| placement.replicas.contains(&self.id()));
+        let placement = meta.placement.get(p as usize).ok_or_else(|| {
+            NodeError::invalid(
+                "partition",
+                format!(
+                    "partition {p} does not exist; the cluster has {}",
+                    meta.partitions
+                ),
+            )
+        })?;
+        let local = self
+            .groups
+            .get(group_of_partition(p))
+            .filter(|_| placement.replicas.contains(&self.id()));
         let can_forward = hops < MAX_HOPS;
         let me = self.id();
         let leader_addr = |g: Option<&Arc<Group>>| -> Option<String> {
-            let l = g.and_then(|g| g.raft.metrics().borrow().current_leader).or_else(|| self.leader_hint(p));
+            let l = g
+                .and_then(|g| g.raft.metrics().borrow().current_leader)
+                .or_else(|| self.leader_hint(p));
             l.filter(|l| *l != me).and_then(|l| self.addr_of(&meta, l))
         };
         let any_replica = || -> Option<String> {
-            leader_addr(None).or_else(|| placement.replicas.iter().filter(|r| **r != me).find_map(|r| self.addr_of(&meta, *r)))
+            leader_addr(None).or_else(|| {
+                placement
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != me)
+                    .find_map(|r| self.addr_of(&meta, *r))
+            })
         };
         let forward = |addr: Option<String>, why: &str| -> Result<ReadPlan, NodeError> {
             match addr {
                 Some(a) if can_forward => Ok(ReadPlan::Forward(a)),
-                _ => Err(NodeError::NoLeader { partition: p, detail: why.to_string() }),
+                _ => Err(NodeError::NoLeader {
+                    partition: p,
+                    detail: why.to_string(),
+                }),
             }
         };
         let local_plan = |g: &Arc<Group>| {
-            let applied = g.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
-            ReadPlan::Local { reader: g.sm.clone(), applied, served_by: me }
+            let applied = g
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index);
+            ReadPlan::Local {
+                reader: g.sm.clone(),
+                applied,
+                served_by: me,
+            }
         };
         match level {
             ConsistencyLevel::Eventual => match &local {
@@ -523,12 +714,21 @@ impl Node {
                     if m.state == ServerState::Leader {
                         let last = m.last_log_index.unwrap_or(0);
                         if min_index > last {
-                            return Err(NodeError::UnknownSessionToken { partition: p, index: min_index, last });
+                            return Err(NodeError::UnknownSessionToken {
+                                partition: p,
+                                index: min_index,
+                                last,
+                            });
                         }
-                        return Err(NodeError::Timeout(format!("partition {p}: not yet applied up to index {min_index}")));
+                        return Err(NodeError::Timeout(format!(
+                            "partition {p}: not yet applied up to index {min_index}"
+                        )));
                     }
                 }
-                forward(leader_addr(local.as_ref()).or_else(any_replica), "session read: no leader known")
+                forward(
+                    leader_addr(local.as_ref()).or_else(any_replica),
+                    "session read: no leader known",
+                )
             }
             ConsistencyLevel::Linearizable => {
                 if let Some(g) = &local {
@@ -537,17 +737,30 @@ impl Node {
                             self.set_leader_hint(p, me);
                             return Ok(local_plan(g));
                         }
-                        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                        Err(RaftError::APIError(
+                            openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                        )) => {
                             if let Some(l) = f.leader_id.filter(|l| *l != me) {
                                 self.set_leader_hint(p, l);
                                 return forward(self.addr_of(&meta, l), "leader unknown");
                             }
-                            return Err(NodeError::NotLeader { partition: p, leader: None });
+                            return Err(NodeError::NotLeader {
+                                partition: p,
+                                leader: None,
+                            });
                         }
-                        Err(e) => return Err(NodeError::NoLeader { partition: p, detail: e.to_string() }),
+                        Err(e) => {
+                            return Err(NodeError::NoLeader {
+                                partition: p,
+                                detail: e.to_string(),
+                            })
+                        }
                     }
                 }
-                forward(leader_addr(None).or_else(any_replica), "no replica reachable")
+                forward(
+                    leader_addr(None).or_else(any_replica),
+                    "no replica reachable",
+                )
             }
         }
     }
@@ -556,7 +769,11 @@ impl Node {
 /// The answer to a forwarded proposal.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub enum ProposeAnswer {
-    Written { result: CommandResult, index: u64, served_by: NodeId },
+    Written {
+        result: CommandResult,
+        index: u64,
+        served_by: NodeId,
+    },
     NotLeader(Option<NodeId>),
     Failed(String),
 }
@@ -567,23 +784,43 @@ enum ForwardError {
     Fatal(NodeError),
 }
 
-fn validate_bootstrap(peers: &[String], partitions: u32, rf: u32, me: &str) -> Result<(), NodeError> {
+fn validate_bootstrap(
+    peers: &[String],
+    partitions: u32,
+    rf: u32,
+    me: &str,
+) -> Result<(), NodeError> {
     if peers.is_empty() {
-        return Err(NodeError::invalid("peers", "list every initial node's advertise address, this node's included"));
+        return Err(NodeError::invalid(
+            "peers",
+            "list every initial node's advertise address, this node's included",
+        ));
     }
     if !peers.iter().any(|p| p == me) {
-        return Err(NodeError::invalid("peers", format!("must include this node's advertise address {me}")));
+        return Err(NodeError::invalid(
+            "peers",
+            format!("must include this node's advertise address {me}"),
+        ));
     }
     if !(1..=1024).contains(&partitions) {
-        return Err(NodeError::invalid("partitions", format!("{partitions} is outside 1..=1024")));
+        return Err(NodeError::invalid(
+            "partitions",
+            format!("{partitions} is outside 1..=1024"),
+        ));
     }
     if ![1, 3, 5].contains(&rf) {
-        return Err(NodeError::invalid("replication_factor", format!("{rf} must be 1, 3 or 5")));
+        return Err(NodeError::invalid(
+            "replication_factor",
+            format!("{rf} must be 1, 3 or 5"),
+        ));
     }
     if rf as usize > peers.len() {
         return Err(NodeError::invalid(
             "replication_factor",
-            format!("{rf} exceeds the {} nodes given; replicas must be on distinct nodes", peers.len()),
+            format!(
+                "{rf} exceeds the {} nodes given; replicas must be on distinct nodes",
+                peers.len()
+            ),
         ));
     }
     Ok(())
@@ -608,7 +845,9 @@ mod tests {
         for (i, (p, parts, rf, field)) in cases.into_iter().enumerate() {
             let me = if i == 1 { "z:1" } else { "a:1" };
             match validate_bootstrap(&p, parts, rf, me) {
-                Err(NodeError::InvalidArgument { field: f, .. }) => assert_eq!(f, field, "case {i}"),
+                Err(NodeError::InvalidArgument { field: f, .. }) => {
+                    assert_eq!(f, field, "case {i}")
+                }
                 other => panic!("case {i}: expected invalid {field}, got {other:?}"),
             }
         }

@@ -1,6 +1,5 @@
 //! Starts a node's gRPC and HTTP servers and stops them on a signal.
 
-
 use keyraft_api::limits::MAX_MESSAGE_BYTES;
 use keyraft_api::pb::admin_server::AdminServer;
 use keyraft_api::pb::kv_server::KvServer;
@@ -48,18 +47,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(AdminServer::new(AdminService { node: node.clone() }))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), {
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            {
+                let mut rx = stop_rx.clone();
+                async move {
+                    let _ = rx.changed().await;
+                }
+            },
+        );
+    let http = axum::serve(http_listener, crate::http::router(node.clone()))
+        .with_graceful_shutdown({
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.changed().await;
             }
         });
-    let http = axum::serve(http_listener, crate::http::router(node.clone())).with_graceful_shutdown({
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.changed().await;
-        }
-    });
     let grpc_task = tokio::spawn(grpc);
     let http_task = tokio::spawn(async move { http.await });
     shutdown.await;

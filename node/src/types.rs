@@ -40,17 +40,29 @@ pub struct RequestId {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
     /// A key-value write, with the request id used for exactly-once retries.
-    Kv { request_id: Option<RequestId>, op: KvOp },
+    Kv {
+        request_id: Option<RequestId>,
+        op: KvOp,
+    },
     /// A change to cluster metadata (meta group only).
     Meta(MetaOp),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum KvOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
     /// `expected: None` means "must not exist"; `new: None` deletes.
-    Cas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    Cas {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
     /// Applied atomically: `Some(value)` puts, `None` deletes.
     Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
 }
@@ -60,8 +72,13 @@ pub enum KvOp {
 pub enum CommandResult {
     #[default]
     Done,
-    Deleted { existed: bool },
-    Cas { succeeded: bool, current: Option<Vec<u8>> },
+    Deleted {
+        existed: bool,
+    },
+    Cas {
+        succeeded: bool,
+        current: Option<Vec<u8>>,
+    },
     Meta(Result<(), String>),
 }
 

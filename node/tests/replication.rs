@@ -12,7 +12,10 @@ use keyraft_client::{Client, ConsistencyLevel};
 use rand::Rng;
 
 fn kv(i: u64) -> (String, String) {
-    (format!("key-{i:06}"), format!("value-{i}-{}", i * 7919 % 1000))
+    (
+        format!("key-{i:06}"),
+        format!("value-{i}-{}", i * 7919 % 1000),
+    )
 }
 
 /// Writes keys `range` through randomly chosen nodes (each node forwards to
@@ -25,7 +28,9 @@ async fn write_through_random_nodes(clients: &[Client], range: std::ops::Range<u
             async move {
                 let c = &clients[rand::rng().random_range(0..clients.len())];
                 let (k, v) = kv(i);
-                c.put(k.clone(), v).await.unwrap_or_else(|e| panic!("put {k}: {e}"));
+                c.put(k.clone(), v)
+                    .await
+                    .unwrap_or_else(|e| panic!("put {k}: {e}"));
             }
         })
         .buffer_unordered(conc)
@@ -35,7 +40,11 @@ async fn write_through_random_nodes(clients: &[Client], range: std::ops::Range<u
 
 /// Reads keys `range` from node client `c` at `level` and returns the
 /// mismatches.
-async fn mismatches(c: &Client, range: std::ops::Range<u64>, level: ConsistencyLevel) -> Vec<String> {
+async fn mismatches(
+    c: &Client,
+    range: std::ops::Range<u64>,
+    level: ConsistencyLevel,
+) -> Vec<String> {
     stream::iter(range)
         .map(|i| {
             let c = c.clone();
@@ -59,15 +68,28 @@ async fn ten_thousand_writes_through_random_nodes_read_back_linearizably_from_ev
     let per_node: Vec<Client> = (0..3).map(|i| c.client_of(i).unwrap()).collect();
     let t = Instant::now();
     write_through_random_nodes(&per_node, 0..10_000, 64).await;
-    eprintln!("10,000 writes through random nodes took {:.1?}", t.elapsed());
+    eprintln!(
+        "10,000 writes through random nodes took {:.1?}",
+        t.elapsed()
+    );
     for (i, client) in per_node.iter().enumerate() {
         let bad = mismatches(client, 0..10_000, ConsistencyLevel::Linearizable).await;
-        assert!(bad.is_empty(), "node {i}: {} keys wrong, first: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+        assert!(
+            bad.is_empty(),
+            "node {i}: {} keys wrong, first: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
     }
     // Every partition got a share: the hash spreads keys.
     let st = common::status_of(&c, 0).await;
     for g in st.groups.iter().filter(|g| g.group > 0) {
-        assert!(g.keys > 800, "partition {} holds only {} keys", g.group - 1, g.keys);
+        assert!(
+            g.keys > 800,
+            "partition {} holds only {} keys",
+            g.group - 1,
+            g.keys
+        );
     }
     common::cleanup(&mut c);
 }
@@ -83,14 +105,33 @@ async fn acknowledged_writes_survive_a_full_stop_and_restart() {
     }
     c.start_all().unwrap();
     c.wait_ready(&[0, 1, 2], common::READY).await.unwrap();
-    let bad = mismatches(&c.client().unwrap(), 0..2_000, ConsistencyLevel::Linearizable).await;
-    assert!(bad.is_empty(), "{} acknowledged writes lost after restart: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    let bad = mismatches(
+        &c.client().unwrap(),
+        0..2_000,
+        ConsistencyLevel::Linearizable,
+    )
+    .await;
+    assert!(
+        bad.is_empty(),
+        "{} acknowledged writes lost after restart: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     // And a clean stop (SIGTERM) then restart keeps them as well.
     c.stop_all();
     c.start_all().unwrap();
     c.wait_ready(&[0, 1, 2], common::READY).await.unwrap();
-    let bad = mismatches(&c.client().unwrap(), 0..2_000, ConsistencyLevel::Linearizable).await;
-    assert!(bad.is_empty(), "{} writes lost after clean restart", bad.len());
+    let bad = mismatches(
+        &c.client().unwrap(),
+        0..2_000,
+        ConsistencyLevel::Linearizable,
+    )
+    .await;
+    assert!(
+        bad.is_empty(),
+        "{} writes lost after clean restart",
+        bad.len()
+    );
     common::cleanup(&mut c);
 }
 
@@ -98,8 +139,13 @@ async fn acknowledged_writes_survive_a_full_stop_and_restart() {
 async fn a_node_that_missed_compacted_writes_catches_up_by_snapshot() {
     let args = ["--snapshot-entries", "200", "--keep-entries", "20"];
     let mut c = common::cluster("snapshot", 3, 4, 3, &args).await;
-    let before: BTreeMap<u64, u64> =
-        common::status_of(&c, 2).await.groups.iter().filter(|g| g.group > 0).map(|g| (g.group, g.last_log_index)).collect();
+    let before: BTreeMap<u64, u64> = common::status_of(&c, 2)
+        .await
+        .groups
+        .iter()
+        .filter(|g| g.group > 0)
+        .map(|g| (g.group, g.last_log_index))
+        .collect();
     c.kill(2);
     let client = c.client().unwrap();
     write_through_random_nodes(&[client.clone()], 0..5_000, 32).await;
@@ -107,7 +153,13 @@ async fn a_node_that_missed_compacted_writes_catches_up_by_snapshot() {
     // log alone cannot bring it back.
     let st0 = common::status_of(&c, 0).await;
     for g in st0.groups.iter().filter(|g| g.group > 0) {
-        assert!(g.purged_index > before[&g.group], "group {} not compacted: purged {} <= {}", g.group, g.purged_index, before[&g.group]);
+        assert!(
+            g.purged_index > before[&g.group],
+            "group {} not compacted: purged {} <= {}",
+            g.group,
+            g.purged_index,
+            before[&g.group]
+        );
     }
     c.start(2).unwrap();
     c.wait_ready(&[2], common::READY).await.unwrap();
@@ -121,19 +173,47 @@ async fn a_node_that_missed_compacted_writes_catches_up_by_snapshot() {
             .filter(|g| g.role == "leader" && g.group > 0)
             .map(|g| (g.group, g.applied_index))
             .collect();
-        let mine = st.iter().find(|(i, _)| *i == 2).map(|(_, s)| s.clone()).unwrap();
-        let behind: Vec<_> = mine.groups.iter().filter(|g| g.group > 0 && g.applied_index < lead.get(&g.group).copied().unwrap_or(u64::MAX)).collect();
+        let mine = st
+            .iter()
+            .find(|(i, _)| *i == 2)
+            .map(|(_, s)| s.clone())
+            .unwrap();
+        let behind: Vec<_> = mine
+            .groups
+            .iter()
+            .filter(|g| {
+                g.group > 0 && g.applied_index < lead.get(&g.group).copied().unwrap_or(u64::MAX)
+            })
+            .collect();
         if behind.is_empty() {
             for g in mine.groups.iter().filter(|g| g.group > 0) {
-                assert!(g.snapshot_index > before[&g.group], "group {}: no snapshot installed (snapshot index {})", g.group, g.snapshot_index);
+                assert!(
+                    g.snapshot_index > before[&g.group],
+                    "group {}: no snapshot installed (snapshot index {})",
+                    g.group,
+                    g.snapshot_index
+                );
             }
             break;
         }
-        assert!(Instant::now() < deadline, "node 2 did not catch up: {behind:?}");
+        assert!(
+            Instant::now() < deadline,
+            "node 2 did not catch up: {behind:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Node 2 serves every key from its own replica.
-    let bad = mismatches(&c.client_of(2).unwrap(), 0..5_000, ConsistencyLevel::Eventual).await;
-    assert!(bad.is_empty(), "node 2 is missing {} keys after catch-up: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    let bad = mismatches(
+        &c.client_of(2).unwrap(),
+        0..5_000,
+        ConsistencyLevel::Eventual,
+    )
+    .await;
+    assert!(
+        bad.is_empty(),
+        "node 2 is missing {} keys after catch-up: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     common::cleanup(&mut c);
 }

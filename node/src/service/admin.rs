@@ -43,7 +43,9 @@ pub fn status(node: &Node) -> pb::StatusResponse {
                 role: role(m.state).into(),
                 term: m.current_term,
                 leader: m.current_leader.unwrap_or(0),
-                commit_index: node.wal.with_group(g.id, |l| l.committed.map_or(0, |c| c.index)),
+                commit_index: node
+                    .wal
+                    .with_group(g.id, |l| l.committed.map_or(0, |c| c.index)),
                 applied_index: m.last_applied.map_or(0, |l| l.index),
                 last_log_index: m.last_log_index.unwrap_or(0),
                 snapshot_index: m.snapshot.map_or(0, |l| l.index),
@@ -88,16 +90,26 @@ pub fn status(node: &Node) -> pb::StatusResponse {
             .unwrap_or(0),
         default_read: m.default_read.to_wire() as i32,
     });
-    pb::StatusResponse { node: Some(node.node_info()), groups, cluster }
+    pb::StatusResponse {
+        node: Some(node.node_info()),
+        groups,
+        cluster,
+    }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(status(&self.node)))
     }
 
-    async fn bootstrap(&self, req: Request<pb::BootstrapRequest>) -> Result<Response<pb::BootstrapResponse>, Status> {
+    async fn bootstrap(
+        &self,
+        req: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<pb::BootstrapResponse>, Status> {
         observe(&self.node, "bootstrap", async {
             let r = req.into_inner();
             let (cluster_id, already) = self.node.bootstrap(r.peers, r.partitions, r.replication_factor).await?;
@@ -111,7 +123,10 @@ impl Admin for AdminService {
         .await
     }
 
-    async fn health(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+    async fn health(
+        &self,
+        _req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
         let ready = self.node.readiness();
         Ok(Response::new(pb::HealthResponse {
             live: true,
@@ -120,7 +135,10 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn identify(&self, _req: Request<pb::IdentifyRequest>) -> Result<Response<pb::NodeInfo>, Status> {
+    async fn identify(
+        &self,
+        _req: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
         Ok(Response::new(self.node.node_info()))
     }
 
@@ -131,9 +149,20 @@ impl Admin for AdminService {
         observe(&self.node, "set_default_read", async {
             let level: ConsistencyLevel = ConsistencyLevel::from_wire(req.into_inner().consistency)
                 .map_err(|e| NodeError::invalid("consistency", e))?
-                .ok_or_else(|| NodeError::invalid("consistency", "name a level: linearizable, session or eventual"))?;
+                .ok_or_else(|| {
+                    NodeError::invalid(
+                        "consistency",
+                        "name a level: linearizable, session or eventual",
+                    )
+                })?;
             self.node.meta()?;
-            self.node.propose_group(keyraft_api::META_GROUP, None, Command::Meta(MetaOp::SetDefaultRead(level))).await?;
+            self.node
+                .propose_group(
+                    keyraft_api::META_GROUP,
+                    None,
+                    Command::Meta(MetaOp::SetDefaultRead(level)),
+                )
+                .await?;
             Ok(Response::new(pb::SetDefaultReadResponse {}))
         })
         .await
