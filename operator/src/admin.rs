@@ -182,6 +182,100 @@ mod tests {
         assert_eq!(v.placement, vec![(2, vec![7, 8])]);
     }
 
+    /// A node that answers Status and records Bootstrap calls.
+    #[derive(Default)]
+    struct FakeNode {
+        bootstraps: std::sync::Mutex<Vec<pb::BootstrapRequest>>,
+    }
+
+    #[tonic::async_trait]
+    impl pb::admin_server::Admin for FakeNode {
+        async fn status(
+            &self,
+            _: tonic::Request<pb::StatusRequest>,
+        ) -> Result<tonic::Response<pb::StatusResponse>, tonic::Status> {
+            Ok(tonic::Response::new(pb::StatusResponse {
+                node: Some(pb::NodeInfo {
+                    id: 3,
+                    joined: false,
+                    version: "0.1.0".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+        }
+        async fn bootstrap(
+            &self,
+            req: tonic::Request<pb::BootstrapRequest>,
+        ) -> Result<tonic::Response<pb::BootstrapResponse>, tonic::Status> {
+            self.bootstraps.lock().unwrap().push(req.into_inner());
+            Ok(tonic::Response::new(pb::BootstrapResponse {
+                cluster_id: "cid-1".into(),
+                already_bootstrapped: false,
+            }))
+        }
+        async fn health(
+            &self,
+            _: tonic::Request<pb::HealthRequest>,
+        ) -> Result<tonic::Response<pb::HealthResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn identify(
+            &self,
+            _: tonic::Request<pb::IdentifyRequest>,
+        ) -> Result<tonic::Response<pb::NodeInfo>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
+        async fn set_default_read(
+            &self,
+            _: tonic::Request<pb::SetDefaultReadRequest>,
+        ) -> Result<tonic::Response<pb::SetDefaultReadResponse>, tonic::Status> {
+            Err(tonic::Status::invalid_argument("no such level"))
+        }
+    }
+
+    #[tokio::test]
+    async fn talks_to_a_node_over_grpc() {
+        let node = std::sync::Arc::new(FakeNode::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        });
+        let svc = pb::admin_server::AdminServer::from_arc(node.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(incoming),
+        );
+
+        let admin = Admin {
+            timeout: Duration::from_secs(2),
+        };
+        let report = admin.status(&addr).await.unwrap();
+        assert_eq!(report.node_id, 3);
+        assert!(!report.joined);
+        let id = admin
+            .bootstrap(&addr, vec!["a:7000".into(), "b:7000".into()], 16, 3)
+            .await
+            .unwrap();
+        assert_eq!(id, "cid-1");
+        let calls = node.bootstraps.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].peers, ["a:7000", "b:7000"]);
+        assert_eq!((calls[0].partitions, calls[0].replication_factor), (16, 3));
+        // A gRPC error names the node and carries the node's message.
+        let err = admin
+            .set_default_read(&addr, ReadConsistency::Session)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&addr) && err.to_string().contains("no such level"),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn unreachable_node_is_an_error_within_the_timeout() {
         let admin = Admin {

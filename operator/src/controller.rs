@@ -826,3 +826,165 @@ mod tests {
         assert_eq!(s4.phase, Some(Phase::Bootstrapping));
     }
 }
+
+/// One pass of `apply` against a fake API server on loopback that records
+/// every request: checks what the act phase sends, not only what it plans.
+#[cfg(test)]
+mod act_tests {
+    use super::*;
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+
+    #[derive(Clone, Debug)]
+    struct Request {
+        method: Method,
+        path: String,
+        query: String,
+        content_type: String,
+        body: Value,
+    }
+    use serde_json::Value;
+
+    type Log = Arc<Mutex<Vec<Request>>>;
+
+    async fn fake_api(log: Log, kr: Value) -> String {
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let log = log.clone();
+                let kr = kr.clone();
+                async move {
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    log.lock().unwrap().push(Request {
+                        method: method.clone(),
+                        path: uri.path().to_string(),
+                        query: uri.query().unwrap_or_default().to_string(),
+                        content_type: headers
+                            .get("content-type")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default(),
+                        body: body.clone(),
+                    });
+                    let path = uri.path();
+                    let json = |code: StatusCode, v: Value| {
+                        (code, [("content-type", "application/json")], v.to_string()).into_response()
+                    };
+                    match method {
+                        Method::GET if path.ends_with("/statefulsets/kv") => json(
+                            StatusCode::NOT_FOUND,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404, "message": "not found"}),
+                        ),
+                        Method::GET => json(
+                            StatusCode::OK,
+                            json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+                        ),
+                        Method::PATCH if path.ends_with("/status") => {
+                            let mut obj = kr.clone();
+                            obj["status"] = body["status"].clone();
+                            json(StatusCode::OK, obj)
+                        }
+                        Method::PATCH => json(StatusCode::OK, body),
+                        Method::POST => json(StatusCode::CREATED, body),
+                        _ => json(StatusCode::METHOD_NOT_ALLOWED, Value::Null),
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn fresh_cluster_applies_every_object_and_reports_waiting() {
+        let mut kr = KeyraftCluster::new("kv", serde_yaml::from_str("replicas: 3").unwrap());
+        kr.metadata.namespace = Some("ns".into());
+        kr.metadata.uid = Some("uid-1".into());
+        kr.metadata.generation = Some(2);
+        let log: Log = Arc::default();
+        let url = fake_api(log.clone(), serde_json::to_value(&kr).unwrap()).await;
+        let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let ctx = Context::new(
+            client,
+            Admin {
+                timeout: Duration::from_millis(200),
+            },
+            Arc::new(Metrics::new()),
+            "test".into(),
+        );
+
+        let requeue = apply(&kr, &ctx).await.unwrap();
+        assert_eq!(
+            requeue,
+            Requeue::requeue(Duration::from_secs(5)),
+            "not settled yet"
+        );
+
+        let log = log.lock().unwrap().clone();
+        let applied: Vec<&str> = log
+            .iter()
+            .filter(|r| r.method == Method::PATCH && !r.path.ends_with("/status"))
+            .map(|r| r.path.as_str())
+            .collect();
+        assert_eq!(
+            applied,
+            [
+                "/api/v1/namespaces/ns/configmaps/kv-config",
+                "/api/v1/namespaces/ns/services/kv-headless",
+                "/api/v1/namespaces/ns/services/kv",
+                "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/kv",
+                "/apis/apps/v1/namespaces/ns/statefulsets/kv",
+            ]
+        );
+        for r in log
+            .iter()
+            .filter(|r| r.method == Method::PATCH && !r.path.ends_with("/status"))
+        {
+            assert_eq!(r.content_type, "application/apply-patch+yaml", "{}", r.path);
+            assert!(
+                r.query.contains("fieldManager=keyraft-operator"),
+                "{}: {}",
+                r.path,
+                r.query
+            );
+            assert!(r.query.contains("force=true"), "{}: {}", r.path, r.query);
+        }
+        let sts = log
+            .iter()
+            .find(|r| r.path.ends_with("/statefulsets/kv") && r.method == Method::PATCH)
+            .unwrap();
+        assert_eq!(sts.body["spec"]["replicas"], 3);
+
+        let status = log
+            .iter()
+            .find(|r| r.path.ends_with("/keyraftclusters/kv/status"))
+            .unwrap();
+        assert_eq!(status.content_type, "application/merge-patch+json");
+        let s = &status.body["status"];
+        assert_eq!(s["observedGeneration"], 2);
+        assert_eq!(s["phase"], "Pending");
+        let progressing = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Progressing")
+            .unwrap();
+        assert_eq!(progressing["reason"], "WaitingForPods");
+        assert!(progressing["message"]
+            .as_str()
+            .unwrap()
+            .contains("kv-0, kv-1, kv-2"));
+
+        // A person sees the scale-up as an Event on the cluster.
+        let event = log
+            .iter()
+            .find(|r| {
+                r.method == Method::POST && r.path == "/apis/events.k8s.io/v1/namespaces/ns/events"
+            })
+            .expect("an Event");
+        assert_eq!(event.body["reason"], "Scaled");
+        assert_eq!(event.body["regarding"]["kind"], "KeyraftCluster");
+    }
+}
