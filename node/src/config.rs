@@ -52,11 +52,11 @@ pub struct Config {
     pub max_value_bytes: usize,
 
     /// Raft heartbeat interval in milliseconds.
-    #[arg(long, env = "KEYRAFT_HEARTBEAT_MS", default_value_t = 150)]
+    #[arg(long, env = "KEYRAFT_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
 
     /// Smallest election timeout in milliseconds (the largest is twice this).
-    #[arg(long, env = "KEYRAFT_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "KEYRAFT_ELECTION_TIMEOUT_MS", default_value_t = 600)]
     pub election_timeout_ms: u64,
 
     /// Take a snapshot of a group after this many new log entries.
