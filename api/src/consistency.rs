@@ -33,7 +33,9 @@ impl ConsistencyLevel {
             Ok(pb::Consistency::Linearizable) => Ok(Some(Self::Linearizable)),
             Ok(pb::Consistency::Session) => Ok(Some(Self::Session)),
             Ok(pb::Consistency::Eventual) => Ok(Some(Self::Eventual)),
-            Err(_) => Err(format!("consistency: unknown level {v}; expected 1 (linearizable), 2 (session) or 3 (eventual)")),
+            Err(_) => {
+                Err(format!("consistency: unknown level {v}; expected 1 (linearizable), 2 (session) or 3 (eventual)"))
+            }
         }
     }
 
@@ -81,7 +83,9 @@ impl fmt::Display for SessionToken {
 impl FromStr for SessionToken {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("session_token: {s:?} is not a token; expected PARTITION:INDEX as returned by an earlier response");
+        let bad = || {
+            format!("session_token: {s:?} is not a token; expected PARTITION:INDEX as returned by an earlier response")
+        };
         let (p, i) = s.split_once(':').ok_or_else(bad)?;
         Ok(Self { partition: p.parse().map_err(|_| bad())?, index: i.parse().map_err(|_| bad())? })
     }

@@ -5,6 +5,7 @@
 pub mod consistency;
 pub mod limits;
 pub mod partition;
+pub mod placement;
 
 /// Generated gRPC and protobuf types (package `keyraft.v1`).
 pub mod pb {
@@ -12,7 +13,7 @@ pub mod pb {
 }
 
 pub use consistency::{ConsistencyLevel, SessionToken};
-pub use partition::{group_of_partition, partition_of_group, partition_for_key, GroupId, META_GROUP};
+pub use partition::{group_of_partition, partition_for_key, partition_of_group, GroupId, META_GROUP};
 
 /// gRPC metadata key a node sets on NotLeader answers: the leader's address.
 pub const LEADER_HINT_HEADER: &str = "x-keyraft-leader";

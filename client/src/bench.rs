@@ -45,7 +45,14 @@ impl BenchReport {
             "clients {}  duration {:.1}s  value {} B  read ratio {:.2}  consistency {}",
             o.clients, secs, o.value_size, o.read_ratio, o.consistency
         );
-        let _ = writeln!(s, "total {} ops  {:.0} ops/s  errors {}  retries {}", self.ops(), self.ops() as f64 / secs, self.errors, self.retries);
+        let _ = writeln!(
+            s,
+            "total {} ops  {:.0} ops/s  errors {}  retries {}",
+            self.ops(),
+            self.ops() as f64 / secs,
+            self.errors,
+            self.retries
+        );
         for (name, h) in [("write", &self.writes), ("read", &self.reads)] {
             if h.is_empty() {
                 continue;

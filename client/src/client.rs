@@ -74,7 +74,12 @@ struct Inner {
 fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted | Code::FailedPrecondition
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::FailedPrecondition
     )
 }
 
@@ -84,7 +89,8 @@ impl Client {
             return Err(ClientError::NoEndpoints);
         }
         for e in &opts.endpoints {
-            Endpoint::from_shared(format!("http://{e}")).map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?;
+            Endpoint::from_shared(format!("http://{e}"))
+                .map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?;
         }
         Ok(Client {
             inner: Arc::new(Inner {
@@ -145,7 +151,12 @@ impl Client {
 
     /// Runs `attempt` against a node until it succeeds, fails for good, or
     /// the timeout passes. `partition` selects the cached leader.
-    async fn with_retries<T, F, Fut>(&self, partition: Option<u32>, prefer_leader: bool, mut attempt: F) -> Result<T, ClientError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        partition: Option<u32>,
+        prefer_leader: bool,
+        mut attempt: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(String) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -156,12 +167,13 @@ impl Client {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let cached = partition.filter(|_| prefer_leader && self.inner.opts.follow_leader_hints).and_then(|p| {
-                self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&p).cloned()
-            });
+            let cached = partition
+                .filter(|_| prefer_leader && self.inner.opts.follow_leader_hints)
+                .and_then(|p| self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&p).cloned());
             let target = cached.unwrap_or_else(|| self.rotate_endpoint());
             let remaining = self.inner.opts.timeout.saturating_sub(start.elapsed());
-            let res = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt(target.clone())).await {
+            let res = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt(target.clone())).await
+            {
                 Ok(r) => r,
                 Err(_) => Err(Status::deadline_exceeded(format!("no answer from {target} in time"))),
             };
@@ -185,7 +197,11 @@ impl Client {
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
                 Err(s) if retryable(&s) => {
-                    return Err(ClientError::Unavailable { attempts, elapsed: start.elapsed(), last: s.message().to_string() })
+                    return Err(ClientError::Unavailable {
+                        attempts,
+                        elapsed: start.elapsed(),
+                        last: s.message().to_string(),
+                    })
                 }
                 Err(s) => return Err(ClientError::Rejected { code: s.code(), message: s.message().to_string() }),
             }
@@ -198,10 +214,10 @@ impl Client {
             .partitions
             .get_or_try_init(|| async {
                 let status = self.cluster_status().await?;
-                status
-                    .cluster
-                    .map(|c| c.partitions)
-                    .ok_or_else(|| ClientError::Rejected { code: Code::FailedPrecondition, message: "the node has not joined a cluster yet".into() })
+                status.cluster.map(|c| c.partitions).ok_or_else(|| ClientError::Rejected {
+                    code: Code::FailedPrecondition,
+                    message: "the node has not joined a cluster yet".into(),
+                })
             })
             .await
             .copied()
@@ -247,7 +263,10 @@ impl Client {
 
     async fn partition_of(&self, key: &[u8]) -> Result<u32, ClientError> {
         if key.is_empty() {
-            return Err(ClientError::Rejected { code: Code::InvalidArgument, message: "key: must not be empty".into() });
+            return Err(ClientError::Rejected {
+                code: Code::InvalidArgument,
+                message: "key: must not be empty".into(),
+            });
         }
         Ok(partition_for_key(key, self.partitions().await?))
     }
@@ -266,7 +285,11 @@ impl Client {
     }
 
     /// Reads `key`; `None` level means the cluster default.
-    pub async fn get(&self, key: impl Into<Vec<u8>>, level: Option<ConsistencyLevel>) -> Result<Option<Vec<u8>>, ClientError> {
+    pub async fn get(
+        &self,
+        key: impl Into<Vec<u8>>,
+        level: Option<ConsistencyLevel>,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
         let key = key.into();
         let p = self.partition_of(&key).await?;
         let token = match level {
@@ -298,7 +321,13 @@ impl Client {
 
     /// Reads `key` from one specific node, with no retries or rerouting:
     /// for tests and tools that need to know who answered.
-    pub async fn get_from(&self, addr: &str, key: impl Into<Vec<u8>>, level: ConsistencyLevel, token: &str) -> Result<pb::GetResponse, Status> {
+    pub async fn get_from(
+        &self,
+        addr: &str,
+        key: impl Into<Vec<u8>>,
+        level: ConsistencyLevel,
+        token: &str,
+    ) -> Result<pb::GetResponse, Status> {
         let req = pb::GetRequest { key: key.into(), consistency: level.to_wire() as i32, session_token: token.into() };
         self.kv(addr).map_err(|e| Status::invalid_argument(e.to_string()))?.get(req).await.map(|r| r.into_inner())
     }
@@ -330,12 +359,15 @@ impl Client {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<(bool, Option<Vec<u8>>), ClientError> {
-        let req = pb::CompareAndSwapRequest { key: key.into(), expected, new_value: new, request_id: self.request_id() };
+        let req =
+            pb::CompareAndSwapRequest { key: key.into(), expected, new_value: new, request_id: self.request_id() };
         let p = self.partition_of(&req.key).await?;
         let resp = self
             .with_retries(Some(p), true, |addr| {
                 let (this, req) = (self.clone(), req.clone());
-                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.compare_and_swap(req).await }
+                async move {
+                    this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.compare_and_swap(req).await
+                }
             })
             .await?;
         self.learn(&resp.header, true);
@@ -380,7 +412,11 @@ impl Client {
     }
 
     /// Every key with `prefix`, in order, following pages.
-    pub async fn scan_prefix(&self, prefix: &[u8], level: Option<ConsistencyLevel>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
+    pub async fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        level: Option<ConsistencyLevel>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ClientError> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let end = {
             let mut e = prefix.to_vec();

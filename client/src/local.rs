@@ -230,7 +230,12 @@ impl LocalCluster {
             match a.identify(pb::IdentifyRequest {}).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(format!("{} did not come up within {timeout:?}: {} (log: {})", self.nodes[i].name, e.message(), self.log_path(i).display()))
+                    return Err(format!(
+                        "{} did not come up within {timeout:?}: {} (log: {})",
+                        self.nodes[i].name,
+                        e.message(),
+                        self.log_path(i).display()
+                    ))
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -256,7 +261,9 @@ impl LocalCluster {
         let mut out = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let Ok(c) = self.client_of(i) else { continue };
-            let Ok(mut a) = c.admin(&n.grpc.to_string()) else { continue };
+            let Ok(mut a) = c.admin(&n.grpc.to_string()) else {
+                continue;
+            };
             if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {})).await {
                 out.push((i, s.into_inner()));
             }
@@ -294,9 +301,7 @@ fn readiness_gap(st: &[(usize, pb::StatusResponse)], nodes: &[usize]) -> Option<
     };
     let led: BTreeSet<u64> =
         st.iter().flat_map(|(_, s)| s.groups.iter()).filter(|g| g.role == "leader").map(|g| g.group).collect();
-    (1..=u64::from(cluster.partitions))
-        .find(|g| !led.contains(g))
-        .map(|g| format!("partition {} has no leader", g - 1))
+    (1..=u64::from(cluster.partitions)).find(|g| !led.contains(g)).map(|g| format!("partition {} has no leader", g - 1))
 }
 
 impl Drop for LocalCluster {

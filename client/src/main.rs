@@ -14,7 +14,13 @@ use keyraft_client::{pb, Client, ClientOptions, ConsistencyLevel};
 #[command(name = "keyraft", version, about = "Keyraft command-line client", propagate_version = true)]
 struct Cli {
     /// Node addresses, comma-separated.
-    #[arg(long, env = "KEYRAFT_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002", global = true)]
+    #[arg(
+        long,
+        env = "KEYRAFT_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+        global = true
+    )]
     endpoints: Vec<String>,
 
     /// Give up on an operation after this many seconds (retries included).
@@ -133,7 +139,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", if existed { "deleted" } else { "not found (nothing deleted)" });
         }
         Cmd::Cas { key, expected, new } => {
-            let (ok, current) = client()?.compare_and_swap(key, expected.map(String::into_bytes), Some(new.into_bytes())).await?;
+            let (ok, current) =
+                client()?.compare_and_swap(key, expected.map(String::into_bytes), Some(new.into_bytes())).await?;
             if !ok {
                 let cur = current.map_or("<absent>".into(), |v| String::from_utf8_lossy(&v).into_owned());
                 bail!("compare failed: current value is {cur}");
@@ -156,8 +163,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if first.node.as_ref().is_some_and(|n| n.id == m.id) {
                         continue;
                     }
-                    let Ok(mut a) = c.admin(&m.advertise) else { continue };
-                    if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {})).await {
+                    let Ok(mut a) = c.admin(&m.advertise) else {
+                        continue;
+                    };
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {})).await
+                    {
                         all.push(s.into_inner());
                     }
                 }
@@ -171,7 +182,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if clients == 0 {
                 bail!("--clients must be at least 1");
             }
-            let o = BenchOptions { clients, duration: Duration::from_secs(duration), value_size, read_ratio, consistency, keys: keys.max(1) };
+            let o = BenchOptions {
+                clients,
+                duration: Duration::from_secs(duration),
+                value_size,
+                read_ratio,
+                consistency,
+                keys: keys.max(1),
+            };
             let c = client()?;
             c.partitions().await.context("cannot reach the cluster")?;
             let report = bench::run(&c, &o).await;
@@ -184,7 +202,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn local_up(nodes: usize, partitions: u32, rf: u32, data_dir: PathBuf, base_port: u16, demo: bool) -> anyhow::Result<()> {
+async fn local_up(
+    nodes: usize,
+    partitions: u32,
+    rf: u32,
+    data_dir: PathBuf,
+    base_port: u16,
+    demo: bool,
+) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -219,10 +244,17 @@ async fn local_up(nodes: usize, partitions: u32, rf: u32, data_dir: PathBuf, bas
             for (k, v) in [("greeting", "hello from keyraft"), ("color", "teal"), ("answer", "42")] {
                 let w = c.put(k, v).await?;
                 let back = c.get(k, Some(ConsistencyLevel::Linearizable)).await?.unwrap_or_default();
-                println!("  put {k}={v} (partition {}, index {}) -> get {k} = {}", w.partition, w.index, String::from_utf8_lossy(&back));
+                println!(
+                    "  put {k}={v} (partition {}, index {}) -> get {k} = {}",
+                    w.partition,
+                    w.index,
+                    String::from_utf8_lossy(&back)
+                );
             }
         }
-        println!("try:\n  export KEYRAFT_ENDPOINTS={eps}\n  keyraft put hello world && keyraft get hello && keyraft status");
+        println!(
+            "try:\n  export KEYRAFT_ENDPOINTS={eps}\n  keyraft put hello world && keyraft get hello && keyraft status"
+        );
         println!("keyraft local cluster ready at {eps} (Ctrl-C stops it)");
         anyhow::Ok(())
     }

@@ -19,7 +19,10 @@ pub fn render(statuses: &[pb::StatusResponse]) -> String {
         cluster.cluster_id,
         cluster.partitions,
         cluster.replication_factor,
-        keyraft_api::ConsistencyLevel::from_wire(cluster.default_read).ok().flatten().map_or("linearizable", |l| l.as_str())
+        keyraft_api::ConsistencyLevel::from_wire(cluster.default_read)
+            .ok()
+            .flatten()
+            .map_or("linearizable", |l| l.as_str())
     );
     // Per group: the leader's view wins; any replica's otherwise.
     let mut groups: BTreeMap<u64, (u64, pb::GroupStatus)> = BTreeMap::new();
@@ -35,7 +38,8 @@ pub fn render(statuses: &[pb::StatusResponse]) -> String {
             }
         }
     }
-    let name = |id: u64| cluster.members.iter().find(|m| m.id == id).map_or_else(|| format!("{id}"), |m| m.name.clone());
+    let name =
+        |id: u64| cluster.members.iter().find(|m| m.id == id).map_or_else(|| format!("{id}"), |m| m.name.clone());
     let mut leaders: BTreeMap<u64, u32> = BTreeMap::new();
     let mut replicas: BTreeMap<u64, u32> = BTreeMap::new();
     for (g, (_, st)) in &groups {
@@ -50,7 +54,11 @@ pub fn render(statuses: &[pb::StatusResponse]) -> String {
     }
     let ready: BTreeMap<u64, bool> = statuses.iter().filter_map(|s| s.node.as_ref()).map(|n| (n.id, n.ready)).collect();
     let _ = writeln!(out, "\nNODES");
-    let _ = writeln!(out, "{:<14} {:<18} {:<22} {:<8} {:<16} {:<9} {:<6} {:>8} {:>7}", "NAME", "ID", "ADDRESS", "ZONE", "STATE", "VERSION", "READY", "REPLICAS", "LEADERS");
+    let _ = writeln!(
+        out,
+        "{:<14} {:<18} {:<22} {:<8} {:<16} {:<9} {:<6} {:>8} {:>7}",
+        "NAME", "ID", "ADDRESS", "ZONE", "STATE", "VERSION", "READY", "REPLICAS", "LEADERS"
+    );
     let mut members = cluster.members.clone();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     for m in &members {
@@ -74,15 +82,30 @@ pub fn render(statuses: &[pb::StatusResponse]) -> String {
         );
     }
     let _ = writeln!(out, "\nPARTITIONS");
-    let _ = writeln!(out, "{:<10} {:<14} {:>6} {:<44} {:>10} {:>8}", "PARTITION", "LEADER", "TERM", "REPLICAS", "APPLIED", "KEYS");
+    let _ = writeln!(
+        out,
+        "{:<10} {:<14} {:>6} {:<44} {:>10} {:>8}",
+        "PARTITION", "LEADER", "TERM", "REPLICAS", "APPLIED", "KEYS"
+    );
     for p in &cluster.placement {
         let g = u64::from(p.partition) + 1;
         let (leader, term, applied, keys) = match groups.get(&g) {
-            Some((_, st)) => (if st.leader == 0 { "-".into() } else { name(st.leader) }, st.term, st.applied_index, st.keys),
+            Some((_, st)) => {
+                (if st.leader == 0 { "-".into() } else { name(st.leader) }, st.term, st.applied_index, st.keys)
+            }
             None => ("?".into(), 0, 0, 0),
         };
         let reps: Vec<String> = p.replicas.iter().map(|r| name(*r)).collect();
-        let _ = writeln!(out, "{:<10} {:<14} {:>6} {:<44} {:>10} {:>8}", p.partition, leader, term, reps.join(","), applied, keys);
+        let _ = writeln!(
+            out,
+            "{:<10} {:<14} {:>6} {:<44} {:>10} {:>8}",
+            p.partition,
+            leader,
+            term,
+            reps.join(","),
+            applied,
+            keys
+        );
     }
     out
 }

@@ -43,6 +43,11 @@ pub struct Config {
     #[arg(long, env = "KEYRAFT_CLUSTER", default_value = "keyraft")]
     pub cluster: String,
 
+    /// Members of a running cluster to ask for admission (comma-separated
+    /// addresses). Harmless on a node that already belongs to the cluster.
+    #[arg(long, env = "KEYRAFT_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+
     /// Largest key accepted, in bytes.
     #[arg(long, env = "KEYRAFT_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
@@ -114,9 +119,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_key_bytes, DEFAULT_MAX_KEY_BYTES);
         assert_eq!(c.cluster, "keyraft");
-        let err = Config::try_parse_from(["keyraft-node", "--data-dir", "/d"])
-            .unwrap_err()
-            .to_string();
+        let err = Config::try_parse_from(["keyraft-node", "--data-dir", "/d"]).unwrap_err().to_string();
         assert!(err.contains("--name"), "{err}");
     }
 }

@@ -12,18 +12,11 @@ pub enum NodeError {
     #[error("node {name} has not joined a cluster yet; bootstrap it (Admin.Bootstrap, `keyraft local up`) or wait for it to join")]
     NotJoined { name: String },
     #[error("partition {partition}: this node is not the leader{}", leader_text(.leader))]
-    NotLeader {
-        partition: u32,
-        leader: Option<(NodeId, String)>,
-    },
+    NotLeader { partition: u32, leader: Option<(NodeId, String)> },
     #[error("partition {partition}: no leader is reachable right now ({detail}); retry")]
     NoLeader { partition: u32, detail: String },
     #[error("partition {partition}: session token index {index} is beyond the partition's last log index {last}; it was not issued by this cluster")]
-    UnknownSessionToken {
-        partition: u32,
-        index: u64,
-        last: u64,
-    },
+    UnknownSessionToken { partition: u32, index: u64, last: u64 },
     #[error("{0}")]
     Timeout(String),
     #[error("the cluster is already bootstrapped: {0}")]
@@ -43,33 +36,22 @@ fn leader_text(leader: &Option<(NodeId, String)>) -> String {
 
 impl NodeError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument {
-            field,
-            reason: reason.into(),
-        }
+        Self::InvalidArgument { field, reason: reason.into() }
     }
 }
 
 impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
         let code = match &e {
-            NodeError::InvalidArgument { .. } | NodeError::UnknownSessionToken { .. } => {
-                Code::InvalidArgument
-            }
-            NodeError::NotJoined { .. } | NodeError::FailedPrecondition(_) => {
-                Code::FailedPrecondition
-            }
+            NodeError::InvalidArgument { .. } | NodeError::UnknownSessionToken { .. } => Code::InvalidArgument,
+            NodeError::NotJoined { .. } | NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
             NodeError::AlreadyBootstrapped(_) => Code::AlreadyExists,
             NodeError::NotLeader { .. } | NodeError::NoLeader { .. } => Code::Unavailable,
             NodeError::Timeout(_) => Code::DeadlineExceeded,
             NodeError::Internal(_) => Code::Internal,
         };
         let mut status = Status::new(code, e.to_string());
-        if let NodeError::NotLeader {
-            leader: Some((_, addr)),
-            ..
-        } = &e
-        {
+        if let NodeError::NotLeader { leader: Some((_, addr)), .. } = &e {
             if let Ok(v) = addr.parse() {
                 status.metadata_mut().insert(LEADER_HINT_HEADER, v);
             }
@@ -84,21 +66,14 @@ mod tests {
 
     #[test]
     fn not_leader_names_partition_and_leader_and_carries_a_hint() {
-        let s: Status = NodeError::NotLeader {
-            partition: 3,
-            leader: Some((7, "127.0.0.1:7002".into())),
-        }
-        .into();
+        let s: Status = NodeError::NotLeader { partition: 3, leader: Some((7, "127.0.0.1:7002".into())) }.into();
         assert_eq!(s.code(), Code::Unavailable);
         assert!(
             s.message().contains("partition 3") && s.message().contains("node 7 at 127.0.0.1:7002"),
             "{}",
             s.message()
         );
-        assert_eq!(
-            s.metadata().get(LEADER_HINT_HEADER).unwrap(),
-            "127.0.0.1:7002"
-        );
+        assert_eq!(s.metadata().get(LEADER_HINT_HEADER).unwrap(), "127.0.0.1:7002");
     }
 
     #[test]

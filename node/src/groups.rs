@@ -49,9 +49,8 @@ impl Groups {
         raft_config: openraft::Config,
         meta_tx: watch::Sender<Option<Arc<ClusterMeta>>>,
     ) -> Result<Self, NodeError> {
-        let raft_config = raft_config
-            .validate()
-            .map_err(|e| NodeError::Internal(format!("raft configuration: {e}")))?;
+        let raft_config =
+            raft_config.validate().map_err(|e| NodeError::Internal(format!("raft configuration: {e}")))?;
         Ok(Self {
             node_id,
             groups_dir,
@@ -66,22 +65,12 @@ impl Groups {
     }
 
     pub fn get(&self, id: GroupId) -> Option<Arc<Group>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
     }
 
     /// Every open group, in id order.
     pub fn all(&self) -> Vec<Arc<Group>> {
-        let mut v: Vec<_> = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = self.map.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         v.sort_by_key(|g| g.id);
         v
     }
@@ -90,10 +79,7 @@ impl Groups {
     pub fn on_disk(&self) -> Vec<GroupId> {
         let mut ids = self.wal.groups();
         if let Ok(rd) = std::fs::read_dir(&self.groups_dir) {
-            ids.extend(
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse::<GroupId>().ok()),
-            );
+            ids.extend(rd.flatten().filter_map(|e| e.file_name().to_str()?.parse::<GroupId>().ok()));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -106,10 +92,7 @@ impl Groups {
             return Ok(g);
         }
         if id > MAX_GROUP {
-            return Err(NodeError::invalid(
-                "group",
-                format!("group {id} exceeds the largest group id {MAX_GROUP}"),
-            ));
+            return Err(NodeError::invalid("group", format!("group {id} exceeds the largest group id {MAX_GROUP}")));
         }
         let _guard = self.opening.lock().await;
         if let Some(g) = self.get(id) {
@@ -117,8 +100,7 @@ impl Groups {
         }
         let dir = self.groups_dir.join(id.to_string());
         let meta_tx = (id == keyraft_api::META_GROUP).then(|| self.meta_tx.clone());
-        let sm = StateMachine::open(id, &dir, meta_tx)
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let sm = StateMachine::open(id, &dir, meta_tx).map_err(|e| NodeError::Internal(e.to_string()))?;
         let reader = sm.reader();
         let snapshots_built = sm.snapshots_built();
         let network = NetworkFactory {
@@ -127,27 +109,29 @@ impl Groups {
             peers: self.peers.clone(),
             meta: self.meta_tx.subscribe(),
         };
-        let raft = Raft::new(
-            self.node_id,
-            self.raft_config.clone(),
-            network,
-            LogStore::new(id, self.wal.clone()),
-            sm,
-        )
-        .await
-        .map_err(|e| NodeError::Internal(format!("cannot start raft group {id}: {e}")))?;
-        let g = Arc::new(Group {
-            id,
-            raft,
-            sm: reader,
-            snapshots_built,
-        });
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, g.clone());
+        let raft = Raft::new(self.node_id, self.raft_config.clone(), network, LogStore::new(id, self.wal.clone()), sm)
+            .await
+            .map_err(|e| NodeError::Internal(format!("cannot start raft group {id}: {e}")))?;
+        let g = Arc::new(Group { id, raft, sm: reader, snapshots_built });
+        self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id, g.clone());
         tracing::debug!(group = id, "opened raft group");
         Ok(g)
+    }
+
+    /// Stops a group and deletes its local state (its replica moved away).
+    pub async fn remove(&self, id: GroupId) -> Result<(), NodeError> {
+        let _guard = self.opening.lock().await;
+        let g = self.map.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        if let Some(g) = g {
+            let _ = g.raft.shutdown().await;
+        }
+        self.wal.drop_group(id).await.map_err(|e| NodeError::Internal(format!("forget group {id}: {e}")))?;
+        match std::fs::remove_dir_all(self.groups_dir.join(id.to_string())) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(NodeError::Internal(format!("delete group {id}: {e}")))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub async fn shutdown(&self) {

@@ -39,44 +39,23 @@ pub enum IdentityError {
     #[error("data directory {dir} has format version {found}, this build understands version {FORMAT_VERSION}; refusing to start")]
     UnknownFormat { dir: PathBuf, found: u32 },
     #[error("data directory {dir} belongs to cluster {found:?}, but this node was started for cluster {expected:?} (--cluster); refusing to start")]
-    OtherCluster {
-        dir: PathBuf,
-        found: String,
-        expected: String,
-    },
+    OtherCluster { dir: PathBuf, found: String, expected: String },
     #[error("data directory {dir} belongs to node {found:?}, but this node is named {expected:?} (--name); refusing to start")]
-    OtherNode {
-        dir: PathBuf,
-        found: String,
-        expected: String,
-    },
+    OtherNode { dir: PathBuf, found: String, expected: String },
 }
 
 impl Identity {
     /// Loads the identity in `dir`, or creates one if `dir` is empty.
-    pub fn load_or_create(
-        dir: &Path,
-        name: &str,
-        cluster: &str,
-    ) -> Result<Identity, IdentityError> {
-        let io = |source| IdentityError::Io {
-            dir: dir.to_path_buf(),
-            source,
-        };
+    pub fn load_or_create(dir: &Path, name: &str, cluster: &str) -> Result<Identity, IdentityError> {
+        let io = |source| IdentityError::Io { dir: dir.to_path_buf(), source };
         fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(FILE);
         match fs::read(&path) {
             Ok(bytes) => {
-                let id: Identity =
-                    serde_json::from_slice(&bytes).map_err(|e| IdentityError::Corrupt {
-                        dir: dir.to_path_buf(),
-                        what: e.to_string(),
-                    })?;
+                let id: Identity = serde_json::from_slice(&bytes)
+                    .map_err(|e| IdentityError::Corrupt { dir: dir.to_path_buf(), what: e.to_string() })?;
                 if id.format_version != FORMAT_VERSION {
-                    return Err(IdentityError::UnknownFormat {
-                        dir: dir.to_path_buf(),
-                        found: id.format_version,
-                    });
+                    return Err(IdentityError::UnknownFormat { dir: dir.to_path_buf(), found: id.format_version });
                 }
                 if id.cluster_name != cluster {
                     return Err(IdentityError::OtherCluster {
@@ -97,9 +76,7 @@ impl Identity {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let has_files = fs::read_dir(dir).map_err(io)?.next().is_some();
                 if has_files {
-                    return Err(IdentityError::Foreign {
-                        dir: dir.to_path_buf(),
-                    });
+                    return Err(IdentityError::Foreign { dir: dir.to_path_buf() });
                 }
                 let mut rng = rand::rng();
                 let id = Identity {
@@ -171,9 +148,6 @@ mod tests {
 
         let corrupt = tempfile::tempdir().unwrap();
         fs::write(corrupt.path().join(FILE), "{not json").unwrap();
-        assert!(matches!(
-            Identity::load_or_create(corrupt.path(), "n0", "c"),
-            Err(IdentityError::Corrupt { .. })
-        ));
+        assert!(matches!(Identity::load_or_create(corrupt.path(), "n0", "c"), Err(IdentityError::Corrupt { .. })));
     }
 }

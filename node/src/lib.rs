@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod peers;
+pub mod placement;
 pub mod server;
 pub mod service;
 pub mod storage;

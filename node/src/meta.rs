@@ -8,27 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberState {
-    Active,
-    Draining,
-    Decommissioning,
-    Failed,
-    Removed,
-}
-
-impl MemberState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Draining => "draining",
-            Self::Decommissioning => "decommissioning",
-            Self::Failed => "failed",
-            Self::Removed => "removed",
-        }
-    }
-}
+/// A member's registry state (shared with the placement planner).
+pub use keyraft_api::placement::NodeState as MemberState;
 
 /// A node as the cluster knows it. `id` is the Raft id of one incarnation:
 /// a node that lost its data comes back under a new id.
@@ -60,6 +41,10 @@ pub struct ClusterMeta {
     /// Indexed by partition.
     pub placement: Vec<Placement>,
     pub default_read: ConsistencyLevel,
+    /// Partitions whose replica set changed since bootstrap. Only a
+    /// partition that never moved may be founded (initialised) by its first
+    /// replica; after a move, a fresh replica must be filled by its leader.
+    pub moved: std::collections::BTreeSet<u32>,
 }
 
 impl ClusterMeta {
@@ -76,6 +61,13 @@ pub enum MetaOp {
     /// A node announces (or updates) its address, zone and version.
     Register(Member),
     SetDefaultRead(ConsistencyLevel),
+    /// Changes a member's state; `removed` is final.
+    SetMemberState {
+        id: NodeId,
+        state: MemberState,
+    },
+    /// The desired placement of every partition.
+    SetPlacement(Vec<Placement>),
 }
 
 impl MetaOp {
@@ -86,9 +78,7 @@ impl MetaOp {
                 *meta = Some(m);
                 Ok(())
             }
-            (MetaOp::Bootstrap(_), Some(m)) => {
-                Err(format!("cluster {} is already bootstrapped", m.cluster_id))
-            }
+            (MetaOp::Bootstrap(_), Some(m)) => Err(format!("cluster {} is already bootstrapped", m.cluster_id)),
             (_, None) => Err("cluster is not bootstrapped".into()),
             (MetaOp::Register(mem), Some(m)) => {
                 m.members.insert(mem.id, mem);
@@ -98,8 +88,79 @@ impl MetaOp {
                 m.default_read = level;
                 Ok(())
             }
+            (MetaOp::SetMemberState { id, state }, Some(m)) => {
+                let mem = m.members.get_mut(&id).ok_or_else(|| format!("node {id} is not a member"))?;
+                if mem.state == MemberState::Removed && state != MemberState::Removed {
+                    return Err(format!(
+                        "node {} ({id}) was removed; a removed member cannot come back (it rejoins with a new id)",
+                        mem.name
+                    ));
+                }
+                mem.state = state;
+                Ok(())
+            }
+            (MetaOp::SetPlacement(p), Some(m)) => {
+                validate_placement(m, &p)?;
+                for (i, (old, new)) in m.placement.iter().zip(&p).enumerate() {
+                    let a: std::collections::BTreeSet<_> = old.replicas.iter().collect();
+                    let b: std::collections::BTreeSet<_> = new.replicas.iter().collect();
+                    if a != b {
+                        m.moved.insert(i as u32);
+                    }
+                }
+                m.placement = p;
+                Ok(())
+            }
         }
     }
+}
+
+/// Checks a desired placement against the cluster: one entry per partition,
+/// each with RF distinct replicas on members that may hold replicas, and a
+/// preferred leader among them.
+pub fn validate_placement(m: &ClusterMeta, placement: &[Placement]) -> Result<(), String> {
+    if placement.len() != m.partitions as usize {
+        return Err(format!(
+            "placement: {} entries given, the cluster has {} partitions",
+            placement.len(),
+            m.partitions
+        ));
+    }
+    for (p, pl) in placement.iter().enumerate() {
+        if pl.replicas.len() != m.replication_factor as usize {
+            return Err(format!(
+                "placement[{p}].replicas: {} replicas given, the replication factor is {}",
+                pl.replicas.len(),
+                m.replication_factor
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &pl.replicas {
+            if !seen.insert(r) {
+                return Err(format!(
+                    "placement[{p}].replicas: node {r} is listed twice; replicas must be on distinct nodes"
+                ));
+            }
+            match m.members.get(r) {
+                None => return Err(format!("placement[{p}].replicas: node {r} is not a member")),
+                Some(mem) if !mem.state.holds_replicas() => {
+                    return Err(format!(
+                        "placement[{p}].replicas: node {} ({r}) is {} and may not hold replicas",
+                        mem.name,
+                        mem.state.as_str()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if !pl.replicas.contains(&pl.preferred_leader) {
+            return Err(format!(
+                "placement[{p}].preferred_leader: node {} is not one of its replicas",
+                pl.preferred_leader
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The initial placement: replicas of partition `p` on `rf` consecutive
@@ -125,10 +186,7 @@ pub fn initial_placement(nodes: &[Member], partitions: u32, rf: u32) -> Vec<Plac
                     zones.push(&m.zone);
                 }
             }
-            Placement {
-                preferred_leader: replicas[0],
-                replicas,
-            }
+            Placement { preferred_leader: replicas[0], replicas }
         })
         .collect()
 }
@@ -172,23 +230,56 @@ mod tests {
 
     #[test]
     fn initial_placement_uses_distinct_zones() {
-        let nodes = vec![
-            member(1, "a"),
-            member(2, "a"),
-            member(3, "b"),
-            member(4, "b"),
-            member(5, "c"),
-            member(6, "c"),
-        ];
+        let nodes =
+            vec![member(1, "a"), member(2, "a"), member(3, "b"), member(4, "b"), member(5, "c"), member(6, "c")];
         for p in initial_placement(&nodes, 12, 3) {
-            let mut zones: Vec<_> = p
-                .replicas
-                .iter()
-                .map(|id| nodes[*id as usize - 1].zone.clone())
-                .collect();
+            let mut zones: Vec<_> = p.replicas.iter().map(|id| nodes[*id as usize - 1].zone.clone()).collect();
             zones.sort();
             assert_eq!(zones, vec!["a", "b", "c"], "{p:?}");
         }
+    }
+
+    fn meta3() -> ClusterMeta {
+        let nodes: Vec<Member> = (1..=4).map(|i| member(i, "")).collect();
+        ClusterMeta {
+            cluster_id: "c".into(),
+            cluster_name: "x".into(),
+            partitions: 2,
+            replication_factor: 3,
+            placement: initial_placement(&nodes[..3], 2, 3),
+            members: nodes.into_iter().map(|m| (m.id, m)).collect(),
+            default_read: ConsistencyLevel::Linearizable,
+            moved: Default::default(),
+        }
+    }
+
+    #[test]
+    fn bad_placements_are_refused_with_the_reason() {
+        let mut m = Some(meta3());
+        let good = m.as_ref().unwrap().placement.clone();
+        let cases: Vec<(Vec<Placement>, &str)> = vec![
+            (good[..1].to_vec(), "2 partitions"),
+            (vec![Placement { replicas: vec![1, 2], preferred_leader: 1 }, good[1].clone()], "replication factor is 3"),
+            (vec![Placement { replicas: vec![1, 1, 2], preferred_leader: 1 }, good[1].clone()], "listed twice"),
+            (
+                vec![Placement { replicas: vec![1, 2, 9], preferred_leader: 1 }, good[1].clone()],
+                "node 9 is not a member",
+            ),
+            (vec![Placement { replicas: vec![1, 2, 3], preferred_leader: 4 }, good[1].clone()], "preferred_leader"),
+        ];
+        for (p, needle) in cases {
+            let err = MetaOp::SetPlacement(p).apply(&mut m).unwrap_err();
+            assert!(err.contains(needle), "{err} lacks {needle}");
+        }
+        MetaOp::SetMemberState { id: 4, state: MemberState::Failed }.apply(&mut m).unwrap();
+        let on_failed = vec![Placement { replicas: vec![1, 2, 4], preferred_leader: 1 }, good[1].clone()];
+        assert!(MetaOp::SetPlacement(on_failed).apply(&mut m).unwrap_err().contains("is failed"));
+        assert_eq!(m.as_ref().unwrap().placement, good, "a refused placement changes nothing");
+        MetaOp::SetMemberState { id: 4, state: MemberState::Removed }.apply(&mut m).unwrap();
+        assert!(MetaOp::SetMemberState { id: 4, state: MemberState::Active }
+            .apply(&mut m)
+            .unwrap_err()
+            .contains("removed"));
     }
 
     #[test]
@@ -201,6 +292,7 @@ mod tests {
             members: BTreeMap::new(),
             placement: vec![],
             default_read: ConsistencyLevel::Linearizable,
+            moved: Default::default(),
         };
         let mut meta = None;
         MetaOp::Bootstrap(m.clone()).apply(&mut meta).unwrap();

@@ -4,9 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::node::Node;
 
@@ -27,44 +25,23 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "keyraft_request_duration_seconds",
-                "gRPC request latency by method",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            HistogramOpts::new("keyraft_request_duration_seconds", "gRPC request latency by method")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
             &["method"],
         )
         .expect("valid histogram");
         let request_errors = IntCounterVec::new(
-            Opts::new(
-                "keyraft_request_errors_total",
-                "gRPC requests answered with an error, by method and code",
-            ),
+            Opts::new("keyraft_request_errors_total", "gRPC requests answered with an error, by method and code"),
             &["method", "code"],
         )
         .expect("valid counter");
-        let proposal_errors = IntCounter::new(
-            "keyraft_proposal_errors_total",
-            "Raft proposals that failed on this node",
-        )
-        .expect("valid counter");
-        registry
-            .register(Box::new(request_seconds.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(request_errors.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(proposal_errors.clone()))
-            .expect("register");
-        Self {
-            registry,
-            request_seconds,
-            request_errors,
-            proposal_errors,
-        }
+        let proposal_errors =
+            IntCounter::new("keyraft_proposal_errors_total", "Raft proposals that failed on this node")
+                .expect("valid counter");
+        registry.register(Box::new(request_seconds.clone())).expect("register");
+        registry.register(Box::new(request_errors.clone())).expect("register");
+        registry.register(Box::new(proposal_errors.clone())).expect("register");
+        Self { registry, request_seconds, request_errors, proposal_errors }
     }
 }
 
@@ -72,40 +49,20 @@ impl Metrics {
 pub fn render(node: &Node) -> String {
     let mut out = String::new();
     let gauges: [(&str, &str); 7] = [
-        (
-            "keyraft_group_is_leader",
-            "1 when this node leads the group",
-        ),
+        ("keyraft_group_is_leader", "1 when this node leads the group"),
         ("keyraft_group_term", "current Raft term of the group"),
-        (
-            "keyraft_group_leader_id",
-            "Raft id of the group's leader (0 when unknown)",
-        ),
-        (
-            "keyraft_group_commit_index",
-            "highest log index known committed",
-        ),
-        (
-            "keyraft_group_applied_index",
-            "highest log index applied to the state machine",
-        ),
-        (
-            "keyraft_group_last_log_index",
-            "highest log index in the local log",
-        ),
-        (
-            "keyraft_group_snapshot_index",
-            "log index of the latest snapshot",
-        ),
+        ("keyraft_group_leader_id", "Raft id of the group's leader (0 when unknown)"),
+        ("keyraft_group_commit_index", "highest log index known committed"),
+        ("keyraft_group_applied_index", "highest log index applied to the state machine"),
+        ("keyraft_group_last_log_index", "highest log index in the local log"),
+        ("keyraft_group_snapshot_index", "log index of the latest snapshot"),
     ];
     let groups = node.groups.all();
     let rows: Vec<(u64, [u64; 7], u64)> = groups
         .iter()
         .map(|g| {
             let m = g.raft.metrics().borrow().clone();
-            let committed = node
-                .wal
-                .with_group(g.id, |l| l.committed.map_or(0, |c| c.index));
+            let committed = node.wal.with_group(g.id, |l| l.committed.map_or(0, |c| c.index));
             (
                 g.id,
                 [
@@ -127,52 +84,31 @@ pub fn render(node: &Node) -> String {
             let _ = writeln!(out, "{name}{{group=\"{g}\"}} {}", vals[i]);
         }
     }
-    let _ = writeln!(out, "# HELP keyraft_snapshots_built_total snapshots this node built\n# TYPE keyraft_snapshots_built_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP keyraft_snapshots_built_total snapshots this node built\n# TYPE keyraft_snapshots_built_total counter"
+    );
     for (g, _, built) in &rows {
-        let _ = writeln!(
-            out,
-            "keyraft_snapshots_built_total{{group=\"{g}\"}} {built}"
-        );
+        let _ = writeln!(out, "keyraft_snapshots_built_total{{group=\"{g}\"}} {built}");
     }
     let s = node.wal.stats();
     for (name, help, v) in [
-        (
-            "keyraft_wal_fsyncs_total",
-            "fsyncs of the write-ahead log",
-            s.fsyncs.load(Ordering::Relaxed),
-        ),
-        (
-            "keyraft_wal_entries_total",
-            "log entries appended to the write-ahead log",
-            s.records.load(Ordering::Relaxed),
-        ),
-        (
-            "keyraft_wal_bytes_total",
-            "bytes written to the write-ahead log",
-            s.bytes.load(Ordering::Relaxed),
-        ),
+        ("keyraft_wal_fsyncs_total", "fsyncs of the write-ahead log", s.fsyncs.load(Ordering::Relaxed)),
+        ("keyraft_wal_entries_total", "log entries appended to the write-ahead log", s.records.load(Ordering::Relaxed)),
+        ("keyraft_wal_bytes_total", "bytes written to the write-ahead log", s.bytes.load(Ordering::Relaxed)),
         (
             "keyraft_wal_compactions_total",
             "write-ahead log segments compacted",
             s.segments_compacted.load(Ordering::Relaxed),
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }
-    let _ = writeln!(out, "# HELP keyraft_node_ready 1 when the node is ready to serve\n# TYPE keyraft_node_ready gauge");
-    let _ = writeln!(
-        out,
-        "keyraft_node_ready {}",
-        u8::from(node.readiness().is_ok())
-    );
+    let _ =
+        writeln!(out, "# HELP keyraft_node_ready 1 when the node is ready to serve\n# TYPE keyraft_node_ready gauge");
+    let _ = writeln!(out, "keyraft_node_ready {}", u8::from(node.readiness().is_ok()));
     let mut buf = Vec::new();
-    if TextEncoder::new()
-        .encode(&node.metrics.registry.gather(), &mut buf)
-        .is_ok()
-    {
+    if TextEncoder::new().encode(&node.metrics.registry.gather(), &mut buf).is_ok() {
         out.push_str(&String::from_utf8_lossy(&buf));
     }
     out

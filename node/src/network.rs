@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use keyraft_api::pb::RaftMessage;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -36,11 +34,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = GroupNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
-        GroupNetwork {
-            f: self.clone(),
-            target,
-            addr: node.addr.clone(),
-        }
+        GroupNetwork { f: self.clone(), target, addr: node.addr.clone() }
     }
 }
 
@@ -78,21 +72,12 @@ impl GroupNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        fail::fail_point!("network::send", |_| Err(RPCError::Unreachable(
-            Unreachable::new(&std::io::Error::other("failpoint network::send"))
-        )));
-        let payload =
-            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let msg = RaftMessage {
-            group: self.f.group,
-            payload,
-            cluster: self.f.cluster.clone(),
-        };
-        let mut client = self
-            .f
-            .peers
-            .raft(&self.addr())
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        fail::fail_point!("network::send", |_| Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+            "failpoint network::send"
+        )))));
+        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = RaftMessage { group: self.f.group, payload, cluster: self.f.cluster.clone() };
+        let mut client = self.f.peers.raft(&self.addr()).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let fut = async move {
             match rpc {
                 Rpc::Append => client.append_entries(msg).await,
@@ -111,8 +96,8 @@ impl GroupNetwork {
             Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let res: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&resp.payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res: Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&resp.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -130,10 +115,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
         self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
     }
 

@@ -35,11 +35,7 @@ pub const MAX_HOPS: u32 = 3;
 
 /// Where a read will be served.
 pub enum ReadPlan {
-    Local {
-        reader: SmReader,
-        applied: u64,
-        served_by: NodeId,
-    },
+    Local { reader: SmReader, applied: u64, served_by: NodeId },
     Forward(String),
 }
 
@@ -61,6 +57,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Last known leader of each partition, learned from answers.
     leader_hints: Mutex<HashMap<u32, NodeId>>,
+    /// Groups whose leadership this node is handing over: no new proposals.
+    transferring: Mutex<std::collections::HashSet<u64>>,
     pub started: Instant,
 }
 
@@ -71,10 +69,7 @@ impl Node {
         let identity = Identity::load_or_create(&cfg.data_dir, &cfg.name, &cfg.cluster)?;
         let wal = Wal::open(
             &cfg.data_dir.join("wal"),
-            WalOptions {
-                segment_bytes: cfg.wal_segment_mb * 1024 * 1024,
-                ..Default::default()
-            },
+            WalOptions { segment_bytes: cfg.wal_segment_mb * 1024 * 1024, ..Default::default() },
         )?;
         let (meta_tx, meta_rx) = watch::channel(None);
         let peers = Peers::default();
@@ -96,6 +91,7 @@ impl Node {
             meta_rx,
             cfg,
             leader_hints: Mutex::new(HashMap::new()),
+            transferring: Mutex::new(Default::default()),
             started: Instant::now(),
         });
         node.groups.open(META_GROUP).await?;
@@ -107,27 +103,16 @@ impl Node {
     }
 
     pub fn id(&self) -> NodeId {
-        self.identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .node_id
+        self.identity.lock().unwrap_or_else(|e| e.into_inner()).node_id
     }
 
     pub fn identity(&self) -> Identity {
-        self.identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.identity.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The cluster metadata, or `NotJoined` before this node has any.
     pub fn meta(&self) -> Result<Arc<ClusterMeta>, NodeError> {
-        self.meta_rx
-            .borrow()
-            .clone()
-            .ok_or_else(|| NodeError::NotJoined {
-                name: self.cfg.name.clone(),
-            })
+        self.meta_rx.borrow().clone().ok_or_else(|| NodeError::NotJoined { name: self.cfg.name.clone() })
     }
 
     fn check_cluster_id(&self) -> Result<(), NodeError> {
@@ -160,13 +145,8 @@ impl Node {
             zone: self.cfg.zone.clone(),
             version: self.cfg.reported_version.clone(),
             cluster_name: id.cluster_name,
-            cluster_id: meta
-                .as_ref()
-                .map(|m| m.cluster_id.clone())
-                .unwrap_or_default(),
-            joined: meta
-                .as_ref()
-                .is_some_and(|m| m.members.contains_key(&id.node_id)),
+            cluster_id: meta.as_ref().map(|m| m.cluster_id.clone()).unwrap_or_default(),
+            joined: meta.as_ref().is_some_and(|m| m.members.contains_key(&id.node_id)),
             ready: self.readiness().is_ok(),
         }
     }
@@ -175,15 +155,9 @@ impl Node {
     pub fn readiness(&self) -> Result<(), String> {
         let meta = self.meta().map_err(|e| e.to_string())?;
         if !meta.members.contains_key(&self.id()) {
-            return Err(format!(
-                "node {} is not yet registered in cluster {}",
-                self.cfg.name, meta.cluster_id
-            ));
+            return Err(format!("node {} is not yet registered in cluster {}", self.cfg.name, meta.cluster_id));
         }
-        let g = self
-            .groups
-            .get(META_GROUP)
-            .ok_or("meta group is not open")?;
+        let g = self.groups.get(META_GROUP).ok_or("meta group is not open")?;
         if g.raft.metrics().borrow().current_leader.is_none() {
             return Err("meta group has no leader".into());
         }
@@ -192,10 +166,7 @@ impl Node {
 
     /// The default read level of the cluster.
     pub fn default_read(&self) -> ConsistencyLevel {
-        self.meta_rx
-            .borrow()
-            .as_ref()
-            .map_or(ConsistencyLevel::Linearizable, |m| m.default_read)
+        self.meta_rx.borrow().as_ref().map_or(ConsistencyLevel::Linearizable, |m| m.default_read)
     }
 
     fn addr_of(&self, meta: &ClusterMeta, id: NodeId) -> Option<String> {
@@ -234,10 +205,7 @@ impl Node {
             name: self.cfg.name.clone(),
             advertise: self.cfg.advertise.clone(),
             zone: self.cfg.zone.clone(),
-            state: meta
-                .members
-                .get(&me)
-                .map_or(MemberState::Active, |m| m.state),
+            state: meta.members.get(&me).map_or(MemberState::Active, |m| m.state),
             version: self.cfg.reported_version.clone(),
             incarnation: self.identity().incarnation,
         };
@@ -250,18 +218,12 @@ impl Node {
                 continue;
             }
             let g = self.groups.open(group_of_partition(p as u32)).await?;
-            if pl.replicas[0] == me && !g.raft.is_initialized().await.unwrap_or(true) {
+            let founder = pl.replicas[0] == me && !meta.moved.contains(&(p as u32));
+            if founder && !g.raft.is_initialized().await.unwrap_or(true) {
                 let members: BTreeMap<NodeId, BasicNode> = pl
                     .replicas
                     .iter()
-                    .filter_map(|id| {
-                        Some((
-                            *id,
-                            BasicNode {
-                                addr: self.addr_of(&meta, *id)?,
-                            },
-                        ))
-                    })
+                    .filter_map(|id| Some((*id, BasicNode { addr: self.addr_of(&meta, *id)? })))
                     .collect();
                 if let Err(e) = g.raft.initialize(members).await {
                     tracing::debug!(partition = p, error = %e, "partition already initialised");
@@ -288,30 +250,15 @@ impl Node {
         peers.dedup();
         validate_bootstrap(&peers, partitions, rf, &self.cfg.advertise)?;
         // The same voter set whichever node is asked: the lowest addresses.
-        let n_voters = if peers.len() >= 5 {
-            5
-        } else {
-            peers.len().min(3)
-        };
+        let n_voters = if peers.len() >= 5 { 5 } else { peers.len().min(3) };
         if peers[0] != self.cfg.advertise {
             // Only the first voter founds the meta group; ask it.
-            let mut c = self
-                .peers
-                .admin(&peers[0])
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            let mut c = self.peers.admin(&peers[0]).map_err(|e| NodeError::Internal(e.to_string()))?;
             let resp = c
-                .bootstrap(keyraft_api::pb::BootstrapRequest {
-                    peers,
-                    partitions,
-                    replication_factor: rf,
-                })
+                .bootstrap(keyraft_api::pb::BootstrapRequest { peers, partitions, replication_factor: rf })
                 .await
                 .map_err(|s| {
-                    NodeError::FailedPrecondition(format!(
-                        "bootstrap via {}: {}",
-                        "the first peer",
-                        s.message()
-                    ))
+                    NodeError::FailedPrecondition(format!("bootstrap via {}: {}", "the first peer", s.message()))
                 })?
                 .into_inner();
             return Ok((resp.cluster_id, resp.already_bootstrapped));
@@ -342,17 +289,8 @@ impl Node {
             });
         }
         let meta_group = self.groups.open(META_GROUP).await?;
-        let voters: BTreeMap<NodeId, BasicNode> = members[..n_voters]
-            .iter()
-            .map(|m| {
-                (
-                    m.id,
-                    BasicNode {
-                        addr: m.advertise.clone(),
-                    },
-                )
-            })
-            .collect();
+        let voters: BTreeMap<NodeId, BasicNode> =
+            members[..n_voters].iter().map(|m| (m.id, BasicNode { addr: m.advertise.clone() })).collect();
         if !meta_group.raft.is_initialized().await.unwrap_or(false) {
             meta_group
                 .raft
@@ -373,19 +311,16 @@ impl Node {
             placement: initial_placement(&members, partitions, rf),
             members: members.iter().map(|m| (m.id, m.clone())).collect(),
             default_read: ConsistencyLevel::Linearizable,
+            moved: Default::default(),
         };
         for m in &members[n_voters..] {
             self.add_meta_learner(m).await?;
         }
-        let w = self
-            .propose_group(META_GROUP, None, Command::Meta(MetaOp::Bootstrap(meta)))
-            .await?;
+        let w = self.propose_group(META_GROUP, None, Command::Meta(MetaOp::Bootstrap(meta))).await?;
         match w.result {
             CommandResult::Meta(Ok(())) => Ok((cluster_id, false)),
             CommandResult::Meta(Err(_)) => Ok((self.meta()?.cluster_id.clone(), true)),
-            other => Err(NodeError::Internal(format!(
-                "unexpected bootstrap result {other:?}"
-            ))),
+            other => Err(NodeError::Internal(format!("unexpected bootstrap result {other:?}"))),
         }
     }
 
@@ -393,28 +328,13 @@ impl Node {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         loop {
             let g = self.groups.open(META_GROUP).await?;
-            match g
-                .raft
-                .add_learner(
-                    m.id,
-                    BasicNode {
-                        addr: m.advertise.clone(),
-                    },
-                    false,
-                )
-                .await
-            {
+            match g.raft.add_learner(m.id, BasicNode { addr: m.advertise.clone() }, false).await {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(error = %e, "add meta learner; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => {
-                    return Err(NodeError::Internal(format!(
-                        "add node {} to the meta group: {e}",
-                        m.name
-                    )))
-                }
+                Err(e) => return Err(NodeError::Internal(format!("add node {} to the meta group: {e}", m.name))),
             }
         }
     }
@@ -423,20 +343,15 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let res = match self.peers.admin(addr) {
-                Ok(mut c) => {
-                    tokio::time::timeout(Duration::from_secs(2), c.identify(IdentifyRequest {}))
-                        .await
-                        .map_err(|_| tonic::Status::deadline_exceeded("identify timed out"))
-                }
+                Ok(mut c) => tokio::time::timeout(Duration::from_secs(2), c.identify(IdentifyRequest {}))
+                    .await
+                    .map_err(|_| tonic::Status::deadline_exceeded("identify timed out")),
                 Err(e) => Err(tonic::Status::unavailable(e.to_string())),
             };
             match res {
                 Ok(Ok(info)) => return Ok(info.into_inner()),
                 Ok(Err(s)) | Err(s) if Instant::now() >= deadline => {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "peer {addr} is unreachable: {}",
-                        s.message()
-                    )))
+                    return Err(NodeError::FailedPrecondition(format!("peer {addr} is unreachable: {}", s.message())))
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -446,12 +361,7 @@ impl Node {
     // ---- writes -----------------------------------------------------------
 
     /// Commits `cmd` in `group` through its leader, wherever it is.
-    pub async fn propose_group(
-        &self,
-        group: u64,
-        partition: Option<u32>,
-        cmd: Command,
-    ) -> Result<Written, NodeError> {
+    pub async fn propose_group(&self, group: u64, partition: Option<u32>, cmd: Command) -> Result<Written, NodeError> {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         let mut hint: Option<NodeId> = partition.and_then(|p| self.leader_hint(p));
         let mut rotate = 0usize;
@@ -460,21 +370,18 @@ impl Node {
         loop {
             if Instant::now() >= deadline {
                 let partition = partition.unwrap_or(u32::MAX);
-                return Err(NodeError::NoLeader {
-                    partition,
-                    detail: last_err,
-                });
+                return Err(NodeError::NoLeader { partition, detail: last_err });
             }
             let local = self.groups.get(group);
             let target = hint
-                .or_else(|| {
-                    local
-                        .as_ref()
-                        .and_then(|g| g.raft.metrics().borrow().current_leader)
-                })
+                .or_else(|| local.as_ref().and_then(|g| g.raft.metrics().borrow().current_leader))
                 .or_else(|| self.guess_replica(group, &mut rotate));
             let me = self.id();
             match target {
+                Some(t) if t == me && self.is_transferring(group) => {
+                    last_err = format!("node {me} is handing over leadership of group {group}");
+                    hint = None;
+                }
                 Some(t) if t == me => {
                     let g = match local {
                         Some(g) => g,
@@ -532,27 +439,14 @@ impl Node {
         }
     }
 
-    async fn forward_propose(
-        &self,
-        target: NodeId,
-        group: u64,
-        cmd: &Command,
-    ) -> Result<Written, ForwardError> {
+    async fn forward_propose(&self, target: NodeId, group: u64, cmd: &Command) -> Result<Written, ForwardError> {
         let meta = self.meta().map_err(ForwardError::Fatal)?;
         let addr = self
             .addr_of(&meta, target)
             .ok_or_else(|| ForwardError::Failed(format!("node {target} has no known address")))?;
-        let payload = bincode::serialize(cmd)
-            .map_err(|e| ForwardError::Fatal(NodeError::Internal(e.to_string())))?;
-        let mut c = self
-            .peers
-            .raft(&addr)
-            .map_err(|e| ForwardError::Failed(e.to_string()))?;
-        let msg = RaftMessage {
-            group,
-            payload,
-            cluster: self.cfg.cluster.clone(),
-        };
+        let payload = bincode::serialize(cmd).map_err(|e| ForwardError::Fatal(NodeError::Internal(e.to_string())))?;
+        let mut c = self.peers.raft(&addr).map_err(|e| ForwardError::Failed(e.to_string()))?;
+        let msg = RaftMessage { group, payload, cluster: self.cfg.cluster.clone() };
         let resp = tokio::time::timeout(FORWARD_ATTEMPT, c.propose(msg))
             .await
             .map_err(|_| ForwardError::Failed(format!("node {target} did not answer")))?
@@ -561,16 +455,9 @@ impl Node {
         let ans: ProposeAnswer = bincode::deserialize(&resp.payload)
             .map_err(|e| ForwardError::Failed(format!("bad answer from {target}: {e}")))?;
         match ans {
-            ProposeAnswer::Written {
-                result,
-                index,
-                served_by,
-            } => Ok(Written {
-                result,
-                index,
-                served_by,
-                served_by_addr: addr,
-            }),
+            ProposeAnswer::Written { result, index, served_by } => {
+                Ok(Written { result, index, served_by, served_by_addr: addr })
+            }
             ProposeAnswer::NotLeader(l) => Err(ForwardError::NotLeader(l)),
             ProposeAnswer::Failed(e) => Err(ForwardError::Failed(e)),
         }
@@ -578,21 +465,15 @@ impl Node {
 
     /// Serves a `Propose` from a peer: commit here if this node leads.
     pub async fn handle_propose(&self, group: u64, cmd: Command) -> ProposeAnswer {
+        if self.is_transferring(group) {
+            return ProposeAnswer::NotLeader(None);
+        }
         let Some(g) = self.groups.get(group) else {
-            return ProposeAnswer::Failed(format!(
-                "group {group} has no replica on node {}",
-                self.id()
-            ));
+            return ProposeAnswer::Failed(format!("group {group} has no replica on node {}", self.id()));
         };
         match g.raft.client_write(cmd).await {
-            Ok(r) => ProposeAnswer::Written {
-                result: r.data,
-                index: r.log_id.index,
-                served_by: self.id(),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                ProposeAnswer::NotLeader(f.leader_id)
-            }
+            Ok(r) => ProposeAnswer::Written { result: r.data, index: r.log_id.index, served_by: self.id() },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ProposeAnswer::NotLeader(f.leader_id),
             Err(e) => {
                 self.metrics.proposal_errors.inc();
                 ProposeAnswer::Failed(e.to_string())
@@ -614,19 +495,25 @@ impl Node {
         Some(r)
     }
 
+    pub fn set_transferring(&self, group: u64, on: bool) {
+        let mut t = self.transferring.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            t.insert(group);
+        } else {
+            t.remove(&group);
+        }
+    }
+
+    fn is_transferring(&self, group: u64) -> bool {
+        self.transferring.lock().unwrap_or_else(|e| e.into_inner()).contains(&group)
+    }
+
     pub fn leader_hint(&self, p: u32) -> Option<NodeId> {
-        self.leader_hints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&p)
-            .copied()
+        self.leader_hints.lock().unwrap_or_else(|e| e.into_inner()).get(&p).copied()
     }
 
     fn set_leader_hint(&self, p: u32, id: NodeId) {
-        self.leader_hints
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(p, id);
+        self.leader_hints.lock().unwrap_or_else(|e| e.into_inner()).insert(p, id);
     }
 
     // ---- reads ------------------------------------------------------------
@@ -645,54 +532,29 @@ impl Node {
         let placement = meta.placement.get(p as usize).ok_or_else(|| {
             NodeError::invalid(
                 "partition",
-                format!(
-                    "partition {p} does not exist; the cluster has {}",
-                    meta.partitions
-                ),
+                format!("partition {p} does not exist; the cluster has {}", meta.partitions),
             )
         })?;
-        let local = self
-            .groups
-            .get(group_of_partition(p))
-            .filter(|_| placement.replicas.contains(&self.id()));
+        let local = self.groups.get(group_of_partition(p)).filter(|_| placement.replicas.contains(&self.id()));
         let can_forward = hops < MAX_HOPS;
         let me = self.id();
         let leader_addr = |g: Option<&Arc<Group>>| -> Option<String> {
-            let l = g
-                .and_then(|g| g.raft.metrics().borrow().current_leader)
-                .or_else(|| self.leader_hint(p));
+            let l = g.and_then(|g| g.raft.metrics().borrow().current_leader).or_else(|| self.leader_hint(p));
             l.filter(|l| *l != me).and_then(|l| self.addr_of(&meta, l))
         };
         let any_replica = || -> Option<String> {
-            leader_addr(None).or_else(|| {
-                placement
-                    .replicas
-                    .iter()
-                    .filter(|r| **r != me)
-                    .find_map(|r| self.addr_of(&meta, *r))
-            })
+            leader_addr(None)
+                .or_else(|| placement.replicas.iter().filter(|r| **r != me).find_map(|r| self.addr_of(&meta, *r)))
         };
         let forward = |addr: Option<String>, why: &str| -> Result<ReadPlan, NodeError> {
             match addr {
                 Some(a) if can_forward => Ok(ReadPlan::Forward(a)),
-                _ => Err(NodeError::NoLeader {
-                    partition: p,
-                    detail: why.to_string(),
-                }),
+                _ => Err(NodeError::NoLeader { partition: p, detail: why.to_string() }),
             }
         };
         let local_plan = |g: &Arc<Group>| {
-            let applied = g
-                .raft
-                .metrics()
-                .borrow()
-                .last_applied
-                .map_or(0, |l| l.index);
-            ReadPlan::Local {
-                reader: g.sm.clone(),
-                applied,
-                served_by: me,
-            }
+            let applied = g.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+            ReadPlan::Local { reader: g.sm.clone(), applied, served_by: me }
         };
         match level {
             ConsistencyLevel::Eventual => match &local {
@@ -714,21 +576,14 @@ impl Node {
                     if m.state == ServerState::Leader {
                         let last = m.last_log_index.unwrap_or(0);
                         if min_index > last {
-                            return Err(NodeError::UnknownSessionToken {
-                                partition: p,
-                                index: min_index,
-                                last,
-                            });
+                            return Err(NodeError::UnknownSessionToken { partition: p, index: min_index, last });
                         }
                         return Err(NodeError::Timeout(format!(
                             "partition {p}: not yet applied up to index {min_index}"
                         )));
                     }
                 }
-                forward(
-                    leader_addr(local.as_ref()).or_else(any_replica),
-                    "session read: no leader known",
-                )
+                forward(leader_addr(local.as_ref()).or_else(any_replica), "session read: no leader known")
             }
             ConsistencyLevel::Linearizable => {
                 if let Some(g) = &local {
@@ -737,30 +592,17 @@ impl Node {
                             self.set_leader_hint(p, me);
                             return Ok(local_plan(g));
                         }
-                        Err(RaftError::APIError(
-                            openraft::error::CheckIsLeaderError::ForwardToLeader(f),
-                        )) => {
+                        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                             if let Some(l) = f.leader_id.filter(|l| *l != me) {
                                 self.set_leader_hint(p, l);
                                 return forward(self.addr_of(&meta, l), "leader unknown");
                             }
-                            return Err(NodeError::NotLeader {
-                                partition: p,
-                                leader: None,
-                            });
+                            return Err(NodeError::NotLeader { partition: p, leader: None });
                         }
-                        Err(e) => {
-                            return Err(NodeError::NoLeader {
-                                partition: p,
-                                detail: e.to_string(),
-                            })
-                        }
+                        Err(e) => return Err(NodeError::NoLeader { partition: p, detail: e.to_string() }),
                     }
                 }
-                forward(
-                    leader_addr(None).or_else(any_replica),
-                    "no replica reachable",
-                )
+                forward(leader_addr(None).or_else(any_replica), "no replica reachable")
             }
         }
     }
@@ -769,11 +611,7 @@ impl Node {
 /// The answer to a forwarded proposal.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub enum ProposeAnswer {
-    Written {
-        result: CommandResult,
-        index: u64,
-        served_by: NodeId,
-    },
+    Written { result: CommandResult, index: u64, served_by: NodeId },
     NotLeader(Option<NodeId>),
     Failed(String),
 }
@@ -784,43 +622,23 @@ enum ForwardError {
     Fatal(NodeError),
 }
 
-fn validate_bootstrap(
-    peers: &[String],
-    partitions: u32,
-    rf: u32,
-    me: &str,
-) -> Result<(), NodeError> {
+fn validate_bootstrap(peers: &[String], partitions: u32, rf: u32, me: &str) -> Result<(), NodeError> {
     if peers.is_empty() {
-        return Err(NodeError::invalid(
-            "peers",
-            "list every initial node's advertise address, this node's included",
-        ));
+        return Err(NodeError::invalid("peers", "list every initial node's advertise address, this node's included"));
     }
     if !peers.iter().any(|p| p == me) {
-        return Err(NodeError::invalid(
-            "peers",
-            format!("must include this node's advertise address {me}"),
-        ));
+        return Err(NodeError::invalid("peers", format!("must include this node's advertise address {me}")));
     }
     if !(1..=1024).contains(&partitions) {
-        return Err(NodeError::invalid(
-            "partitions",
-            format!("{partitions} is outside 1..=1024"),
-        ));
+        return Err(NodeError::invalid("partitions", format!("{partitions} is outside 1..=1024")));
     }
     if ![1, 3, 5].contains(&rf) {
-        return Err(NodeError::invalid(
-            "replication_factor",
-            format!("{rf} must be 1, 3 or 5"),
-        ));
+        return Err(NodeError::invalid("replication_factor", format!("{rf} must be 1, 3 or 5")));
     }
     if rf as usize > peers.len() {
         return Err(NodeError::invalid(
             "replication_factor",
-            format!(
-                "{rf} exceeds the {} nodes given; replicas must be on distinct nodes",
-                peers.len()
-            ),
+            format!("{rf} exceeds the {} nodes given; replicas must be on distinct nodes", peers.len()),
         ));
     }
     Ok(())

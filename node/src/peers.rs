@@ -19,12 +19,7 @@ pub struct Peers {
 impl Peers {
     /// A lazily connecting channel to `addr` (host:port), created once.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        if let Some(c) = self
-            .channels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(addr)
-        {
+        if let Some(c) = self.channels.read().unwrap_or_else(|e| e.into_inner()).get(addr) {
             return Ok(c.clone());
         }
         let ch = Endpoint::from_shared(format!("http://{addr}"))?

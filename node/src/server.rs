@@ -27,6 +27,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "keyraft-node started"
     );
     tokio::spawn(node.clone().run_membership_loop());
+    tokio::spawn(node.clone().run_placement_loop());
+    if !node.cfg.join.is_empty() {
+        tokio::spawn(node.clone().join_via_seeds(node.cfg.join.clone()));
+    }
 
     let shutdown = async {
         let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
@@ -47,22 +51,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(AdminServer::new(AdminService { node: node.clone() }))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            {
-                let mut rx = stop_rx.clone();
-                async move {
-                    let _ = rx.changed().await;
-                }
-            },
-        );
-    let http = axum::serve(http_listener, crate::http::router(node.clone()))
-        .with_graceful_shutdown({
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), {
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.changed().await;
             }
         });
+    let http = axum::serve(http_listener, crate::http::router(node.clone())).with_graceful_shutdown({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    });
     let grpc_task = tokio::spawn(grpc);
     let http_task = tokio::spawn(async move { http.await });
     shutdown.await;

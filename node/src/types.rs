@@ -40,10 +40,7 @@ pub struct RequestId {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
     /// A key-value write, with the request id used for exactly-once retries.
-    Kv {
-        request_id: Option<RequestId>,
-        op: KvOp,
-    },
+    Kv { request_id: Option<RequestId>, op: KvOp },
     /// A change to cluster metadata (meta group only).
     Meta(MetaOp),
 }

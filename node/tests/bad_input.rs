@@ -12,112 +12,46 @@ use keyraft_client::ConsistencyLevel;
 use tonic::Code;
 
 /// Asserts a refusal with `code` whose message names every needle.
-fn expect<T: std::fmt::Debug>(
-    res: Result<tonic::Response<T>, tonic::Status>,
-    code: Code,
-    needles: &[&str],
-) {
+fn expect<T: std::fmt::Debug>(res: Result<tonic::Response<T>, tonic::Status>, code: Code, needles: &[&str]) {
     let err = res.expect_err("must be refused");
     assert_eq!(err.code(), code, "{err:?}");
     for n in needles {
-        assert!(
-            err.message().contains(n),
-            "message {:?} lacks {n:?}",
-            err.message()
-        );
+        assert!(err.message().contains(n), "message {:?} lacks {n:?}", err.message());
     }
 }
 
 fn put(key: &[u8], value: &[u8]) -> pb::PutRequest {
-    pb::PutRequest {
-        key: key.to_vec(),
-        value: value.to_vec(),
-        request_id: None,
-    }
+    pb::PutRequest { key: key.to_vec(), value: value.to_vec(), request_id: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_limit_is_enforced_with_a_clear_status_and_nothing_partially_applied() {
-    let mut c = common::cluster(
-        "badinput",
-        1,
-        4,
-        1,
-        &["--max-key-bytes", "64", "--max-value-bytes", "1024"],
-    )
-    .await;
+    let mut c = common::cluster("badinput", 1, 4, 1, &["--max-key-bytes", "64", "--max-value-bytes", "1024"]).await;
     let client = c.client().unwrap();
     let mut kv = client.kv_client(&c.nodes[0].grpc.to_string()).unwrap();
 
+    expect(kv.put(put(b"", b"v")).await, Code::InvalidArgument, &["key", "empty"]);
+    expect(kv.put(put(&[b'k'; 65], b"v")).await, Code::InvalidArgument, &["key", "65 bytes", "64 bytes"]);
+    expect(kv.put(put(b"k", &[0; 1025])).await, Code::InvalidArgument, &["value", "1025 bytes", "1024 bytes"]);
+    expect(kv.get(pb::GetRequest { key: vec![], ..Default::default() }).await, Code::InvalidArgument, &["key"]);
     expect(
-        kv.put(put(b"", b"v")).await,
-        Code::InvalidArgument,
-        &["key", "empty"],
-    );
-    expect(
-        kv.put(put(&[b'k'; 65], b"v")).await,
-        Code::InvalidArgument,
-        &["key", "65 bytes", "64 bytes"],
-    );
-    expect(
-        kv.put(put(b"k", &[0; 1025])).await,
-        Code::InvalidArgument,
-        &["value", "1025 bytes", "1024 bytes"],
-    );
-    expect(
-        kv.get(pb::GetRequest {
-            key: vec![],
-            ..Default::default()
-        })
-        .await,
-        Code::InvalidArgument,
-        &["key"],
-    );
-    expect(
-        kv.get(pb::GetRequest {
-            key: b"k".to_vec(),
-            consistency: 9,
-            ..Default::default()
-        })
-        .await,
+        kv.get(pb::GetRequest { key: b"k".to_vec(), consistency: 9, ..Default::default() }).await,
         Code::InvalidArgument,
         &["consistency", "unknown level 9"],
     );
     expect(
-        kv.get(pb::GetRequest {
-            key: b"k".to_vec(),
-            consistency: 2,
-            session_token: "garbage".into(),
-        })
-        .await,
+        kv.get(pb::GetRequest { key: b"k".to_vec(), consistency: 2, session_token: "garbage".into() }).await,
         Code::InvalidArgument,
         &["session_token", "PARTITION:INDEX"],
     );
     let p = partition_for_key(b"k", 4);
-    let wrong = SessionToken {
-        partition: (p + 1) % 4,
-        index: 1,
-    }
-    .to_string();
+    let wrong = SessionToken { partition: (p + 1) % 4, index: 1 }.to_string();
     expect(
-        kv.get(pb::GetRequest {
-            key: b"k".to_vec(),
-            consistency: 2,
-            session_token: wrong,
-        })
-        .await,
+        kv.get(pb::GetRequest { key: b"k".to_vec(), consistency: 2, session_token: wrong }).await,
         Code::InvalidArgument,
         &["session_token", &format!("key is in partition {p}")],
     );
-    expect(
-        kv.delete(pb::DeleteRequest {
-            key: vec![],
-            request_id: None,
-        })
-        .await,
-        Code::InvalidArgument,
-        &["key"],
-    );
+    expect(kv.delete(pb::DeleteRequest { key: vec![], request_id: None }).await, Code::InvalidArgument, &["key"]);
     expect(
         kv.compare_and_swap(pb::CompareAndSwapRequest {
             key: b"k".to_vec(),
@@ -129,84 +63,40 @@ async fn every_limit_is_enforced_with_a_clear_status_and_nothing_partially_appli
         &["new_value", "1024 bytes"],
     );
     expect(
-        kv.scan(pb::ScanRequest {
-            prefix: b"a".to_vec(),
-            start: b"b".to_vec(),
-            ..Default::default()
-        })
-        .await,
+        kv.scan(pb::ScanRequest { prefix: b"a".to_vec(), start: b"b".to_vec(), ..Default::default() }).await,
         Code::InvalidArgument,
         &["prefix"],
     );
     expect(
-        kv.scan(pb::ScanRequest {
-            limit: 1_000_000,
-            ..Default::default()
-        })
-        .await,
+        kv.scan(pb::ScanRequest { limit: 1_000_000, ..Default::default() }).await,
         Code::InvalidArgument,
         &["limit", "10000"],
     );
     expect(
-        kv.scan(pb::ScanRequest {
-            partition: Some(99),
-            ..Default::default()
-        })
-        .await,
+        kv.scan(pb::ScanRequest { partition: Some(99), ..Default::default() }).await,
         Code::InvalidArgument,
         &["partition", "99"],
     );
-    expect(
-        kv.batch(pb::BatchRequest::default()).await,
-        Code::InvalidArgument,
-        &["ops", "at least one"],
-    );
+    expect(kv.batch(pb::BatchRequest::default()).await, Code::InvalidArgument, &["ops", "at least one"]);
 
     // A batch with one bad operation applies none of them.
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("b{i}"))
-        .filter(|k| partition_for_key(k.as_bytes(), 4) == p)
-        .take(3)
-        .collect();
+    let keys: Vec<String> =
+        (0..).map(|i| format!("b{i}")).filter(|k| partition_for_key(k.as_bytes(), 4) == p).take(3).collect();
     let op = |k: &str, v: Vec<u8>| pb::BatchOp {
-        op: Some(batch_op::Op::Put(pb::KeyValue {
-            key: k.as_bytes().to_vec(),
-            value: v,
-        })),
+        op: Some(batch_op::Op::Put(pb::KeyValue { key: k.as_bytes().to_vec(), value: v })),
     };
     let bad = pb::BatchRequest {
-        ops: vec![
-            op(&keys[0], b"x".to_vec()),
-            op(&keys[1], vec![0; 4096]),
-            op(&keys[2], b"z".to_vec()),
-        ],
+        ops: vec![op(&keys[0], b"x".to_vec()), op(&keys[1], vec![0; 4096]), op(&keys[2], b"z".to_vec())],
         request_id: None,
     };
-    expect(
-        kv.batch(bad).await,
-        Code::InvalidArgument,
-        &["ops.put.value", "1024 bytes"],
-    );
+    expect(kv.batch(bad).await, Code::InvalidArgument, &["ops.put.value", "1024 bytes"]);
     // A batch spanning partitions is refused whole, too.
-    let other = (0..)
-        .map(|i| format!("o{i}"))
-        .find(|k| partition_for_key(k.as_bytes(), 4) != p)
-        .unwrap();
-    let span = pb::BatchRequest {
-        ops: vec![op(&keys[0], b"x".to_vec()), op(&other, b"y".to_vec())],
-        request_id: None,
-    };
-    expect(
-        kv.batch(span).await,
-        Code::InvalidArgument,
-        &["ops", "span partitions"],
-    );
+    let other = (0..).map(|i| format!("o{i}")).find(|k| partition_for_key(k.as_bytes(), 4) != p).unwrap();
+    let span = pb::BatchRequest { ops: vec![op(&keys[0], b"x".to_vec()), op(&other, b"y".to_vec())], request_id: None };
+    expect(kv.batch(span).await, Code::InvalidArgument, &["ops", "span partitions"]);
     for k in keys.iter().chain([&other]) {
         assert_eq!(
-            client
-                .get(k.clone(), Some(ConsistencyLevel::Linearizable))
-                .await
-                .unwrap(),
+            client.get(k.clone(), Some(ConsistencyLevel::Linearizable)).await.unwrap(),
             None,
             "{k} was partially applied"
         );
@@ -231,18 +121,10 @@ async fn a_node_that_has_not_joined_says_so() {
     .unwrap();
     c.start(0).unwrap();
     c.wait_live(0, common::READY).await.unwrap();
-    let mut kv = c
-        .client()
-        .unwrap()
-        .kv_client(&c.nodes[0].grpc.to_string())
-        .unwrap();
+    let mut kv = c.client().unwrap().kv_client(&c.nodes[0].grpc.to_string()).unwrap();
     let err = kv.put(put(b"k", b"v")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message().contains("has not joined a cluster"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("has not joined a cluster"), "{}", err.message());
     let ready = reqwest_free_get(&c.nodes[0].http.to_string(), "/readyz");
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
     let live = reqwest_free_get(&c.nodes[0].http.to_string(), "/healthz");
@@ -255,27 +137,16 @@ async fn bootstrap_is_idempotent() {
     let mut c = common::cluster("rebootstrap", 3, 4, 3, &[]).await;
     let first = common::status_of(&c, 0).await.cluster.unwrap().cluster_id;
     // Again, and through another node: same cluster, nothing changed.
-    let mut a = c
-        .client()
-        .unwrap()
-        .admin(&c.nodes[2].grpc.to_string())
-        .unwrap();
+    let mut a = c.client().unwrap().admin(&c.nodes[2].grpc.to_string()).unwrap();
     let r = a
-        .bootstrap(pb::BootstrapRequest {
-            peers: c.endpoints(),
-            partitions: 16,
-            replication_factor: 1,
-        })
+        .bootstrap(pb::BootstrapRequest { peers: c.endpoints(), partitions: 16, replication_factor: 1 })
         .await
         .unwrap()
         .into_inner();
     assert!(r.already_bootstrapped);
     assert_eq!(r.cluster_id, first);
     let view = common::status_of(&c, 1).await.cluster.unwrap();
-    assert_eq!(
-        (view.partitions, view.replication_factor, view.cluster_id),
-        (4, 3, first)
-    );
+    assert_eq!((view.partitions, view.replication_factor, view.cluster_id), (4, 3, first));
     common::cleanup(&mut c);
 }
 
@@ -283,11 +154,7 @@ async fn bootstrap_is_idempotent() {
 fn reqwest_free_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -325,10 +192,7 @@ fn foreign_other_cluster_and_unknown_format_data_directories_are_refused_at_star
     let out = run_node(&theirs, "n0", "beta");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("belongs to cluster \"alpha\"") && err.contains("refusing to start"),
-        "{err}"
-    );
+    assert!(err.contains("belongs to cluster \"alpha\"") && err.contains("refusing to start"), "{err}");
 
     let future = root.join("future");
     std::fs::create_dir_all(&future).unwrap();

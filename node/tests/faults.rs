@@ -33,12 +33,7 @@ async fn killing_leaders_under_load_loses_no_acknowledged_write() {
                 let (key, value) = (format!("w{w}-{n:06}"), format!("v{n}"));
                 let started = Instant::now();
                 match client.put(key.clone(), value.clone()).await {
-                    Ok(_) => acks.lock().unwrap().push(Ack {
-                        key,
-                        value,
-                        started,
-                        acked: Instant::now(),
-                    }),
+                    Ok(_) => acks.lock().unwrap().push(Ack { key, value, started, acked: Instant::now() }),
                     // Not acknowledged: the write may or may not have happened.
                     Err(_) => failed += 1,
                 }
@@ -60,9 +55,7 @@ async fn killing_leaders_under_load_loses_no_acknowledged_write() {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|a| {
-                    a.started >= killed_at && led.contains(&partition_for_key(a.key.as_bytes(), 8))
-                })
+                .filter(|a| a.started >= killed_at && led.contains(&partition_for_key(a.key.as_bytes(), 8)))
                 .map(|a| a.acked)
                 .min();
             if let Some(t) = first {
@@ -75,7 +68,9 @@ async fn killing_leaders_under_load_loses_no_acknowledged_write() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let ms = resumed.duration_since(killed_at).as_millis();
-        eprintln!("round {round}: killed node {victim} leading partitions {led:?}; writes to them resumed after {ms} ms");
+        eprintln!(
+            "round {round}: killed node {victim} leading partitions {led:?}; writes to them resumed after {ms} ms"
+        );
         resume_ms.push(ms);
         tokio::time::sleep(Duration::from_millis(500)).await;
         c.start(victim).unwrap();
@@ -87,28 +82,20 @@ async fn killing_leaders_under_load_loses_no_acknowledged_write() {
         failed += w.await.unwrap();
     }
     let acks = std::mem::take(&mut *acks.lock().unwrap());
-    eprintln!("{} writes acknowledged, {failed} not acknowledged, {} client retries; resume times {resume_ms:?} ms", acks.len(), client.stats().retries.load(Ordering::Relaxed));
-    assert!(
-        acks.len() > 100,
-        "too little load to mean anything: {}",
-        acks.len()
+    eprintln!(
+        "{} writes acknowledged, {failed} not acknowledged, {} client retries; resume times {resume_ms:?} ms",
+        acks.len(),
+        client.stats().retries.load(Ordering::Relaxed)
     );
+    assert!(acks.len() > 100, "too little load to mean anything: {}", acks.len());
     let reader = c.client().unwrap();
     let mut lost = Vec::new();
     for a in &acks {
-        match reader
-            .get(a.key.clone(), Some(ConsistencyLevel::Linearizable))
-            .await
-        {
+        match reader.get(a.key.clone(), Some(ConsistencyLevel::Linearizable)).await {
             Ok(Some(v)) if v == a.value.as_bytes() => {}
             other => lost.push(format!("{}: {other:?}", a.key)),
         }
     }
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged writes lost: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert!(lost.is_empty(), "{} acknowledged writes lost: {:?}", lost.len(), &lost[..lost.len().min(5)]);
     common::cleanup(&mut c);
 }

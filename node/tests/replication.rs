@@ -12,10 +12,7 @@ use keyraft_client::{Client, ConsistencyLevel};
 use rand::Rng;
 
 fn kv(i: u64) -> (String, String) {
-    (
-        format!("key-{i:06}"),
-        format!("value-{i}-{}", i * 7919 % 1000),
-    )
+    (format!("key-{i:06}"), format!("value-{i}-{}", i * 7919 % 1000))
 }
 
 /// Writes keys `range` through randomly chosen nodes (each node forwards to
@@ -28,9 +25,7 @@ async fn write_through_random_nodes(clients: &[Client], range: std::ops::Range<u
             async move {
                 let c = &clients[rand::rng().random_range(0..clients.len())];
                 let (k, v) = kv(i);
-                c.put(k.clone(), v)
-                    .await
-                    .unwrap_or_else(|e| panic!("put {k}: {e}"));
+                c.put(k.clone(), v).await.unwrap_or_else(|e| panic!("put {k}: {e}"));
             }
         })
         .buffer_unordered(conc)
@@ -40,11 +35,7 @@ async fn write_through_random_nodes(clients: &[Client], range: std::ops::Range<u
 
 /// Reads keys `range` from node client `c` at `level` and returns the
 /// mismatches.
-async fn mismatches(
-    c: &Client,
-    range: std::ops::Range<u64>,
-    level: ConsistencyLevel,
-) -> Vec<String> {
+async fn mismatches(c: &Client, range: std::ops::Range<u64>, level: ConsistencyLevel) -> Vec<String> {
     stream::iter(range)
         .map(|i| {
             let c = c.clone();
@@ -68,28 +59,15 @@ async fn ten_thousand_writes_through_random_nodes_read_back_linearizably_from_ev
     let per_node: Vec<Client> = (0..3).map(|i| c.client_of(i).unwrap()).collect();
     let t = Instant::now();
     write_through_random_nodes(&per_node, 0..10_000, 64).await;
-    eprintln!(
-        "10,000 writes through random nodes took {:.1?}",
-        t.elapsed()
-    );
+    eprintln!("10,000 writes through random nodes took {:.1?}", t.elapsed());
     for (i, client) in per_node.iter().enumerate() {
         let bad = mismatches(client, 0..10_000, ConsistencyLevel::Linearizable).await;
-        assert!(
-            bad.is_empty(),
-            "node {i}: {} keys wrong, first: {:?}",
-            bad.len(),
-            &bad[..bad.len().min(5)]
-        );
+        assert!(bad.is_empty(), "node {i}: {} keys wrong, first: {:?}", bad.len(), &bad[..bad.len().min(5)]);
     }
     // Every partition got a share: the hash spreads keys.
     let st = common::status_of(&c, 0).await;
     for g in st.groups.iter().filter(|g| g.group > 0) {
-        assert!(
-            g.keys > 800,
-            "partition {} holds only {} keys",
-            g.group - 1,
-            g.keys
-        );
+        assert!(g.keys > 800, "partition {} holds only {} keys", g.group - 1, g.keys);
     }
     common::cleanup(&mut c);
 }
@@ -105,33 +83,14 @@ async fn acknowledged_writes_survive_a_full_stop_and_restart() {
     }
     c.start_all().unwrap();
     c.wait_ready(&[0, 1, 2], common::READY).await.unwrap();
-    let bad = mismatches(
-        &c.client().unwrap(),
-        0..2_000,
-        ConsistencyLevel::Linearizable,
-    )
-    .await;
-    assert!(
-        bad.is_empty(),
-        "{} acknowledged writes lost after restart: {:?}",
-        bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    let bad = mismatches(&c.client().unwrap(), 0..2_000, ConsistencyLevel::Linearizable).await;
+    assert!(bad.is_empty(), "{} acknowledged writes lost after restart: {:?}", bad.len(), &bad[..bad.len().min(5)]);
     // And a clean stop (SIGTERM) then restart keeps them as well.
     c.stop_all();
     c.start_all().unwrap();
     c.wait_ready(&[0, 1, 2], common::READY).await.unwrap();
-    let bad = mismatches(
-        &c.client().unwrap(),
-        0..2_000,
-        ConsistencyLevel::Linearizable,
-    )
-    .await;
-    assert!(
-        bad.is_empty(),
-        "{} writes lost after clean restart",
-        bad.len()
-    );
+    let bad = mismatches(&c.client().unwrap(), 0..2_000, ConsistencyLevel::Linearizable).await;
+    assert!(bad.is_empty(), "{} writes lost after clean restart", bad.len());
     common::cleanup(&mut c);
 }
 
@@ -173,17 +132,11 @@ async fn a_node_that_missed_compacted_writes_catches_up_by_snapshot() {
             .filter(|g| g.role == "leader" && g.group > 0)
             .map(|g| (g.group, g.applied_index))
             .collect();
-        let mine = st
-            .iter()
-            .find(|(i, _)| *i == 2)
-            .map(|(_, s)| s.clone())
-            .unwrap();
+        let mine = st.iter().find(|(i, _)| *i == 2).map(|(_, s)| s.clone()).unwrap();
         let behind: Vec<_> = mine
             .groups
             .iter()
-            .filter(|g| {
-                g.group > 0 && g.applied_index < lead.get(&g.group).copied().unwrap_or(u64::MAX)
-            })
+            .filter(|g| g.group > 0 && g.applied_index < lead.get(&g.group).copied().unwrap_or(u64::MAX))
             .collect();
         if behind.is_empty() {
             for g in mine.groups.iter().filter(|g| g.group > 0) {
@@ -196,24 +149,11 @@ async fn a_node_that_missed_compacted_writes_catches_up_by_snapshot() {
             }
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "node 2 did not catch up: {behind:?}"
-        );
+        assert!(Instant::now() < deadline, "node 2 did not catch up: {behind:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Node 2 serves every key from its own replica.
-    let bad = mismatches(
-        &c.client_of(2).unwrap(),
-        0..5_000,
-        ConsistencyLevel::Eventual,
-    )
-    .await;
-    assert!(
-        bad.is_empty(),
-        "node 2 is missing {} keys after catch-up: {:?}",
-        bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    let bad = mismatches(&c.client_of(2).unwrap(), 0..5_000, ConsistencyLevel::Eventual).await;
+    assert!(bad.is_empty(), "node 2 is missing {} keys after catch-up: {:?}", bad.len(), &bad[..bad.len().min(5)]);
     common::cleanup(&mut c);
 }

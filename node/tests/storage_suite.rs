@@ -12,8 +12,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).expect("open wal");
-        let sm =
-            StateMachine::open(1, &dir.path().join("groups/1"), None).expect("open state machine");
+        let sm = StateMachine::open(1, &dir.path().join("groups/1"), None).expect("open state machine");
         Ok((dir, LogStore::new(1, wal), sm))
     }
 }

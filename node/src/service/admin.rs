@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::observe;
 use crate::error::NodeError;
-use crate::meta::MetaOp;
+use crate::meta::{MemberState, MetaOp, Placement};
 use crate::node::Node;
 use crate::types::Command;
 
@@ -43,9 +43,7 @@ pub fn status(node: &Node) -> pb::StatusResponse {
                 role: role(m.state).into(),
                 term: m.current_term,
                 leader: m.current_leader.unwrap_or(0),
-                commit_index: node
-                    .wal
-                    .with_group(g.id, |l| l.committed.map_or(0, |c| c.index)),
+                commit_index: node.wal.with_group(g.id, |l| l.committed.map_or(0, |c| c.index)),
                 applied_index: m.last_applied.map_or(0, |l| l.index),
                 last_log_index: m.last_log_index.unwrap_or(0),
                 snapshot_index: m.snapshot.map_or(0, |l| l.index),
@@ -60,19 +58,7 @@ pub fn status(node: &Node) -> pb::StatusResponse {
         cluster_id: m.cluster_id.clone(),
         partitions: m.partitions,
         replication_factor: m.replication_factor,
-        members: m
-            .members
-            .values()
-            .map(|mm| pb::MemberRecord {
-                id: mm.id,
-                name: mm.name.clone(),
-                advertise: mm.advertise.clone(),
-                zone: mm.zone.clone(),
-                state: mm.state.as_str().into(),
-                version: mm.version.clone(),
-                incarnation: mm.incarnation.clone(),
-            })
-            .collect(),
+        members: m.members.values().map(member_record).collect(),
         placement: m
             .placement
             .iter()
@@ -90,26 +76,16 @@ pub fn status(node: &Node) -> pb::StatusResponse {
             .unwrap_or(0),
         default_read: m.default_read.to_wire() as i32,
     });
-    pb::StatusResponse {
-        node: Some(node.node_info()),
-        groups,
-        cluster,
-    }
+    pb::StatusResponse { node: Some(node.node_info()), groups, cluster }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn status(
-        &self,
-        _req: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         Ok(Response::new(status(&self.node)))
     }
 
-    async fn bootstrap(
-        &self,
-        req: Request<pb::BootstrapRequest>,
-    ) -> Result<Response<pb::BootstrapResponse>, Status> {
+    async fn bootstrap(&self, req: Request<pb::BootstrapRequest>) -> Result<Response<pb::BootstrapResponse>, Status> {
         observe(&self.node, "bootstrap", async {
             let r = req.into_inner();
             let (cluster_id, already) = self.node.bootstrap(r.peers, r.partitions, r.replication_factor).await?;
@@ -123,10 +99,7 @@ impl Admin for AdminService {
         .await
     }
 
-    async fn health(
-        &self,
-        _req: Request<pb::HealthRequest>,
-    ) -> Result<Response<pb::HealthResponse>, Status> {
+    async fn health(&self, _req: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
         let ready = self.node.readiness();
         Ok(Response::new(pb::HealthResponse {
             live: true,
@@ -135,10 +108,7 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn identify(
-        &self,
-        _req: Request<pb::IdentifyRequest>,
-    ) -> Result<Response<pb::NodeInfo>, Status> {
+    async fn identify(&self, _req: Request<pb::IdentifyRequest>) -> Result<Response<pb::NodeInfo>, Status> {
         Ok(Response::new(self.node.node_info()))
     }
 
@@ -149,22 +119,103 @@ impl Admin for AdminService {
         observe(&self.node, "set_default_read", async {
             let level: ConsistencyLevel = ConsistencyLevel::from_wire(req.into_inner().consistency)
                 .map_err(|e| NodeError::invalid("consistency", e))?
-                .ok_or_else(|| {
-                    NodeError::invalid(
-                        "consistency",
-                        "name a level: linearizable, session or eventual",
-                    )
-                })?;
+                .ok_or_else(|| NodeError::invalid("consistency", "name a level: linearizable, session or eventual"))?;
             self.node.meta()?;
             self.node
-                .propose_group(
-                    keyraft_api::META_GROUP,
-                    None,
-                    Command::Meta(MetaOp::SetDefaultRead(level)),
-                )
+                .propose_group(keyraft_api::META_GROUP, None, Command::Meta(MetaOp::SetDefaultRead(level)))
                 .await?;
             Ok(Response::new(pb::SetDefaultReadResponse {}))
         })
         .await
+    }
+
+    async fn set_placement(
+        &self,
+        req: Request<pb::SetPlacementRequest>,
+    ) -> Result<Response<pb::SetPlacementResponse>, Status> {
+        observe(&self.node, "set_placement", async {
+            let mut placement: Vec<(u32, Placement)> = req
+                .into_inner()
+                .placement
+                .into_iter()
+                .map(|p| (p.partition, Placement { replicas: p.replicas, preferred_leader: p.preferred_leader }))
+                .collect();
+            placement.sort_by_key(|(p, _)| *p);
+            for (i, (p, _)) in placement.iter().enumerate() {
+                if *p as usize != i {
+                    return Err(NodeError::invalid(
+                        "placement",
+                        format!("give every partition once, in any order; partition {i} is missing or repeated"),
+                    )
+                    .into());
+                }
+            }
+            let placement: Vec<Placement> = placement.into_iter().map(|(_, p)| p).collect();
+            // Validate here too, so a bad request is InvalidArgument with the reason.
+            crate::meta::validate_placement(&*self.node.meta()?, &placement)
+                .map_err(|e| NodeError::invalid("placement", e))?;
+            self.node.propose_meta(MetaOp::SetPlacement(placement)).await?;
+            Ok(Response::new(pb::SetPlacementResponse {}))
+        })
+        .await
+    }
+
+    async fn set_member_state(
+        &self,
+        req: Request<pb::SetMemberStateRequest>,
+    ) -> Result<Response<pb::SetMemberStateResponse>, Status> {
+        observe(&self.node, "set_member_state", async {
+            let r = req.into_inner();
+            let state = MemberState::parse(&r.state).ok_or_else(|| {
+                NodeError::invalid(
+                    "state",
+                    format!("{:?} is not one of active, draining, decommissioning, failed, removed", r.state),
+                )
+            })?;
+            let m = self.node.set_member_state(r.id, &r.name, state).await?;
+            Ok(Response::new(pb::SetMemberStateResponse { member: Some(member_record(&m)) }))
+        })
+        .await
+    }
+
+    async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::RebalanceResponse>, Status> {
+        observe(&self.node, "rebalance", async {
+            let r = req.into_inner();
+            let max = if r.max_moves == 0 { crate::placement::DEFAULT_MAX_MOVES } else { r.max_moves as usize };
+            let moves = self.node.rebalance(r.dry_run, max).await?;
+            Ok(Response::new(pb::RebalanceResponse { applied: !r.dry_run && !moves.is_empty(), moves }))
+        })
+        .await
+    }
+
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        observe(&self.node, "join", async {
+            let hops =
+                req.metadata().get(keyraft_api::HOPS_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+            let info = req.into_inner().node.ok_or_else(|| NodeError::invalid("node", "missing"))?;
+            if info.id == 0 || info.advertise.is_empty() {
+                return Err(NodeError::invalid("node", "id and advertise address are required").into());
+            }
+            let cluster_id = self.node.join(info, hops).await?;
+            Ok(Response::new(pb::JoinResponse { cluster_id }))
+        })
+        .await
+    }
+
+    async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {
+        let leader = self.node.campaign(req.into_inner().group).await?;
+        Ok(Response::new(pb::CampaignResponse { leader }))
+    }
+}
+
+fn member_record(mm: &crate::meta::Member) -> pb::MemberRecord {
+    pb::MemberRecord {
+        id: mm.id,
+        name: mm.name.clone(),
+        advertise: mm.advertise.clone(),
+        zone: mm.zone.clone(),
+        state: mm.state.as_str().into(),
+        version: mm.version.clone(),
+        incarnation: mm.incarnation.clone(),
     }
 }

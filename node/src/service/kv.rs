@@ -7,9 +7,7 @@ use std::sync::Arc;
 use keyraft_api::limits::{DEFAULT_SCAN_LIMIT, MAX_BATCH_OPS, MAX_SCAN_LIMIT};
 use keyraft_api::pb::kv_server::Kv;
 use keyraft_api::pb::{self, batch_op};
-use keyraft_api::{
-    group_of_partition, partition_for_key, ConsistencyLevel, SessionToken, HOPS_HEADER,
-};
+use keyraft_api::{group_of_partition, partition_for_key, ConsistencyLevel, SessionToken, HOPS_HEADER};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -23,10 +21,7 @@ pub struct KvService {
 }
 
 fn hops(md: &MetadataMap) -> u32 {
-    md.get(HOPS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    md.get(HOPS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// A forwarded read waits no longer than this for the other node (which may
@@ -36,10 +31,7 @@ const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 fn forwarded<T>(msg: T, hops: u32) -> Request<T> {
     let mut r = Request::new(msg);
     r.set_timeout(FORWARD_TIMEOUT);
-    r.metadata_mut().insert(
-        HOPS_HEADER,
-        (hops + 1).to_string().parse().expect("digits are ASCII"),
-    );
+    r.metadata_mut().insert(HOPS_HEADER, (hops + 1).to_string().parse().expect("digits are ASCII"));
     r
 }
 
@@ -48,13 +40,9 @@ async fn bounded<T>(
     addr: &str,
     f: impl std::future::Future<Output = Result<Response<T>, Status>>,
 ) -> Result<Response<T>, Status> {
-    tokio::time::timeout(FORWARD_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Status::unavailable(format!(
-                "node {addr} did not answer a forwarded read within {FORWARD_TIMEOUT:?}"
-            )))
-        })
+    tokio::time::timeout(FORWARD_TIMEOUT, f).await.unwrap_or_else(|_| {
+        Err(Status::unavailable(format!("node {addr} did not answer a forwarded read within {FORWARD_TIMEOUT:?}")))
+    })
 }
 
 impl KvService {
@@ -64,10 +52,7 @@ impl KvService {
         }
         let max = self.node.cfg.max_key_bytes;
         if key.len() > max {
-            return Err(NodeError::invalid(
-                field,
-                format!("{} bytes exceeds the limit of {max} bytes", key.len()),
-            ));
+            return Err(NodeError::invalid(field, format!("{} bytes exceeds the limit of {max} bytes", key.len())));
         }
         Ok(())
     }
@@ -75,10 +60,7 @@ impl KvService {
     fn check_value(&self, field: &'static str, v: &[u8]) -> Result<(), NodeError> {
         let max = self.node.cfg.max_value_bytes;
         if v.len() > max {
-            return Err(NodeError::invalid(
-                field,
-                format!("{} bytes exceeds the limit of {max} bytes", v.len()),
-            ));
+            return Err(NodeError::invalid(field, format!("{} bytes exceeds the limit of {max} bytes", v.len())));
         }
         Ok(())
     }
@@ -87,36 +69,17 @@ impl KvService {
         Ok(partition_for_key(key, self.node.meta()?.partitions))
     }
 
-    async fn write(
-        &self,
-        key: &[u8],
-        rid: Option<pb::RequestId>,
-        op: KvOp,
-    ) -> Result<(Written, u32), NodeError> {
+    async fn write(&self, key: &[u8], rid: Option<pb::RequestId>, op: KvOp) -> Result<(Written, u32), NodeError> {
         let p = self.partition_of(key)?;
-        let request_id = rid.map(|r| RequestId {
-            client_id: r.client_id,
-            seq: r.seq,
-        });
-        let w = self
-            .node
-            .propose_group(
-                group_of_partition(p),
-                Some(p),
-                Command::Kv { request_id, op },
-            )
-            .await?;
+        let request_id = rid.map(|r| RequestId { client_id: r.client_id, seq: r.seq });
+        let w = self.node.propose_group(group_of_partition(p), Some(p), Command::Kv { request_id, op }).await?;
         Ok((w, p))
     }
 
     fn header(p: u32, index: u64, served_by: u64, addr: String) -> Option<pb::ResponseHeader> {
         Some(pb::ResponseHeader {
             partition: p,
-            session_token: SessionToken {
-                partition: p,
-                index,
-            }
-            .to_string(),
+            session_token: SessionToken { partition: p, index }.to_string(),
             served_by,
             served_by_addr: addr,
         })
@@ -128,70 +91,42 @@ impl KvService {
 
     /// The level a read asked for (or the cluster default) and its session
     /// index for partition `p`.
-    fn read_level(
-        &self,
-        consistency: i32,
-        token: &str,
-        p: u32,
-    ) -> Result<(ConsistencyLevel, u64), NodeError> {
+    fn read_level(&self, consistency: i32, token: &str, p: u32) -> Result<(ConsistencyLevel, u64), NodeError> {
         let level = ConsistencyLevel::from_wire(consistency)
             .map_err(|e| NodeError::invalid("consistency", e))?
             .unwrap_or_else(|| self.node.default_read());
         if token.is_empty() {
             return Ok((level, 0));
         }
-        let t: SessionToken = token
-            .parse()
-            .map_err(|e: String| NodeError::invalid("session_token", e))?;
+        let t: SessionToken = token.parse().map_err(|e: String| NodeError::invalid("session_token", e))?;
         if t.partition != p {
             return Err(NodeError::invalid(
                 "session_token",
-                format!(
-                    "token is for partition {} but the key is in partition {p}",
-                    t.partition
-                ),
+                format!("token is for partition {} but the key is in partition {p}", t.partition),
             ));
         }
         Ok((level, t.index))
     }
 
-    async fn scan_partition(
-        &self,
-        req: &pb::ScanRequest,
-        p: u32,
-        hops: u32,
-    ) -> Result<pb::ScanResponse, Status> {
+    async fn scan_partition(&self, req: &pb::ScanRequest, p: u32, hops: u32) -> Result<pb::ScanResponse, Status> {
         let (level, _) = self.read_level(req.consistency, "", p)?;
         match self.node.plan_read(p, level, 0, hops).await? {
             ReadPlan::Local { reader, .. } => {
                 let limit = effective_limit(req.limit)? as usize;
                 let (start, end) = scan_bounds(req)?;
                 let data = reader.read();
-                let range = data
-                    .kv
-                    .range::<[u8], _>((std::ops::Bound::Included(&start[..]), end_bound(&end)));
-                let mut items: Vec<pb::KeyValue> = range
-                    .take(limit + 1)
-                    .map(|(k, v)| pb::KeyValue {
-                        key: k.clone(),
-                        value: v.clone(),
-                    })
-                    .collect();
+                let range = data.kv.range::<[u8], _>((std::ops::Bound::Included(&start[..]), end_bound(&end)));
+                let mut items: Vec<pb::KeyValue> =
+                    range.take(limit + 1).map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect();
                 let more = items.len() > limit;
                 items.truncate(limit);
                 Ok(pb::ScanResponse { items, more })
             }
             ReadPlan::Forward(addr) => {
-                let mut c = self
-                    .node
-                    .peers
-                    .kv(&addr)
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                let mut c = self.node.peers.kv(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
                 let mut fwd = req.clone();
                 fwd.partition = Some(p);
-                Ok(bounded(&addr, c.scan(forwarded(fwd, hops)))
-                    .await?
-                    .into_inner())
+                Ok(bounded(&addr, c.scan(forwarded(fwd, hops))).await?.into_inner())
             }
         }
     }
@@ -200,10 +135,9 @@ impl KvService {
 fn effective_limit(limit: u32) -> Result<u32, NodeError> {
     match limit {
         0 => Ok(DEFAULT_SCAN_LIMIT),
-        l if l > MAX_SCAN_LIMIT => Err(NodeError::invalid(
-            "limit",
-            format!("{l} exceeds the maximum of {MAX_SCAN_LIMIT}"),
-        )),
+        l if l > MAX_SCAN_LIMIT => {
+            Err(NodeError::invalid("limit", format!("{l} exceeds the maximum of {MAX_SCAN_LIMIT}")))
+        }
         l => Ok(l),
     }
 }
@@ -212,10 +146,7 @@ fn effective_limit(limit: u32) -> Result<u32, NodeError> {
 fn scan_bounds(req: &pb::ScanRequest) -> Result<(Vec<u8>, Vec<u8>), NodeError> {
     if !req.prefix.is_empty() {
         if !req.start.is_empty() || !req.end.is_empty() {
-            return Err(NodeError::invalid(
-                "prefix",
-                "give either a prefix or a start/end range, not both",
-            ));
+            return Err(NodeError::invalid("prefix", "give either a prefix or a start/end range, not both"));
         }
         return Ok((req.prefix.clone(), prefix_end(&req.prefix)));
     }
@@ -252,19 +183,8 @@ impl Kv for KvService {
             let r = req.into_inner();
             self.check_key("key", &r.key)?;
             self.check_value("value", &r.value)?;
-            let (w, p) = self
-                .write(
-                    &r.key.clone(),
-                    r.request_id,
-                    KvOp::Put {
-                        key: r.key,
-                        value: r.value,
-                    },
-                )
-                .await?;
-            Ok(Response::new(pb::PutResponse {
-                header: Self::written_header(p, &w),
-            }))
+            let (w, p) = self.write(&r.key.clone(), r.request_id, KvOp::Put { key: r.key, value: r.value }).await?;
+            Ok(Response::new(pb::PutResponse { header: Self::written_header(p, &w) }))
         })
         .await
     }
@@ -277,29 +197,16 @@ impl Kv for KvService {
             let p = self.partition_of(&r.key)?;
             let (level, min_index) = self.read_level(r.consistency, &r.session_token, p)?;
             match self.node.plan_read(p, level, min_index, hops).await? {
-                ReadPlan::Local {
-                    reader,
-                    applied,
-                    served_by,
-                } => {
+                ReadPlan::Local { reader, applied, served_by } => {
                     let value = reader.read().kv.get(&r.key).cloned();
                     Ok(Response::new(pb::GetResponse {
-                        header: Self::header(
-                            p,
-                            applied.max(min_index),
-                            served_by,
-                            self.node.cfg.advertise.clone(),
-                        ),
+                        header: Self::header(p, applied.max(min_index), served_by, self.node.cfg.advertise.clone()),
                         found: value.is_some(),
                         value: value.unwrap_or_default(),
                     }))
                 }
                 ReadPlan::Forward(addr) => {
-                    let mut c = self
-                        .node
-                        .peers
-                        .kv(&addr)
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    let mut c = self.node.peers.kv(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
                     bounded(&addr, c.get(forwarded(r, hops))).await
                 }
             }
@@ -307,29 +214,18 @@ impl Kv for KvService {
         .await
     }
 
-    async fn delete(
-        &self,
-        req: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         observe(&self.node, "delete", async {
             let r = req.into_inner();
             self.check_key("key", &r.key)?;
-            let (w, p) = self
-                .write(&r.key.clone(), r.request_id, KvOp::Delete { key: r.key })
-                .await?;
+            let (w, p) = self.write(&r.key.clone(), r.request_id, KvOp::Delete { key: r.key }).await?;
             let existed = matches!(w.result, CommandResult::Deleted { existed: true });
-            Ok(Response::new(pb::DeleteResponse {
-                header: Self::written_header(p, &w),
-                existed,
-            }))
+            Ok(Response::new(pb::DeleteResponse { header: Self::written_header(p, &w), existed }))
         })
         .await
     }
 
-    async fn scan(
-        &self,
-        req: Request<pb::ScanRequest>,
-    ) -> Result<Response<pb::ScanResponse>, Status> {
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
         observe(&self.node, "scan", async {
             let hops = hops(req.metadata());
             let r = req.into_inner();
@@ -340,27 +236,17 @@ impl Kv for KvService {
                 if p >= meta.partitions {
                     return Err(NodeError::invalid(
                         "partition",
-                        format!(
-                            "{p} does not exist; the cluster has {} partitions",
-                            meta.partitions
-                        ),
+                        format!("{p} does not exist; the cluster has {} partitions", meta.partitions),
                     )
                     .into());
                 }
                 return Ok(Response::new(self.scan_partition(&r, p, hops).await?));
             }
-            let parts = futures::future::try_join_all(
-                (0..meta.partitions).map(|p| self.scan_partition(&r, p, hops)),
-            )
-            .await?;
+            let parts =
+                futures::future::try_join_all((0..meta.partitions).map(|p| self.scan_partition(&r, p, hops))).await?;
             // A partition cut short may hold unseen keys after its last one:
             // only keys up to the smallest such cut are complete.
-            let cutoff = parts
-                .iter()
-                .filter(|p| p.more)
-                .filter_map(|p| p.items.last())
-                .map(|kv| kv.key.clone())
-                .min();
+            let cutoff = parts.iter().filter(|p| p.more).filter_map(|p| p.items.last()).map(|kv| kv.key.clone()).min();
             let mut more = parts.iter().any(|p| p.more);
             let mut items: Vec<pb::KeyValue> = parts.into_iter().flat_map(|p| p.items).collect();
             if let Some(c) = &cutoff {
@@ -389,36 +275,29 @@ impl Kv for KvService {
             if let Some(v) = &r.new_value {
                 self.check_value("new_value", v)?;
             }
-            let op = KvOp::Cas {
-                key: r.key.clone(),
-                expected: r.expected,
-                new: r.new_value,
-            };
+            let op = KvOp::Cas { key: r.key.clone(), expected: r.expected, new: r.new_value };
             let (w, p) = self.write(&r.key, r.request_id, op).await?;
             let (succeeded, current) = match &w.result {
                 CommandResult::Cas { succeeded, current } => (*succeeded, current.clone()),
                 other => return Err(Status::internal(format!("unexpected result {other:?}"))),
             };
-            Ok(Response::new(pb::CompareAndSwapResponse {
-                header: Self::written_header(p, &w),
-                succeeded,
-                current,
-            }))
+            Ok(Response::new(pb::CompareAndSwapResponse { header: Self::written_header(p, &w), succeeded, current }))
         })
         .await
     }
 
-    async fn batch(
-        &self,
-        req: Request<pb::BatchRequest>,
-    ) -> Result<Response<pb::BatchResponse>, Status> {
+    async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         observe(&self.node, "batch", async {
             let r = req.into_inner();
             if r.ops.is_empty() {
                 return Err(NodeError::invalid("ops", "a batch needs at least one operation").into());
             }
             if r.ops.len() > MAX_BATCH_OPS {
-                return Err(NodeError::invalid("ops", format!("{} operations exceed the limit of {MAX_BATCH_OPS}", r.ops.len())).into());
+                return Err(NodeError::invalid(
+                    "ops",
+                    format!("{} operations exceed the limit of {MAX_BATCH_OPS}", r.ops.len()),
+                )
+                .into());
             }
             let mut ops = Vec::with_capacity(r.ops.len());
             for op in r.ops {
@@ -467,28 +346,12 @@ mod tests {
 
     #[test]
     fn scan_bounds_reject_mixed_or_inverted_ranges() {
-        let mut r = pb::ScanRequest {
-            prefix: b"p".to_vec(),
-            start: b"a".to_vec(),
-            ..Default::default()
-        };
-        assert!(matches!(
-            scan_bounds(&r),
-            Err(NodeError::InvalidArgument {
-                field: "prefix",
-                ..
-            })
-        ));
+        let mut r = pb::ScanRequest { prefix: b"p".to_vec(), start: b"a".to_vec(), ..Default::default() };
+        assert!(matches!(scan_bounds(&r), Err(NodeError::InvalidArgument { field: "prefix", .. })));
         r.prefix.clear();
         r.end = b"a".to_vec();
-        assert!(matches!(
-            scan_bounds(&r),
-            Err(NodeError::InvalidArgument { field: "end", .. })
-        ));
-        assert!(matches!(
-            effective_limit(MAX_SCAN_LIMIT + 1),
-            Err(NodeError::InvalidArgument { field: "limit", .. })
-        ));
+        assert!(matches!(scan_bounds(&r), Err(NodeError::InvalidArgument { field: "end", .. })));
+        assert!(matches!(effective_limit(MAX_SCAN_LIMIT + 1), Err(NodeError::InvalidArgument { field: "limit", .. })));
         assert_eq!(effective_limit(0).unwrap(), DEFAULT_SCAN_LIMIT);
     }
 }

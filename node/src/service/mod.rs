@@ -18,15 +18,9 @@ where
 {
     let start = Instant::now();
     let res = f.await;
-    node.metrics
-        .request_seconds
-        .with_label_values(&[method])
-        .observe(start.elapsed().as_secs_f64());
+    node.metrics.request_seconds.with_label_values(&[method]).observe(start.elapsed().as_secs_f64());
     if let Err(s) = &res {
-        node.metrics
-            .request_errors
-            .with_label_values(&[method, &format!("{:?}", s.code())])
-            .inc();
+        node.metrics.request_errors.with_label_values(&[method, &format!("{:?}", s.code())]).inc();
     }
     res
 }

@@ -17,17 +17,12 @@ pub struct RaftService {
 }
 
 fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> {
-    bincode::deserialize(&m.payload)
-        .map_err(|e| Status::invalid_argument(format!("payload: undecodable: {e}")))
+    bincode::deserialize(&m.payload).map_err(|e| Status::invalid_argument(format!("payload: undecodable: {e}")))
 }
 
 fn encode<T: Serialize>(group: u64, v: &T) -> Result<Response<RaftMessage>, Status> {
     let payload = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftMessage {
-        group,
-        payload,
-        cluster: String::new(),
-    }))
+    Ok(Response::new(RaftMessage { group, payload, cluster: String::new() }))
 }
 
 impl RaftService {
@@ -47,10 +42,7 @@ impl RaftService {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn append_entries(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let m = req.into_inner();
         let g = self.group(&m).await?;
         let res = g.raft.append_entries(decode(&m)?).await;
@@ -64,10 +56,7 @@ impl RaftRpc for RaftService {
         encode(m.group, &res)
     }
 
-    async fn install_snapshot(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let m = req.into_inner();
         let g = self.group(&m).await?;
         let res = g.raft.install_snapshot(decode(&m)?).await;
@@ -77,9 +66,7 @@ impl RaftRpc for RaftService {
     async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let m = req.into_inner();
         if m.cluster != self.node.cfg.cluster {
-            return Err(Status::failed_precondition(
-                "cluster: proposal from another cluster",
-            ));
+            return Err(Status::failed_precondition("cluster: proposal from another cluster"));
         }
         let cmd: Command = decode(&m)?;
         let ans = self.node.handle_propose(m.group, cmd).await;

@@ -31,9 +31,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.wal.with_group(self.group, |g| {
-            g.entries.range(range).map(|(_, e)| e.clone()).collect()
-        }))
+        Ok(self.wal.with_group(self.group, |g| g.entries.range(range).map(|(_, e)| e.clone()).collect()))
     }
 }
 
@@ -41,10 +39,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        Ok(self.wal.with_group(self.group, |g| LogState {
-            last_purged_log_id: g.purged,
-            last_log_id: g.last_log_id(),
-        }))
+        Ok(self.wal.with_group(self.group, |g| LogState { last_purged_log_id: g.purged, last_log_id: g.last_log_id() }))
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -52,10 +47,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.wal
-            .save_vote(self.group, *vote)
-            .await
-            .map_err(|e| write_err(ErrorSubject::Vote, e))
+        self.wal.save_vote(self.group, *vote).await.map_err(|e| write_err(ErrorSubject::Vote, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -63,21 +55,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.wal
-            .save_committed(self.group, committed)
-            .await
-            .map_err(|e| write_err(ErrorSubject::Store, e))
+        self.wal.save_committed(self.group, committed).await.map_err(|e| write_err(ErrorSubject::Store, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         Ok(self.wal.with_group(self.group, |g| g.committed))
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -92,10 +77,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.wal
-            .truncate(self.group, log_id.index)
-            .await
-            .map_err(|e| write_err(ErrorSubject::Logs, e))
+        self.wal.truncate(self.group, log_id.index).await.map_err(|e| write_err(ErrorSubject::Logs, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use super::wal::sync_dir;
 use crate::meta::ClusterMeta;
 use crate::types::{
-    CommandResult, Entry, GroupId, KvMap, KvOp, LogId, RequestId, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    CommandResult, Entry, GroupId, KvMap, KvOp, LogId, RequestId, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 
 /// How many recent results a client's session remembers for retries.
@@ -47,11 +47,7 @@ pub struct SmData {
 impl SmData {
     fn apply_kv(&mut self, index: u64, rid: Option<RequestId>, op: KvOp) -> CommandResult {
         if let Some(rid) = rid {
-            if let Some(r) = self
-                .sessions
-                .get(&rid.client_id)
-                .and_then(|s| s.results.get(&rid.seq))
-            {
+            if let Some(r) = self.sessions.get(&rid.client_id).and_then(|s| s.results.get(&rid.seq)) {
                 return r.clone();
             }
         }
@@ -60,9 +56,7 @@ impl SmData {
                 self.kv.insert(key, value);
                 CommandResult::Done
             }
-            KvOp::Delete { key } => CommandResult::Deleted {
-                existed: self.kv.remove(&key).is_some(),
-            },
+            KvOp::Delete { key } => CommandResult::Deleted { existed: self.kv.remove(&key).is_some() },
             KvOp::Cas { key, expected, new } => {
                 let current = self.kv.get(&key);
                 if current == expected.as_ref() {
@@ -70,15 +64,9 @@ impl SmData {
                         Some(v) => self.kv.insert(key, v),
                         None => self.kv.remove(&key),
                     };
-                    CommandResult::Cas {
-                        succeeded: true,
-                        current: None,
-                    }
+                    CommandResult::Cas { succeeded: true, current: None }
                 } else {
-                    CommandResult::Cas {
-                        succeeded: false,
-                        current: current.cloned(),
-                    }
+                    CommandResult::Cas { succeeded: false, current: current.cloned() }
                 }
             }
             KvOp::Batch(ops) => {
@@ -100,8 +88,7 @@ impl SmData {
             }
         }
         if index % 4096 == 0 {
-            self.sessions
-                .retain(|_, s| s.last_index + SESSION_IDLE_ENTRIES > index);
+            self.sessions.retain(|_, s| s.last_index + SESSION_IDLE_ENTRIES > index);
         }
         res
     }
@@ -161,10 +148,7 @@ impl StateMachine {
         let data = match fs::read(&path) {
             Ok(bytes) => decode_snapshot(&bytes)
                 .and_then(|f| bincode::deserialize::<SmData>(&f.data).map_err(|e| e.to_string()))
-                .map_err(|what| SnapshotLoadError::Corrupt {
-                    path: path.clone(),
-                    what,
-                })?,
+                .map_err(|what| SnapshotLoadError::Corrupt { path: path.clone(), what })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => SmData::default(),
             Err(source) => return Err(SnapshotLoadError::Io { path, source }),
         };
@@ -182,9 +166,7 @@ impl StateMachine {
     }
 
     pub fn reader(&self) -> SmReader {
-        SmReader {
-            data: self.data.clone(),
-        }
+        SmReader { data: self.data.clone() }
     }
 
     pub fn snapshots_built(&self) -> Arc<AtomicU64> {
@@ -204,18 +186,10 @@ impl StateMachine {
 
 fn save_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    let file = SnapshotFile {
-        meta: meta.clone(),
-        data: data.to_vec(),
-        crc: crc32fast::hash(data),
-    };
+    let file = SnapshotFile { meta: meta.clone(), data: data.to_vec(), crc: crc32fast::hash(data) };
     let bytes = bincode::serialize(&file).map_err(io::Error::other)?;
     let tmp = dir.join("snapshot.bin.tmp");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
     f.write_all(&bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, dir.join("snapshot.bin"))?;
@@ -243,13 +217,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (bytes, last_applied, last_membership) = {
             let d = self.data.read().unwrap_or_else(|e| e.into_inner());
-            let bytes = bincode::serialize(&*d).map_err(|e| {
-                snap_io(
-                    ErrorSubject::StateMachine,
-                    ErrorVerb::Read,
-                    io::Error::other(e),
-                )
-            })?;
+            let bytes = bincode::serialize(&*d)
+                .map_err(|e| snap_io(ErrorSubject::StateMachine, ErrorVerb::Read, io::Error::other(e)))?;
             (bytes, d.last_applied, d.last_membership.clone())
         };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -257,30 +226,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(l) => format!("{}-{}-{}-{seq}", self.group, l.leader_id.term, l.index),
             None => format!("{}-0-0-{seq}", self.group),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership,
-            snapshot_id,
-        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
         let (m2, b2, dir) = (meta.clone(), bytes.clone(), self.dir.clone());
         tokio::task::spawn_blocking(move || save_snapshot_file(&dir, &m2, &b2))
             .await
-            .map_err(|e| {
-                snap_io(
-                    ErrorSubject::Snapshot(None),
-                    ErrorVerb::Write,
-                    io::Error::other(e),
-                )
-            })?
+            .map_err(|e| snap_io(ErrorSubject::Snapshot(None), ErrorVerb::Write, io::Error::other(e)))?
             .map_err(|e| {
                 tracing::error!(group = self.group, error = %e, "cannot write snapshot");
                 snap_io(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
             })?;
         self.built.fetch_add(1, Ordering::Relaxed);
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 
@@ -345,21 +301,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
         let mut new: SmData = bincode::deserialize(&bytes).map_err(|e| {
-            snap_io(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                io::Error::other(e),
-            )
+            snap_io(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, io::Error::other(e))
         })?;
         new.last_applied = meta.last_log_id;
         new.last_membership = meta.last_membership.clone();
-        save_snapshot_file(&self.dir, meta, &bytes).map_err(|e| {
-            snap_io(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
+        save_snapshot_file(&self.dir, meta, &bytes)
+            .map_err(|e| snap_io(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
         let mut d = self.write();
         *d = new;
         self.publish_meta(&d);
@@ -373,16 +320,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(snap_io(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
         };
-        let f = decode_snapshot(&bytes).map_err(|e| {
-            snap_io(
-                ErrorSubject::Snapshot(None),
-                ErrorVerb::Read,
-                io::Error::other(e),
-            )
-        })?;
-        Ok(Some(Snapshot {
-            meta: f.meta,
-            snapshot: Box::new(Cursor::new(f.data)),
-        }))
+        let f = decode_snapshot(&bytes)
+            .map_err(|e| snap_io(ErrorSubject::Snapshot(None), ErrorVerb::Read, io::Error::other(e)))?;
+        Ok(Some(Snapshot { meta: f.meta, snapshot: Box::new(Cursor::new(f.data)) }))
     }
 }

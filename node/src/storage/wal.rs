@@ -47,10 +47,7 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        Self {
-            segment_bytes: 64 * 1024 * 1024,
-            fsync: true,
-        }
+        Self { segment_bytes: 64 * 1024 * 1024, fsync: true }
     }
 }
 
@@ -97,11 +94,7 @@ pub struct GroupLog {
 
 impl GroupLog {
     pub fn last_log_id(&self) -> Option<LogId> {
-        self.entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(self.purged)
+        self.entries.values().next_back().map(|e| e.log_id).or(self.purged)
     }
 }
 
@@ -121,9 +114,7 @@ impl State {
                 }
             }
             Record::Vote { group, vote } => self.groups.entry(group).or_default().vote = Some(vote),
-            Record::Committed { group, committed } => {
-                self.groups.entry(group).or_default().committed = committed
-            }
+            Record::Committed { group, committed } => self.groups.entry(group).or_default().committed = committed,
             Record::Truncate { group, since } => {
                 let g = self.groups.entry(group).or_default();
                 g.entries.split_off(&since);
@@ -154,15 +145,9 @@ impl State {
             if let Some(upto) = g.purged {
                 out.push(Record::Purge { group, upto });
             }
-            out.push(Record::Committed {
-                group,
-                committed: g.committed,
-            });
+            out.push(Record::Committed { group, committed: g.committed });
             if !g.entries.is_empty() {
-                out.push(Record::Entries {
-                    group,
-                    entries: g.entries.values().cloned().collect(),
-                });
+                out.push(Record::Entries { group, entries: g.entries.values().cloned().collect() });
             }
         }
         out
@@ -224,18 +209,11 @@ pub enum WalError {
     #[error("write-ahead log I/O error in {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("write-ahead log segment {path} is corrupt at byte {offset} ({what}); it is not the newest segment, so this is not a torn write. Refusing to start")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        what: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, what: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| WalError::Io { path: path.to_path_buf(), source }
 }
 
 fn encode(rec: &Record) -> Vec<u8> {
@@ -259,11 +237,7 @@ fn decode_all(buf: &[u8]) -> (Vec<Record>, usize, Option<String>) {
         let len = u32::from_le_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(buf[off + 4..off + 8].try_into().unwrap());
         if len > MAX_FRAME || buf.len() - off - FRAME_HEADER < len {
-            return (
-                out,
-                off,
-                Some(format!("frame of {len} bytes runs past the end")),
-            );
+            return (out, off, Some(format!("frame of {len} bytes runs past the end")));
         }
         let body = &buf[off + FRAME_HEADER..off + FRAME_HEADER + len];
         if crc32fast::hash(body) != crc {
@@ -287,10 +261,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     for ent in fs::read_dir(dir).map_err(io_err(dir))? {
         let ent = ent.map_err(io_err(dir))?;
         let name = ent.file_name().to_string_lossy().into_owned();
-        if let Some(seq) = name
-            .strip_suffix(".wal")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
+        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
             segs.push((seq, ent.path()));
         } else if name.ends_with(".wal.tmp") {
             // An unfinished checkpoint: the segments before it are still whole.
@@ -314,23 +285,14 @@ impl Wal {
         let last = segs.len().checked_sub(1);
         for (i, (_, path)) in segs.iter().enumerate() {
             let mut buf = Vec::new();
-            File::open(path)
-                .and_then(|mut f| f.read_to_end(&mut buf))
-                .map_err(io_err(path))?;
+            File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(io_err(path))?;
             let (records, valid, bad) = decode_all(&buf);
             if let Some(what) = bad {
                 if Some(i) != last {
-                    return Err(WalError::Corrupt {
-                        path: path.clone(),
-                        offset: valid as u64,
-                        what,
-                    });
+                    return Err(WalError::Corrupt { path: path.clone(), offset: valid as u64, what });
                 }
                 tracing::warn!(path = %path.display(), offset = valid, %what, "cutting off a torn write at the tail of the log");
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_err(path))?;
+                let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
                 f.set_len(valid as u64).map_err(io_err(path))?;
                 f.sync_all().map_err(io_err(path))?;
             }
@@ -340,37 +302,23 @@ impl Wal {
         }
         let next_seq = segs.last().map_or(1, |(s, _)| *s);
         let path = segment_path(dir, next_seq);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         sync_dir(dir).map_err(io_err(dir))?;
         let size = file.metadata().map_err(io_err(&path))?.len();
 
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            tx: Mutex::new(Some(tx)),
-            stats: WalStats::default(),
-        });
+        let shared =
+            Arc::new(Shared { state: Mutex::new(state), tx: Mutex::new(Some(tx)), stats: WalStats::default() });
         let writer = Writer {
             dir: dir.to_path_buf(),
             opts,
             file,
             seq: next_seq,
             size,
-            old: segs
-                .into_iter()
-                .filter(|(s, _)| *s != next_seq)
-                .map(|(_, p)| p)
-                .collect(),
+            old: segs.into_iter().filter(|(s, _)| *s != next_seq).map(|(_, p)| p).collect(),
             shared: Arc::downgrade(&shared),
         };
-        thread::Builder::new()
-            .name("keyraft-wal".into())
-            .spawn(move || writer.run(rx))
-            .map_err(io_err(dir))?;
+        thread::Builder::new().name("keyraft-wal".into()).spawn(move || writer.run(rx)).map_err(io_err(dir))?;
         Ok(Wal { shared })
     }
 
@@ -392,8 +340,7 @@ impl Wal {
         match tx.as_ref() {
             Some(tx) => {
                 if let Err(mpsc::SendError(p)) = tx.send(Pending { frame, done }) {
-                    p.done
-                        .complete(&Err(io::Error::other("write-ahead log writer has stopped")));
+                    p.done.complete(&Err(io::Error::other("write-ahead log writer has stopped")));
                 }
             }
             None => done.complete(&Err(io::Error::other("write-ahead log is closed"))),
@@ -403,15 +350,11 @@ impl Wal {
     async fn submit_durable(&self, rec: Record) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.submit(rec, Done::Notify(tx));
-        rx.await
-            .unwrap_or_else(|_| Err(io::Error::other("write-ahead log writer has stopped")))
+        rx.await.unwrap_or_else(|_| Err(io::Error::other("write-ahead log writer has stopped")))
     }
 
     pub fn append(&self, group: GroupId, entries: Vec<Entry>, cb: LogFlushed<TypeConfig>) {
-        self.shared
-            .stats
-            .records
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.shared.stats.records.fetch_add(entries.len() as u64, Ordering::Relaxed);
         self.submit(Record::Entries { group, entries }, Done::Flushed(cb));
     }
 
@@ -460,23 +403,15 @@ impl Wal {
         let (tx, rx) = oneshot::channel();
         let tx_guard = self.shared.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = tx_guard.as_ref() {
-            let _ = s.send(Pending {
-                frame: Vec::new(),
-                done: Done::Notify(tx),
-            });
+            let _ = s.send(Pending { frame: Vec::new(), done: Done::Notify(tx) });
         }
         drop(tx_guard);
-        rx.await
-            .unwrap_or_else(|_| Err(io::Error::other("write-ahead log writer has stopped")))
+        rx.await.unwrap_or_else(|_| Err(io::Error::other("write-ahead log writer has stopped")))
     }
 
     /// Stops the writer after it has flushed what is queued.
     pub fn close(&self) {
-        self.shared
-            .tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.shared.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
@@ -522,9 +457,7 @@ impl Writer {
     }
 
     fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
-        fail::fail_point!("wal::write", |_| Err(io::Error::other(
-            "failpoint wal::write"
-        )));
+        fail::fail_point!("wal::write", |_| Err(io::Error::other("failpoint wal::write")));
         if !buf.is_empty() {
             self.file.write_all(buf)?;
             self.size += buf.len() as u64;
@@ -534,9 +467,7 @@ impl Writer {
         }
         if let Some(sh) = self.shared.upgrade() {
             sh.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            sh.stats
-                .bytes
-                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            sh.stats.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -558,11 +489,7 @@ impl Writer {
         let path = segment_path(&self.dir, seq);
         let tmp = path.with_extension("wal.tmp");
         let res = (|| {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&tmp)?;
+            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
             f.write_all(&frames)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
@@ -596,10 +523,7 @@ impl Writer {
             let _ = fs::remove_file(&old);
         }
         sync_dir(&self.dir)?;
-        shared
-            .stats
-            .segments_compacted
-            .fetch_add(1, Ordering::Relaxed);
+        shared.stats.segments_compacted.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -614,10 +538,7 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Normal(crate::types::Command::Kv {
                 request_id: None,
-                op: crate::types::KvOp::Put {
-                    key: format!("k{index}").into_bytes(),
-                    value: vec![7; 100],
-                },
+                op: crate::types::KvOp::Put { key: format!("k{index}").into_bytes(), value: vec![7; 100] },
             }),
         }
     }
@@ -625,9 +546,7 @@ mod tests {
     /// Appends through the public API and waits for durability.
     async fn append(wal: &Wal, group: GroupId, entries: Vec<Entry>) {
         // The durable path directly: a LogFlushed cannot be built outside openraft.
-        wal.submit_durable(Record::Entries { group, entries })
-            .await
-            .unwrap();
+        wal.submit_durable(Record::Entries { group, entries }).await.unwrap();
     }
 
     fn last_index(wal: &Wal, group: GroupId) -> Option<u64> {
@@ -705,24 +624,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             segment_path(dir.path(), 1),
-            encode(&Record::Vote {
-                group: 1,
-                vote: Vote::new(1, 1),
-            })[..10]
-                .to_vec(),
+            encode(&Record::Vote { group: 1, vote: Vote::new(1, 1) })[..10].to_vec(),
         )
         .unwrap();
-        fs::write(
-            segment_path(dir.path(), 2),
-            encode(&Record::Vote {
-                group: 1,
-                vote: Vote::new(2, 1),
-            }),
-        )
-        .unwrap();
-        let err = Wal::open(dir.path(), WalOptions::default())
-            .err()
-            .expect("must refuse");
+        fs::write(segment_path(dir.path(), 2), encode(&Record::Vote { group: 1, vote: Vote::new(2, 1) })).unwrap();
+        let err = Wal::open(dir.path(), WalOptions::default()).err().expect("must refuse");
         assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("Refusing to start"));
     }
@@ -730,10 +636,7 @@ mod tests {
     #[tokio::test]
     async fn rotation_compacts_and_keeps_live_state() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = WalOptions {
-            segment_bytes: 16 * 1024,
-            fsync: true,
-        };
+        let opts = WalOptions { segment_bytes: 16 * 1024, fsync: true };
         {
             let wal = Wal::open(dir.path(), opts.clone()).unwrap();
             for i in 1..=400u64 {
@@ -748,21 +651,12 @@ mod tests {
         }
         let segs = list_segments(dir.path()).unwrap();
         assert!(segs.len() <= 2, "old segments must be deleted: {segs:?}");
-        let total: u64 = segs
-            .iter()
-            .map(|(_, p)| fs::metadata(p).unwrap().len())
-            .sum();
-        assert!(
-            total < 64 * 1024,
-            "log should hold only live entries, holds {total} bytes"
-        );
+        let total: u64 = segs.iter().map(|(_, p)| fs::metadata(p).unwrap().len()).sum();
+        assert!(total < 64 * 1024, "log should hold only live entries, holds {total} bytes");
         let wal = Wal::open(dir.path(), opts).unwrap();
         wal.with_group(1, |g| {
             assert_eq!(g.purged.map(|p| p.index), Some(390));
-            assert_eq!(
-                g.entries.keys().copied().collect::<Vec<_>>(),
-                (391..=400).collect::<Vec<_>>()
-            );
+            assert_eq!(g.entries.keys().copied().collect::<Vec<_>>(), (391..=400).collect::<Vec<_>>());
         });
     }
 
@@ -775,12 +669,7 @@ mod tests {
             let wal = wal.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 1..=20 {
-                    wal.submit_durable(Record::Entries {
-                        group: g,
-                        entries: vec![entry(1, i)],
-                    })
-                    .await
-                    .unwrap();
+                    wal.submit_durable(Record::Entries { group: g, entries: vec![entry(1, i)] }).await.unwrap();
                 }
             }));
         }
@@ -789,10 +678,7 @@ mod tests {
         }
         let fsyncs = wal.stats().fsyncs.load(Ordering::Relaxed);
         // 640 durable writes; with group commit far fewer fsyncs are needed.
-        assert!(
-            fsyncs < 640,
-            "expected shared fsyncs, got {fsyncs} for 640 writes"
-        );
+        assert!(fsyncs < 640, "expected shared fsyncs, got {fsyncs} for 640 writes");
         for g in 0..32u64 {
             assert_eq!(last_index(&wal, g), Some(20));
         }

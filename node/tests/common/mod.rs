@@ -16,13 +16,7 @@ pub fn node_bin() -> PathBuf {
 }
 
 /// A cluster of `nodes` processes, bootstrapped with `partitions` partitions.
-pub async fn cluster(
-    tag: &str,
-    nodes: usize,
-    partitions: u32,
-    rf: u32,
-    extra: &[&str],
-) -> LocalCluster {
+pub async fn cluster(tag: &str, nodes: usize, partitions: u32, rf: u32, extra: &[&str]) -> LocalCluster {
     let mut c = LocalCluster::new(LocalOptions {
         nodes,
         base_port: 0,
@@ -44,11 +38,7 @@ pub async fn cluster(
 pub async fn leaders(c: &LocalCluster) -> BTreeMap<usize, Vec<u32>> {
     let mut out: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for (i, s) in c.statuses().await {
-        for g in s
-            .groups
-            .iter()
-            .filter(|g| g.group > 0 && g.role == "leader")
-        {
+        for g in s.groups.iter().filter(|g| g.group > 0 && g.role == "leader") {
             out.entry(i).or_default().push((g.group - 1) as u32);
         }
     }
@@ -57,29 +47,16 @@ pub async fn leaders(c: &LocalCluster) -> BTreeMap<usize, Vec<u32>> {
 
 /// The node leading the most partitions.
 pub async fn busiest_leader(c: &LocalCluster) -> (usize, Vec<u32>) {
-    leaders(c)
-        .await
-        .into_iter()
-        .max_by_key(|(_, p)| p.len())
-        .expect("some leader")
+    leaders(c).await.into_iter().max_by_key(|(_, p)| p.len()).expect("some leader")
 }
 
 /// Node index of the raft id `id`.
 pub async fn index_of(c: &LocalCluster, id: u64) -> Option<usize> {
-    c.statuses()
-        .await
-        .into_iter()
-        .find(|(_, s)| s.node.as_ref().is_some_and(|n| n.id == id))
-        .map(|(i, _)| i)
+    c.statuses().await.into_iter().find(|(_, s)| s.node.as_ref().is_some_and(|n| n.id == id)).map(|(i, _)| i)
 }
 
 pub async fn status_of(c: &LocalCluster, i: usize) -> pb::StatusResponse {
-    c.statuses()
-        .await
-        .into_iter()
-        .find(|(j, _)| *j == i)
-        .map(|(_, s)| s)
-        .expect("node answers")
+    c.statuses().await.into_iter().find(|(j, _)| *j == i).map(|(_, s)| s).expect("node answers")
 }
 
 pub fn cleanup(c: &mut LocalCluster) {

@@ -1,0 +1,445 @@
+//! Declarative placement: the meta group holds the desired replica set and
+//! preferred leader of every partition; here each group's leader moves its
+//! group toward it, one safe step per pass:
+//!
+//! add learner -> wait until caught up -> joint-consensus membership change
+//! -> the dropped replica deletes its data once it sees the change committed.
+//!
+//! Every step reads the current state first and does only what is missing,
+//! so a pass repeated after any crash (including of the leader driving it)
+//! picks up where the last one stopped. Leadership moves to the preferred
+//! leader when it is healthy and caught up; a draining node hands off its
+//! leaderships. The meta leader also keeps the meta group's voters (3, or 5
+//! from 5 nodes, over distinct zones; everyone else a learner) in step with
+//! the member registry, and re-plans partitions that have replicas on failed
+//! or decommissioning nodes.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyraft_api::pb;
+use keyraft_api::placement::{self as planner, NodeView, PartitionTarget, PlanSettings};
+use keyraft_api::{partition_of_group, META_GROUP};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+
+use crate::error::NodeError;
+use crate::groups::Group;
+use crate::meta::{ClusterMeta, Member, MemberState, MetaOp, Placement};
+use crate::node::Node;
+use crate::types::{Command, CommandResult, GroupId, NodeId};
+
+/// A learner within this many entries of the leader counts as caught up.
+const CAUGHT_UP_LAG: u64 = 64;
+/// Default for `Rebalance` when the request names no limit.
+pub const DEFAULT_MAX_MOVES: usize = 4;
+
+impl Node {
+    /// Proposes a metadata change; a refusal by the state machine becomes a
+    /// `FailedPrecondition` carrying its reason.
+    pub async fn propose_meta(&self, op: MetaOp) -> Result<(), NodeError> {
+        self.meta()?;
+        let w = self.propose_group(META_GROUP, None, Command::Meta(op)).await?;
+        match w.result {
+            CommandResult::Meta(Ok(())) => Ok(()),
+            CommandResult::Meta(Err(e)) => Err(NodeError::FailedPrecondition(e)),
+            other => Err(NodeError::Internal(format!("unexpected meta result {other:?}"))),
+        }
+    }
+
+    /// Finds a member by id or name.
+    pub fn find_member(&self, id: NodeId, name: &str) -> Result<Member, NodeError> {
+        let meta = self.meta()?;
+        meta.members
+            .values()
+            .filter(|m| m.state != MemberState::Removed || id != 0)
+            .find(|m| (id != 0 && m.id == id) || (id == 0 && m.name == name))
+            .cloned()
+            .ok_or_else(|| NodeError::invalid("node", format!("no member with id {id} or name {name:?}")))
+    }
+
+    pub async fn set_member_state(&self, id: NodeId, name: &str, state: MemberState) -> Result<Member, NodeError> {
+        let m = self.find_member(id, name)?;
+        self.propose_meta(MetaOp::SetMemberState { id: m.id, state }).await?;
+        self.find_member(m.id, "")
+    }
+
+    /// Plans a balanced placement with the shared planner; applies it unless
+    /// `dry_run`. Returns the partitions that change.
+    pub async fn rebalance(&self, dry_run: bool, max_moves: usize) -> Result<Vec<pb::Move>, NodeError> {
+        let meta = self.meta()?;
+        let target = plan_for(&meta, max_moves);
+        let moves = describe_moves(&meta.placement, &target);
+        if !dry_run && !moves.is_empty() {
+            self.propose_meta(MetaOp::SetPlacement(target)).await?;
+        }
+        Ok(moves)
+    }
+
+    /// Handles a join request: the meta leader adds the node to the meta
+    /// group as a learner and registers it; others forward to the leader.
+    pub async fn join(&self, info: pb::NodeInfo, hops: u32) -> Result<String, NodeError> {
+        let meta = self.meta()?;
+        if info.cluster_name != meta.cluster_name {
+            return Err(NodeError::FailedPrecondition(format!(
+                "node {} belongs to cluster {:?}, this is {:?}",
+                info.name, info.cluster_name, meta.cluster_name
+            )));
+        }
+        let g = self.groups.open(META_GROUP).await?;
+        let leader = g.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id()) {
+            let addr = leader.and_then(|l| meta.member_addr(l).map(str::to_string));
+            let (Some(addr), true) = (addr, hops < crate::node::MAX_HOPS) else {
+                return Err(NodeError::NoLeader { partition: u32::MAX, detail: "the meta group has no leader".into() });
+            };
+            let mut c = self.peers.admin(&addr).map_err(|e| NodeError::Internal(e.to_string()))?;
+            let mut req = tonic::Request::new(pb::JoinRequest { node: Some(info) });
+            req.metadata_mut().insert(keyraft_api::HOPS_HEADER, (hops + 1).to_string().parse().expect("ascii"));
+            let r = c
+                .join(req)
+                .await
+                .map_err(|s| NodeError::NoLeader { partition: u32::MAX, detail: s.message().into() })?;
+            return Ok(r.into_inner().cluster_id);
+        }
+        // A new incarnation under a known name replaces the old one: the old
+        // id is treated as lost, so its replicas are re-created elsewhere.
+        for old in meta.members.values().filter(|m| m.name == info.name && m.id != info.id) {
+            if !matches!(old.state, MemberState::Failed | MemberState::Removed) {
+                tracing::warn!(name = %old.name, old = old.id, new = info.id, "node came back with a new identity; marking the old one failed");
+                self.propose_meta(MetaOp::SetMemberState { id: old.id, state: MemberState::Failed }).await?;
+            }
+        }
+        if !meta.members.contains_key(&info.id) {
+            let member = Member {
+                id: info.id,
+                name: info.name.clone(),
+                advertise: info.advertise.clone(),
+                zone: info.zone.clone(),
+                state: MemberState::Active,
+                version: info.version.clone(),
+                incarnation: info.incarnation.clone(),
+            };
+            self.propose_meta(MetaOp::Register(member)).await?;
+        }
+        g.raft
+            .add_learner(info.id, BasicNode { addr: info.advertise.clone() }, false)
+            .await
+            .map_err(|e| NodeError::NoLeader { partition: u32::MAX, detail: e.to_string() })?;
+        Ok(meta.cluster_id.clone())
+    }
+
+    /// Asks each seed in turn to let this node join, until one succeeds.
+    pub async fn join_via_seeds(self: Arc<Self>, seeds: Vec<String>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if self.meta_rx.borrow().is_some() {
+                return;
+            }
+            for seed in seeds.iter().filter(|s| **s != self.cfg.advertise) {
+                let Ok(mut c) = self.peers.admin(seed) else { continue };
+                let req = pb::JoinRequest { node: Some(self.node_info()) };
+                match tokio::time::timeout(Duration::from_secs(5), c.join(req)).await {
+                    Ok(Ok(r)) => {
+                        tracing::info!(%seed, cluster_id = %r.into_inner().cluster_id, "joined the cluster");
+                        return;
+                    }
+                    Ok(Err(s)) => tracing::debug!(%seed, error = %s.message(), "join refused; will retry"),
+                    Err(_) => tracing::debug!(%seed, "join timed out; will retry"),
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Campaigns for leadership of `group` once the current leader's lease
+    /// has lapsed (the leader stops heartbeats to hand over).
+    pub async fn campaign(&self, group: GroupId) -> Result<bool, NodeError> {
+        let g = self
+            .groups
+            .get(group)
+            .ok_or_else(|| NodeError::invalid("group", format!("no replica of group {group} here")))?;
+        let lease = Duration::from_millis(self.cfg.election_timeout_ms * 2);
+        let deadline = tokio::time::Instant::now() + lease * 3;
+        tokio::time::sleep(lease).await;
+        while tokio::time::Instant::now() < deadline {
+            if g.raft.metrics().borrow().state == ServerState::Leader {
+                return Ok(true);
+            }
+            let _ = g.raft.trigger().elect().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(g.raft.metrics().borrow().state == ServerState::Leader)
+    }
+
+    /// Moves every group this node leads toward its desired membership, and
+    /// deletes replicas that left this node. Runs until the process ends.
+    pub async fn run_placement_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(300));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(meta) = self.meta_rx.borrow().clone() else { continue };
+            for g in self.groups.all() {
+                let res = if g.id == META_GROUP {
+                    self.drive_meta(&g, &meta).await
+                } else {
+                    self.drive_partition(&g, &meta).await
+                };
+                if let Err(e) = res {
+                    tracing::debug!(group = g.id, error = %e, "placement step failed; will retry");
+                }
+            }
+            if let Err(e) = self.collect_removed_replicas(&meta).await {
+                tracing::debug!(error = %e, "replica cleanup incomplete; will retry");
+            }
+        }
+    }
+
+    async fn drive_partition(&self, g: &Arc<Group>, meta: &ClusterMeta) -> Result<(), NodeError> {
+        let Some(p) = partition_of_group(g.id) else { return Ok(()) };
+        let Some(pl) = meta.placement.get(p as usize) else { return Ok(()) };
+        let voters: BTreeSet<NodeId> = pl.replicas.iter().copied().collect();
+        if !self.converge_membership(g, meta, &voters, &BTreeSet::new()).await? {
+            return Ok(());
+        }
+        self.steer_leadership(g, meta, pl.preferred_leader).await
+    }
+
+    async fn drive_meta(&self, g: &Arc<Group>, meta: &ClusterMeta) -> Result<(), NodeError> {
+        if g.raft.metrics().borrow().state != ServerState::Leader {
+            return Ok(());
+        }
+        let current: BTreeSet<NodeId> = g.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let voters = meta_voters(meta, &current);
+        let learners: BTreeSet<NodeId> = meta
+            .members
+            .values()
+            .filter(|m| matches!(m.state, MemberState::Active | MemberState::Draining | MemberState::Decommissioning))
+            .map(|m| m.id)
+            .filter(|id| !voters.contains(id))
+            .collect();
+        self.converge_membership(g, meta, &voters, &learners).await?;
+        // Re-plan partitions with replicas on members that may not hold them.
+        let broken = meta
+            .placement
+            .iter()
+            .filter(|pl| pl.replicas.iter().any(|r| !meta.members.get(r).is_some_and(|m| m.state.holds_replicas())))
+            .count();
+        if broken > 0 {
+            let target = plan_for(meta, broken);
+            if target != meta.placement && crate::meta::validate_placement(meta, &target).is_ok() {
+                tracing::info!(partitions = broken, "re-placing replicas held by failed or decommissioning nodes");
+                self.propose_meta(MetaOp::SetPlacement(target)).await?;
+            }
+        }
+        // Members marked failed or decommissioning that hold nothing any more
+        // and are out of the meta group become removed.
+        for m in meta.members.values().filter(|m| matches!(m.state, MemberState::Failed | MemberState::Decommissioning))
+        {
+            let holds = meta.placement.iter().any(|pl| pl.replicas.contains(&m.id));
+            let in_meta = g.raft.metrics().borrow().membership_config.membership().get_node(&m.id).is_some();
+            if !holds && !in_meta && m.state == MemberState::Failed {
+                self.propose_meta(MetaOp::SetMemberState { id: m.id, state: MemberState::Removed }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One step toward `voters` (+ `learners`) in a group this node leads.
+    /// Returns true when the membership already matches.
+    async fn converge_membership(
+        &self,
+        g: &Arc<Group>,
+        meta: &ClusterMeta,
+        voters: &BTreeSet<NodeId>,
+        learners: &BTreeSet<NodeId>,
+    ) -> Result<bool, NodeError> {
+        let m = g.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader || voters.is_empty() {
+            return Ok(false);
+        }
+        let membership = m.membership_config.membership();
+        if membership.get_joint_config().len() > 1 {
+            return Ok(false); // a change is in flight; openraft finishes it
+        }
+        let cur_voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let cur_learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let raft_err = |e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>| {
+            NodeError::NoLeader { partition: partition_of_group(g.id).unwrap_or(u32::MAX), detail: e.to_string() }
+        };
+        // 1. Every future member first joins as a learner.
+        for id in voters.iter().chain(learners).filter(|id| !cur_voters.contains(id) && !cur_learners.contains(id)) {
+            let Some(addr) = meta.member_addr(*id) else { continue };
+            tracing::info!(group = g.id, node = id, "adding learner");
+            g.raft.add_learner(*id, BasicNode { addr: addr.to_string() }, false).await.map_err(raft_err)?;
+        }
+        // 2. Once the new voters caught up, one joint-consensus change.
+        if *voters != cur_voters {
+            let last = m.last_log_index.unwrap_or(0);
+            let repl = m.replication.clone().unwrap_or_default();
+            let lagging: Vec<NodeId> = voters
+                .iter()
+                .filter(|id| !cur_voters.contains(id))
+                .filter(|id| repl.get(id).cloned().flatten().map_or(0, |l| l.index) + CAUGHT_UP_LAG < last)
+                .copied()
+                .collect();
+            if !lagging.is_empty() {
+                tracing::debug!(group = g.id, ?lagging, "waiting for learners to catch up");
+                return Ok(false);
+            }
+            tracing::info!(group = g.id, from = ?cur_voters, to = ?voters, "changing voters");
+            g.raft.change_membership(voters.clone(), false).await.map_err(raft_err)?;
+            return Ok(false);
+        }
+        // 3. Learners nobody wants any more leave.
+        let stray: BTreeSet<NodeId> = cur_learners.difference(learners).copied().collect();
+        if !stray.is_empty() {
+            tracing::info!(group = g.id, ?stray, "removing learners");
+            g.raft.change_membership(ChangeMembers::RemoveNodes(stray), false).await.map_err(raft_err)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Hands leadership to the preferred leader when it is active and
+    /// caught up, or to any active caught-up voter when this node drains.
+    async fn steer_leadership(&self, g: &Arc<Group>, meta: &ClusterMeta, preferred: NodeId) -> Result<(), NodeError> {
+        let me = self.id();
+        let m = g.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Ok(());
+        }
+        let my_state = meta.members.get(&me).map(|m| m.state);
+        let draining = !matches!(my_state, Some(MemberState::Active));
+        let last = m.last_log_index.unwrap_or(0);
+        let repl = m.replication.clone().unwrap_or_default();
+        let healthy = |id: &NodeId| {
+            meta.members.get(id).is_some_and(|mm| mm.state == MemberState::Active)
+                && repl.get(id).cloned().flatten().is_some_and(|l| l.index + CAUGHT_UP_LAG >= last)
+        };
+        let target = if preferred != me && healthy(&preferred) {
+            Some(preferred)
+        } else if draining {
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != me).collect();
+            voters.into_iter().find(|v| healthy(v))
+        } else {
+            None
+        };
+        let Some(target) = target else { return Ok(()) };
+        let Some(addr) = meta.member_addr(target) else { return Ok(()) };
+        tracing::info!(group = g.id, to = target, "handing over leadership");
+        // Stop heartbeats and new proposals so followers' leases lapse and
+        // the target can win an election with an up-to-date log.
+        self.set_transferring(g.id, true);
+        g.raft.runtime_config().heartbeat(false);
+        let res = match self.peers.admin(addr) {
+            Ok(mut c) => {
+                tokio::time::timeout(Duration::from_secs(10), c.campaign(pb::CampaignRequest { group: g.id })).await
+            }
+            Err(e) => Ok(Err(tonic::Status::unavailable(e.to_string()))),
+        };
+        g.raft.runtime_config().heartbeat(true);
+        self.set_transferring(g.id, false);
+        match res {
+            Ok(Ok(r)) if r.get_ref().leader => tracing::info!(group = g.id, to = target, "leadership handed over"),
+            other => tracing::debug!(group = g.id, to = target, ?other, "leadership hand-over did not complete"),
+        }
+        Ok(())
+    }
+
+    /// Deletes local replicas of partitions placed elsewhere, once a leader
+    /// confirms that the membership change removing this node committed.
+    async fn collect_removed_replicas(&self, meta: &ClusterMeta) -> Result<(), NodeError> {
+        let me = self.id();
+        for g in self.groups.all() {
+            let Some(p) = partition_of_group(g.id) else { continue };
+            let Some(pl) = meta.placement.get(p as usize) else { continue };
+            if pl.replicas.contains(&me) {
+                continue;
+            }
+            if self.removal_committed(g.id, &pl.replicas, meta).await {
+                tracing::info!(partition = p, "replica moved away; deleting its local data");
+                self.groups.remove(g.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn removal_committed(&self, group: GroupId, replicas: &[NodeId], meta: &ClusterMeta) -> bool {
+        let me = self.id();
+        for r in replicas {
+            let Some(addr) = meta.member_addr(*r) else { continue };
+            let Ok(mut c) = self.peers.admin(addr) else { continue };
+            let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status(pb::StatusRequest {})).await else {
+                continue;
+            };
+            if let Some(gs) = s.get_ref().groups.iter().find(|x| x.group == group && x.role == "leader") {
+                return !gs.voters.contains(&me) && !gs.learners.contains(&me);
+            }
+        }
+        false
+    }
+}
+
+/// Up to 3 voters (5 from 5 eligible members), spread over zones, keeping
+/// current voters where possible.
+pub fn meta_voters(meta: &ClusterMeta, current: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let eligible: Vec<&Member> = meta.members.values().filter(|m| m.state == MemberState::Active).collect();
+    let eligible = if eligible.is_empty() {
+        meta.members.values().filter(|m| m.state.holds_replicas()).collect()
+    } else {
+        eligible
+    };
+    let want = if eligible.len() >= 5 { 5 } else { eligible.len().min(3) };
+    let mut chosen: Vec<&Member> = Vec::new();
+    let mut zones: HashSet<&str> = HashSet::new();
+    // Current voters first, then new members; distinct zones before repeats.
+    let mut ordered: Vec<&Member> = eligible.clone();
+    ordered.sort_by_key(|m| (!current.contains(&m.id), m.id));
+    for distinct in [true, false] {
+        for m in &ordered {
+            if chosen.len() == want || chosen.iter().any(|c| c.id == m.id) {
+                continue;
+            }
+            if distinct && !m.zone.is_empty() && zones.contains(m.zone.as_str()) {
+                continue;
+            }
+            zones.insert(&m.zone);
+            chosen.push(m);
+        }
+    }
+    chosen.into_iter().map(|m| m.id).collect()
+}
+
+/// The planner's view of the cluster.
+fn plan_for(meta: &ClusterMeta, max_moves: usize) -> Vec<Placement> {
+    let nodes: Vec<NodeView> =
+        meta.members.values().map(|m| NodeView { id: m.id, zone: m.zone.clone(), state: m.state }).collect();
+    let current: Vec<PartitionTarget> = meta
+        .placement
+        .iter()
+        .map(|p| PartitionTarget { replicas: p.replicas.clone(), preferred_leader: p.preferred_leader })
+        .collect();
+    let settings = PlanSettings { replication_factor: meta.replication_factor as usize, max_moves };
+    planner::plan(&nodes, &current, settings)
+        .into_iter()
+        .map(|t| Placement { replicas: t.replicas, preferred_leader: t.preferred_leader })
+        .collect()
+}
+
+fn describe_moves(from: &[Placement], to: &[Placement]) -> Vec<pb::Move> {
+    from.iter()
+        .zip(to)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(p, (a, b))| pb::Move {
+            partition: p as u32,
+            from: a.replicas.clone(),
+            to: b.replicas.clone(),
+            leader_from: a.preferred_leader,
+            leader_to: b.preferred_leader,
+        })
+        .collect()
+}
