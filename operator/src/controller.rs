@@ -29,9 +29,7 @@ use crate::admin::Admin;
 use crate::builders::{self, Names, FIELD_MANAGER};
 use crate::crd::{KeyraftCluster, KeyraftClusterStatus, MemberStatus, PartitionStatus, Phase};
 use crate::metrics::Metrics;
-use crate::planner::{
-    self, cond, Action, ConditionUpdate, NodeObservation, Observation, PodObservation,
-};
+use crate::planner::{self, cond, Action, ConditionUpdate, NodeObservation, Observation, PodObservation};
 use crate::{Error, Result};
 
 /// Finalizer that lets deletion clean up volumes per the reclaim policy.
@@ -49,40 +47,22 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, admin: Admin, metrics: Arc<Metrics>, instance: String) -> Context {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some(instance),
-            },
-        );
-        Context {
-            client,
-            recorder,
-            admin,
-            metrics,
-            failures: Mutex::default(),
-        }
+        let recorder =
+            Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) });
+        Context { client, recorder, admin, metrics, failures: Mutex::default() }
     }
 }
 
 /// Runs the controller until the stream ends (shutdown signal).
-pub async fn run(
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let clusters: Api<KeyraftCluster> = Api::all(client.clone());
     let cfg = watcher::Config::default();
-    let managed =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     Controller::new(clusters, cfg.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            managed.clone(),
-        )
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), managed.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
         // Pods are owned by the StatefulSet, not by us: map them by label.
         .watches(
@@ -122,10 +102,7 @@ async fn reconcile(kr: Arc<KeyraftCluster>, ctx: Arc<Context>) -> Result<Requeue
     })
     .await
     .map_err(|e| Error::Finalizer(e.to_string()));
-    ctx.metrics
-        .duration
-        .with_label_values(&[&ns])
-        .observe(start.elapsed().as_secs_f64());
+    ctx.metrics.duration.with_label_values(&[&ns]).observe(start.elapsed().as_secs_f64());
     if res.is_ok() {
         ctx.failures.lock().unwrap().remove(&key(&kr));
     }
@@ -161,11 +138,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let name = obj
-        .meta()
-        .name
-        .clone()
-        .ok_or_else(|| Error::MissingField("object".into(), "metadata.name"))?;
+    let name = obj.meta().name.clone().ok_or_else(|| Error::MissingField("object".into(), "metadata.name"))?;
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     api.patch(&name, &ssa(), &Patch::Apply(obj)).await?;
     Ok(())
@@ -182,11 +155,8 @@ fn pod_version(pod: &Pod) -> String {
 }
 
 fn pod_ready(pod: &Pod) -> (bool, Option<Duration>) {
-    let cond = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let cond =
+        pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     match cond {
         Some(c) if c.status == "True" => (true, None),
         Some(c) => {
@@ -195,14 +165,8 @@ fn pod_ready(pod: &Pod) -> (bool, Option<Duration>) {
                 .as_ref()
                 .map(|t| t.0)
                 .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
-            let age = since.map(|t| {
-                Duration::from_secs(
-                    Timestamp::now()
-                        .as_second()
-                        .saturating_sub(t.as_second())
-                        .max(0) as u64,
-                )
-            });
+            let age = since
+                .map(|t| Duration::from_secs(Timestamp::now().as_second().saturating_sub(t.as_second()).max(0) as u64));
             (false, age)
         }
         None => (false, Some(Duration::ZERO)),
@@ -219,12 +183,8 @@ struct Observed {
 async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Observed> {
     let ns = &names.namespace;
     let selector = builders::selector_string(&names.cluster);
-    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&names.statefulset)
-        .await?;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
+    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), ns).get_opt(&names.statefulset).await?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default().labels(&selector)).await?;
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
         .await?;
@@ -241,9 +201,7 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
     let mut observed = Vec::new();
     for (pod, status) in pods.items.iter().zip(statuses) {
         let name = pod.name_any();
-        let Some(ordinal) = name
-            .strip_prefix(&format!("{}-", names.statefulset))
-            .and_then(|o| o.parse::<u32>().ok())
+        let Some(ordinal) = name.strip_prefix(&format!("{}-", names.statefulset)).and_then(|o| o.parse::<u32>().ok())
         else {
             continue;
         };
@@ -270,10 +228,7 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
         });
     }
     observed.sort_by_key(|p| p.ordinal);
-    let claim_templates = sts
-        .as_ref()
-        .and_then(|s| s.spec.as_ref())
-        .and_then(|s| s.volume_claim_templates.clone());
+    let claim_templates = sts.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.volume_claim_templates.clone());
     Ok(Observed {
         claim_templates,
         obs: Observation {
@@ -289,21 +244,8 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
     })
 }
 
-async fn publish(
-    ctx: &Context,
-    kr: &KeyraftCluster,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
+async fn publish(ctx: &Context, kr: &KeyraftCluster, type_: EventType, reason: &str, action: &str, note: String) {
+    let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&ev, &kr.object_ref(&())).await {
         tracing::warn!(error = %e, "cannot publish event");
     }
@@ -312,11 +254,7 @@ async fn publish(
 async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let names = Names::of(kr)?;
     let ns = names.namespace.clone();
-    let Observed {
-        obs,
-        zones,
-        claim_templates,
-    } = observe(kr, ctx, &names).await?;
+    let Observed { obs, zones, claim_templates } = observe(kr, ctx, &names).await?;
     let actions = planner::plan(&obs);
     tracing::debug!(cluster = %key(kr), ?actions, "planned");
 
@@ -324,20 +262,14 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let mut cluster_id = obs.cluster_id.clone();
     let mut busy = false;
     for action in actions {
-        let kind = format!("{action:?}")
-            .split([' ', '{', '('])
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let kind = format!("{action:?}").split([' ', '{', '(']).next().unwrap_or("").to_string();
         if !matches!(action, Action::SetCondition(_) | Action::Apply { .. }) {
             ctx.metrics.actions.with_label_values(&[&kind]).inc();
             busy = true;
         }
         match action {
             Action::SetCondition(c) => conditions.push(c),
-            Action::Apply {
-                statefulset_replicas,
-            } => {
+            Action::Apply { statefulset_replicas } => {
                 let client = &ctx.client;
                 apply_object(client, &ns, &builders::config_map(kr)?).await?;
                 apply_object(client, &ns, &builders::headless_service(kr)?).await?;
@@ -356,43 +288,27 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                         EventType::Normal,
                         "Scaled",
                         "ScaleStatefulSet",
-                        format!(
-                            "StatefulSet {} set to {statefulset_replicas} replicas",
-                            names.statefulset
-                        ),
+                        format!("StatefulSet {} set to {statefulset_replicas} replicas", names.statefulset),
                     )
                     .await;
                 }
             }
-            Action::Bootstrap {
-                pod,
-                peers,
-                partitions,
-                replication_factor,
-            } => {
+            Action::Bootstrap { pod, peers, partitions, replication_factor } => {
                 let addr = names.pod_address(&pod);
-                let id = ctx
-                    .admin
-                    .bootstrap(&addr, peers.clone(), partitions, replication_factor)
-                    .await?;
+                let id = ctx.admin.bootstrap(&addr, peers.clone(), partitions, replication_factor).await?;
                 publish(
                     ctx,
                     kr,
                     EventType::Normal,
                     "Bootstrapped",
                     "Bootstrap",
-                    format!(
-                        "cluster {id} bootstrapped through {pod} with {} nodes",
-                        peers.len()
-                    ),
+                    format!("cluster {id} bootstrapped through {pod} with {} nodes", peers.len()),
                 )
                 .await;
                 cluster_id = Some(id);
             }
             Action::SetDefaultRead { pod, level } => {
-                ctx.admin
-                    .set_default_read(&names.pod_address(&pod), level)
-                    .await?;
+                ctx.admin.set_default_read(&names.pod_address(&pod), level).await?;
                 publish(
                     ctx,
                     kr,
@@ -404,9 +320,7 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                 .await;
             }
             Action::RestartPod { pod } => {
-                Api::<Pod>::namespaced(ctx.client.clone(), &ns)
-                    .delete(&pod, &DeleteParams::default())
-                    .await?;
+                Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await?;
                 publish(
                     ctx,
                     kr,
@@ -443,8 +357,7 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
             | Action::Decommission { .. }
             | Action::DrainLeaders { .. }
             | Action::ReplaceMember { .. }) => {
-                let note =
-                    format!("{pending:?}: waiting for the node admin API that carries it out");
+                let note = format!("{pending:?}: waiting for the node admin API that carries it out");
                 tracing::info!(cluster = %key(kr), "{note}");
                 publish(ctx, kr, EventType::Normal, "WaitingForNodeAPI", &kind, note).await;
             }
@@ -453,19 +366,10 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
 
     let status = build_status(kr, &obs, &zones, cluster_id, conditions);
     let api: Api<KeyraftCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(
-        &kr.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await?;
+    api.patch_status(&kr.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
 
     let settled = status.phase == Some(Phase::Running) && !busy;
-    Ok(Requeue::requeue(if settled {
-        Duration::from_secs(30)
-    } else {
-        Duration::from_secs(5)
-    }))
+    Ok(Requeue::requeue(if settled { Duration::from_secs(30) } else { Duration::from_secs(5) }))
 }
 
 /// A StatefulSet's volumeClaimTemplates cannot change: keep the existing
@@ -516,9 +420,7 @@ async fn cleanup(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let names = Names::of(kr)?;
     if kr.spec.storage.reclaim_policy == crate::crd::ReclaimPolicy::Delete {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
-        let pvcs = api
-            .list(&ListParams::default().labels(&builders::selector_string(&names.cluster)))
-            .await?;
+        let pvcs = api.list(&ListParams::default().labels(&builders::selector_string(&names.cluster))).await?;
         for pvc in pvcs.items {
             match api.delete(&pvc.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {}
@@ -565,23 +467,12 @@ pub fn build_status(
             type_: cond::PROGRESSING,
             status: false,
             reason: "Paused".into(),
-            message: format!(
-                "{} is \"true\": no actions are taken",
-                crate::crd::PAUSE_ANNOTATION
-            ),
+            message: format!("{} is \"true\": no actions are taken", crate::crd::PAUSE_ANNOTATION),
         });
     }
-    for (type_, reason) in [
-        (cond::PROGRESSING, "Stable"),
-        (cond::DEGRADED, "AsExpected"),
-    ] {
+    for (type_, reason) in [(cond::PROGRESSING, "Stable"), (cond::DEGRADED, "AsExpected")] {
         if !updates.iter().any(|u| u.type_ == type_) && !obs.paused {
-            updates.push(ConditionUpdate {
-                type_,
-                status: false,
-                reason: reason.into(),
-                message: String::new(),
-            });
+            updates.push(ConditionUpdate { type_, status: false, reason: reason.into(), message: String::new() });
         }
     }
     for u in updates {
@@ -606,11 +497,7 @@ pub fn build_status(
             }),
         }
     }
-    let is_true = |t: &str| {
-        conditions
-            .iter()
-            .any(|c| c.type_ == t && c.status == "True")
-    };
+    let is_true = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
 
     let view = obs
         .pods
@@ -641,9 +528,7 @@ pub fn build_status(
                 ready: p.ready,
                 version: Some(p.version.clone()).filter(|v| !v.is_empty()),
                 leaders: report.map_or(0, |r| r.leaders),
-                state: view
-                    .and_then(|v| v.members.iter().find(|m| m.name == p.name))
-                    .map(|m| m.state.clone()),
+                state: view.and_then(|v| v.members.iter().find(|m| m.name == p.name)).map(|m| m.state.clone()),
             }
         })
         .collect();
@@ -658,11 +543,9 @@ pub fn build_status(
             .collect()
     });
     let ready = obs.pods.iter().filter(|p| p.ready).count() as i32;
-    let versions: std::collections::BTreeSet<&str> =
-        obs.pods.iter().map(|p| p.version.as_str()).collect();
-    let current_version = (versions.len() == 1)
-        .then(|| versions.iter().next().unwrap().to_string())
-        .or(old.current_version.clone());
+    let versions: std::collections::BTreeSet<&str> = obs.pods.iter().map(|p| p.version.as_str()).collect();
+    let current_version =
+        (versions.len() == 1).then(|| versions.iter().next().unwrap().to_string()).or(old.current_version.clone());
     let bootstrapped = cluster_id.is_some();
     let phase = if obs.paused {
         Phase::Paused
@@ -674,9 +557,7 @@ pub fn build_status(
         Phase::Degraded
     } else if is_true(cond::UPGRADING) {
         Phase::Upgrading
-    } else if obs.statefulset_replicas != Some(obs.spec.replicas)
-        || obs.pods.len() as i32 != obs.spec.replicas
-    {
+    } else if obs.statefulset_replicas != Some(obs.spec.replicas) || obs.pods.len() as i32 != obs.spec.replicas {
         Phase::Scaling
     } else if ready == obs.spec.replicas {
         Phase::Running
@@ -705,20 +586,12 @@ mod tests {
     #[test]
     fn storage_changes_keep_the_existing_claim_templates() {
         let mut kr = cluster();
-        let old = builders::statefulset(&kr, 1)
-            .unwrap()
-            .spec
-            .unwrap()
-            .volume_claim_templates;
+        let old = builders::statefulset(&kr, 1).unwrap().spec.unwrap().volume_claim_templates;
         kr.spec.storage.size = "5Gi".into();
         let mut sts = builders::statefulset(&kr, 1).unwrap();
         let cond = keep_claim_templates(&mut sts, old.as_ref()).unwrap();
         assert_eq!(cond.reason, "StorageChangeNotApplied");
-        assert!(
-            cond.message.contains("5Gi") && cond.message.contains("1Gi"),
-            "{}",
-            cond.message
-        );
+        assert!(cond.message.contains("5Gi") && cond.message.contains("1Gi"), "{}", cond.message);
         assert_eq!(sts.spec.unwrap().volume_claim_templates, old);
         // Unchanged storage: no condition.
         let mut same = builders::statefulset(&kr, 1).unwrap();
@@ -735,10 +608,7 @@ mod tests {
     }
 
     fn cluster() -> KeyraftCluster {
-        let mut kr = KeyraftCluster::new(
-            "kv",
-            serde_yaml::from_str("replicas: 1\nreplicationFactor: 1").unwrap(),
-        );
+        let mut kr = KeyraftCluster::new("kv", serde_yaml::from_str("replicas: 1\nreplicationFactor: 1").unwrap());
         kr.metadata.namespace = Some("ns".into());
         kr.metadata.generation = Some(4);
         kr.metadata.uid = Some("u".into());
@@ -768,38 +638,17 @@ mod tests {
     #[test]
     fn status_tracks_generation_phase_and_transitions() {
         let mut kr = cluster();
-        let s = build_status(
-            &kr,
-            &obs(&kr, true),
-            &BTreeMap::new(),
-            Some("c".into()),
-            vec![],
-        );
+        let s = build_status(&kr, &obs(&kr, true), &BTreeMap::new(), Some("c".into()), vec![]);
         assert_eq!(s.observed_generation, Some(4));
         assert_eq!(s.phase, Some(Phase::Running));
         assert_eq!(s.current_version.as_deref(), Some("0.1.0"));
-        let degraded = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded")
-            .unwrap()
-            .clone();
+        let degraded = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap().clone();
         assert_eq!(degraded.status, "False");
         // Same status again: the transition time does not move.
         kr.status = Some(s);
         std::thread::sleep(Duration::from_millis(1100));
-        let s2 = build_status(
-            &kr,
-            &obs(&kr, true),
-            &BTreeMap::new(),
-            Some("c".into()),
-            vec![],
-        );
-        let d2 = s2
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded")
-            .unwrap();
+        let s2 = build_status(&kr, &obs(&kr, true), &BTreeMap::new(), Some("c".into()), vec![]);
+        let d2 = s2.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
         assert_eq!(d2.last_transition_time, degraded.last_transition_time);
         // A flip moves it, and the phase follows.
         let s3 = build_status(
@@ -807,18 +656,9 @@ mod tests {
             &obs(&kr, true),
             &BTreeMap::new(),
             Some("c".into()),
-            vec![ConditionUpdate {
-                type_: cond::DEGRADED,
-                status: true,
-                reason: "X".into(),
-                message: "m".into(),
-            }],
+            vec![ConditionUpdate { type_: cond::DEGRADED, status: true, reason: "X".into(), message: "m".into() }],
         );
-        let d3 = s3
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded")
-            .unwrap();
+        let d3 = s3.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
         assert_ne!(d3.last_transition_time, degraded.last_transition_time);
         assert_eq!(s3.phase, Some(Phase::Degraded));
         // Unbootstrapped clusters are Bootstrapping.
@@ -849,48 +689,45 @@ mod act_tests {
     type Log = Arc<Mutex<Vec<Request>>>;
 
     async fn fake_api(log: Log, kr: Value) -> String {
-        let app = axum::Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let log = log.clone();
-                let kr = kr.clone();
-                async move {
-                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    log.lock().unwrap().push(Request {
-                        method: method.clone(),
-                        path: uri.path().to_string(),
-                        query: uri.query().unwrap_or_default().to_string(),
-                        content_type: headers
-                            .get("content-type")
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default(),
-                        body: body.clone(),
-                    });
-                    let path = uri.path();
-                    let json = |code: StatusCode, v: Value| {
-                        (code, [("content-type", "application/json")], v.to_string()).into_response()
-                    };
-                    match method {
-                        Method::GET if path.ends_with("/statefulsets/kv") => json(
-                            StatusCode::NOT_FOUND,
-                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let log = log.clone();
+            let kr = kr.clone();
+            async move {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push(Request {
+                    method: method.clone(),
+                    path: uri.path().to_string(),
+                    query: uri.query().unwrap_or_default().to_string(),
+                    content_type: headers
+                        .get("content-type")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default(),
+                    body: body.clone(),
+                });
+                let path = uri.path();
+                let json = |code: StatusCode, v: Value| {
+                    (code, [("content-type", "application/json")], v.to_string()).into_response()
+                };
+                match method {
+                    Method::GET if path.ends_with("/statefulsets/kv") => json(
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                    "reason": "NotFound", "code": 404, "message": "not found"}),
-                        ),
-                        Method::GET => json(
-                            StatusCode::OK,
-                            json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
-                        ),
-                        Method::PATCH if path.ends_with("/status") => {
-                            let mut obj = kr.clone();
-                            obj["status"] = body["status"].clone();
-                            json(StatusCode::OK, obj)
-                        }
-                        Method::PATCH => json(StatusCode::OK, body),
-                        Method::POST => json(StatusCode::CREATED, body),
-                        _ => json(StatusCode::METHOD_NOT_ALLOWED, Value::Null),
+                    ),
+                    Method::GET => {
+                        json(StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}))
                     }
+                    Method::PATCH if path.ends_with("/status") => {
+                        let mut obj = kr.clone();
+                        obj["status"] = body["status"].clone();
+                        json(StatusCode::OK, obj)
+                    }
+                    Method::PATCH => json(StatusCode::OK, body),
+                    Method::POST => json(StatusCode::CREATED, body),
+                    _ => json(StatusCode::METHOD_NOT_ALLOWED, Value::Null),
                 }
-            },
-        );
+            }
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -908,19 +745,13 @@ mod act_tests {
         let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
         let ctx = Context::new(
             client,
-            Admin {
-                timeout: Duration::from_millis(200),
-            },
+            Admin { timeout: Duration::from_millis(200) },
             Arc::new(Metrics::new()),
             "test".into(),
         );
 
         let requeue = apply(&kr, &ctx).await.unwrap();
-        assert_eq!(
-            requeue,
-            Requeue::requeue(Duration::from_secs(5)),
-            "not settled yet"
-        );
+        assert_eq!(requeue, Requeue::requeue(Duration::from_secs(5)), "not settled yet");
 
         let log = log.lock().unwrap().clone();
         let applied: Vec<&str> = log
@@ -938,51 +769,27 @@ mod act_tests {
                 "/apis/apps/v1/namespaces/ns/statefulsets/kv",
             ]
         );
-        for r in log
-            .iter()
-            .filter(|r| r.method == Method::PATCH && !r.path.ends_with("/status"))
-        {
+        for r in log.iter().filter(|r| r.method == Method::PATCH && !r.path.ends_with("/status")) {
             assert_eq!(r.content_type, "application/apply-patch+yaml", "{}", r.path);
-            assert!(
-                r.query.contains("fieldManager=keyraft-operator"),
-                "{}: {}",
-                r.path,
-                r.query
-            );
+            assert!(r.query.contains("fieldManager=keyraft-operator"), "{}: {}", r.path, r.query);
             assert!(r.query.contains("force=true"), "{}: {}", r.path, r.query);
         }
-        let sts = log
-            .iter()
-            .find(|r| r.path.ends_with("/statefulsets/kv") && r.method == Method::PATCH)
-            .unwrap();
+        let sts = log.iter().find(|r| r.path.ends_with("/statefulsets/kv") && r.method == Method::PATCH).unwrap();
         assert_eq!(sts.body["spec"]["replicas"], 3);
 
-        let status = log
-            .iter()
-            .find(|r| r.path.ends_with("/keyraftclusters/kv/status"))
-            .unwrap();
+        let status = log.iter().find(|r| r.path.ends_with("/keyraftclusters/kv/status")).unwrap();
         assert_eq!(status.content_type, "application/merge-patch+json");
         let s = &status.body["status"];
         assert_eq!(s["observedGeneration"], 2);
         assert_eq!(s["phase"], "Pending");
-        let progressing = s["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Progressing")
-            .unwrap();
+        let progressing = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Progressing").unwrap();
         assert_eq!(progressing["reason"], "WaitingForPods");
-        assert!(progressing["message"]
-            .as_str()
-            .unwrap()
-            .contains("kv-0, kv-1, kv-2"));
+        assert!(progressing["message"].as_str().unwrap().contains("kv-0, kv-1, kv-2"));
 
         // A person sees the scale-up as an Event on the cluster.
         let event = log
             .iter()
-            .find(|r| {
-                r.method == Method::POST && r.path == "/apis/events.k8s.io/v1/namespaces/ns/events"
-            })
+            .find(|r| r.method == Method::POST && r.path == "/apis/events.k8s.io/v1/namespaces/ns/events")
             .expect("an Event");
         assert_eq!(event.body["reason"], "Scaled");
         assert_eq!(event.body["regarding"]["kind"], "KeyraftCluster");

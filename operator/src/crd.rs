@@ -45,17 +45,9 @@ pub const DEFAULT_VERSION: &str = "0.1.0";
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(
-        name = "Version",
-        type_ = "string",
-        json_path = ".status.currentVersion"
-    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.currentVersion"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -74,10 +66,7 @@ pub struct KeyraftClusterSpec {
 
     /// Node image repository, without tag; the tag is `version`.
     #[serde(default = "default_image")]
-    #[schemars(
-        length(min = 1, max = 512),
-        pattern(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 512), pattern(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?$"))]
     pub image: String,
 
     /// Keyraft version: the image tag to run. Changing it starts a rolling
@@ -273,11 +262,7 @@ fn default_storage_size() -> String {
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        StorageSpec {
-            size: default_storage_size(),
-            storage_class_name: None,
-            reclaim_policy: ReclaimPolicy::default(),
-        }
+        StorageSpec { size: default_storage_size(), storage_class_name: None, reclaim_policy: ReclaimPolicy::default() }
     }
 }
 
@@ -311,10 +296,7 @@ fn default_max_unavailable() -> i32 {
 
 impl Default for UpdateStrategySpec {
     fn default() -> Self {
-        UpdateStrategySpec {
-            paused: false,
-            max_unavailable: default_max_unavailable(),
-        }
+        UpdateStrategySpec { paused: false, max_unavailable: default_max_unavailable() }
     }
 }
 
@@ -335,9 +317,7 @@ fn default_failover_timeout() -> String {
 
 impl Default for FailoverSpec {
     fn default() -> Self {
-        FailoverSpec {
-            timeout: default_failover_timeout(),
-        }
+        FailoverSpec { timeout: default_failover_timeout() }
     }
 }
 
@@ -363,10 +343,7 @@ fn default_max_concurrent_moves() -> u32 {
 
 impl Default for RebalanceSpec {
     fn default() -> Self {
-        RebalanceSpec {
-            enabled: true,
-            max_concurrent_moves: default_max_concurrent_moves(),
-        }
+        RebalanceSpec { enabled: true, max_concurrent_moves: default_max_concurrent_moves() }
     }
 }
 
@@ -509,19 +486,13 @@ pub struct PartitionStatus {
 pub fn crd_yaml() -> Result<String, crate::Error> {
     use kube::CustomResourceExt;
     let body = serde_yaml::to_string(&KeyraftCluster::crd())?;
-    Ok(format!(
-        "# Generated from operator/src/crd.rs by `keyraft-operator crd`; do not edit.\n{body}"
-    ))
+    Ok(format!("# Generated from operator/src/crd.rs by `keyraft-operator crd`; do not edit.\n{body}"))
 }
 
 impl KeyraftCluster {
     /// Whether the pause annotation is set to "true".
     pub fn is_paused(&self) -> bool {
-        self.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(PAUSE_ANNOTATION))
-            .is_some_and(|v| v == "true")
+        self.metadata.annotations.as_ref().and_then(|a| a.get(PAUSE_ANNOTATION)).is_some_and(|v| v == "true")
     }
 }
 
@@ -574,10 +545,7 @@ mod tests {
         assert_eq!(kr.spec.failover.timeout, "5m");
         assert_eq!(kr.spec.rebalance.max_concurrent_moves, 2);
         assert_eq!(kr.spec.topology.zone_key, "topology.kubernetes.io/zone");
-        assert_eq!(
-            kr.spec.consistency.default_read,
-            ReadConsistency::Linearizable
-        );
+        assert_eq!(kr.spec.consistency.default_read, ReadConsistency::Linearizable);
     }
 
     #[test]
@@ -593,15 +561,11 @@ mod tests {
 
     #[test]
     fn pause_annotation() {
-        let mut kr = KeyraftCluster::new(
-            "a",
-            serde_yaml::from_str::<KeyraftClusterSpec>("replicas: 1").unwrap(),
-        );
+        let mut kr = KeyraftCluster::new("a", serde_yaml::from_str::<KeyraftClusterSpec>("replicas: 1").unwrap());
         assert!(!kr.is_paused());
         kr.metadata.annotations = Some([(PAUSE_ANNOTATION.to_string(), "true".to_string())].into());
         assert!(kr.is_paused());
-        kr.metadata.annotations =
-            Some([(PAUSE_ANNOTATION.to_string(), "false".to_string())].into());
+        kr.metadata.annotations = Some([(PAUSE_ANNOTATION.to_string(), "false".to_string())].into());
         assert!(!kr.is_paused());
     }
 }

@@ -95,11 +95,7 @@ async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<boo
             }
             let ours = current.holder_identity.as_deref() == Some(cfg.identity.as_str());
             let transitions = current.lease_transitions.unwrap_or(0) + i32::from(!ours);
-            let acquire = if ours {
-                current.acquire_time.clone()
-            } else {
-                Some(MicroTime(now))
-            };
+            let acquire = if ours { current.acquire_time.clone() } else { Some(MicroTime(now)) };
             lease.spec = Some(spec(acquire, transitions));
             // replace carries resourceVersion: a concurrent writer makes this 409.
             match api.replace(&cfg.name, &PostParams::default(), &lease).await {
@@ -120,9 +116,7 @@ mod tests {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(duration),
-            renew_time: Some(MicroTime(
-                Timestamp::from_second(now.as_second() - renewed_secs_ago).unwrap(),
-            )),
+            renew_time: Some(MicroTime(Timestamp::from_second(now.as_second() - renewed_secs_ago).unwrap())),
             ..LeaseSpec::default()
         }
     }
@@ -132,10 +126,7 @@ mod tests {
         let now = Timestamp::now();
         assert!(can_acquire(&LeaseSpec::default(), "a", now));
         assert!(can_acquire(&lease("a", 1, 15), "a", now));
-        assert!(
-            !can_acquire(&lease("b", 1, 15), "a", now),
-            "b renewed recently"
-        );
+        assert!(!can_acquire(&lease("b", 1, 15), "a", now), "b renewed recently");
         assert!(can_acquire(&lease("b", 60, 15), "a", now), "b expired");
     }
 }

@@ -36,21 +36,13 @@ struct RunArgs {
     #[arg(long, env = "KEYRAFT_OPERATOR_HTTP", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
     /// Timeout of every node admin call, in milliseconds.
-    #[arg(
-        long,
-        env = "KEYRAFT_OPERATOR_ADMIN_TIMEOUT_MS",
-        default_value_t = 3000
-    )]
+    #[arg(long, env = "KEYRAFT_OPERATOR_ADMIN_TIMEOUT_MS", default_value_t = 3000)]
     admin_timeout_ms: u64,
     /// Elect a leader through a Lease so several replicas can run.
     #[arg(long, env = "KEYRAFT_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
     /// Name of the Lease.
-    #[arg(
-        long,
-        env = "KEYRAFT_OPERATOR_LEASE_NAME",
-        default_value = "keyraft-operator"
-    )]
+    #[arg(long, env = "KEYRAFT_OPERATOR_LEASE_NAME", default_value = "keyraft-operator")]
     lease_name: String,
     /// Namespace of the Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -78,17 +70,11 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .init();
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
-    let identity = args
-        .identity
-        .clone()
-        .unwrap_or_else(|| format!("keyraft-operator-{}", std::process::id()));
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| format!("keyraft-operator-{}", std::process::id()));
     let metrics = Arc::new(metrics::Metrics::new());
 
     let (lead_tx, mut lead_rx) = watch::channel(!args.leader_election);
@@ -120,9 +106,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let ctx = Arc::new(controller::Context::new(
         client,
-        Admin {
-            timeout: Duration::from_millis(args.admin_timeout_ms),
-        },
+        Admin { timeout: Duration::from_millis(args.admin_timeout_ms) },
         metrics,
         identity,
     ));
@@ -153,8 +137,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -4,9 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 use tokio::sync::watch;
 
 /// Reconcile counters and durations.
@@ -28,33 +26,22 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let reconciles = IntCounterVec::new(
-            Opts::new("keyraft_operator_reconciles_total", "Reconcile passes"),
-            &["namespace"],
-        )
-        .unwrap();
+        let reconciles =
+            IntCounterVec::new(Opts::new("keyraft_operator_reconciles_total", "Reconcile passes"), &["namespace"])
+                .unwrap();
         let errors = IntCounterVec::new(
-            Opts::new(
-                "keyraft_operator_reconcile_errors_total",
-                "Reconcile passes that failed",
-            ),
+            Opts::new("keyraft_operator_reconcile_errors_total", "Reconcile passes that failed"),
             &["namespace"],
         )
         .unwrap();
         let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "keyraft_operator_reconcile_duration_seconds",
-                "Duration of a reconcile pass",
-            )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new("keyraft_operator_reconcile_duration_seconds", "Duration of a reconcile pass")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["namespace"],
         )
         .unwrap();
         let actions = IntCounterVec::new(
-            Opts::new(
-                "keyraft_operator_actions_total",
-                "Planned actions carried out, by kind",
-            ),
+            Opts::new("keyraft_operator_actions_total", "Planned actions carried out, by kind"),
             &["action"],
         )
         .unwrap();
@@ -62,21 +49,13 @@ impl Metrics {
             registry.register(Box::new(c.clone())).unwrap();
         }
         registry.register(Box::new(duration.clone())).unwrap();
-        Metrics {
-            registry,
-            reconciles,
-            errors,
-            duration,
-            actions,
-        }
+        Metrics { registry, reconciles, errors, duration, actions }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .unwrap();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).unwrap();
         String::from_utf8(buf).unwrap()
     }
 }
@@ -91,10 +70,7 @@ struct HttpState {
 /// ready: a standby replica is healthy, `/leader` tells which one leads).
 pub fn router(metrics: Arc<Metrics>, leading: watch::Receiver<bool>) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<HttpState>| async move { s.metrics.render() }),
-        )
+        .route("/metrics", get(|State(s): State<HttpState>| async move { s.metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route(
@@ -126,13 +102,8 @@ mod tests {
         m.errors.with_label_values(&["ns"]).inc();
         m.duration.with_label_values(&["ns"]).observe(0.2);
         let text = m.render();
-        assert!(
-            text.contains("keyraft_operator_reconciles_total{namespace=\"ns\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("keyraft_operator_reconciles_total{namespace=\"ns\"} 1"), "{text}");
         assert!(text.contains("keyraft_operator_reconcile_errors_total{namespace=\"ns\"} 1"));
-        assert!(
-            text.contains("keyraft_operator_reconcile_duration_seconds_count{namespace=\"ns\"} 1")
-        );
+        assert!(text.contains("keyraft_operator_reconcile_duration_seconds_count{namespace=\"ns\"} 1"));
     }
 }

@@ -109,12 +109,7 @@ pub enum Action {
     /// Server-side apply every owned object, the StatefulSet with this many replicas.
     Apply { statefulset_replicas: i32 },
     /// Admin.Bootstrap on `pod` with every initial node as a peer.
-    Bootstrap {
-        pod: String,
-        peers: Vec<String>,
-        partitions: u32,
-        replication_factor: u32,
-    },
+    Bootstrap { pod: String, peers: Vec<String>, partitions: u32, replication_factor: u32 },
     /// Admin.SetDefaultRead through `pod`.
     SetDefaultRead { pod: String, level: ReadConsistency },
     /// Register a running, unjoined node with the cluster. Node API pending.
@@ -138,12 +133,7 @@ pub enum Action {
 }
 
 fn condition(type_: &'static str, status: bool, reason: &str, message: String) -> Action {
-    Action::SetCondition(ConditionUpdate {
-        type_,
-        status,
-        reason: reason.to_string(),
-        message,
-    })
+    Action::SetCondition(ConditionUpdate { type_, status, reason: reason.to_string(), message })
 }
 
 impl Observation {
@@ -180,9 +170,7 @@ impl Observation {
 
     /// A reachable, joined pod to send cluster-wide admin calls through.
     fn joined_pod(&self) -> Option<&PodObservation> {
-        self.pods
-            .iter()
-            .find(|p| matches!(&p.node, NodeObservation::Reachable(r) if r.joined && r.ready))
+        self.pods.iter().find(|p| matches!(&p.node, NodeObservation::Reachable(r) if r.joined && r.ready))
     }
 }
 
@@ -199,9 +187,7 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
     let mut actions = Vec::new();
 
     if !obs.bootstrapped() {
-        actions.push(Action::Apply {
-            statefulset_replicas: current.unwrap_or(desired).max(desired),
-        });
+        actions.push(Action::Apply { statefulset_replicas: current.unwrap_or(desired).max(desired) });
         actions.extend(plan_bootstrap(obs, desired));
         return actions;
     }
@@ -217,12 +203,7 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
     } else {
         desired
     };
-    actions.insert(
-        0,
-        Action::Apply {
-            statefulset_replicas: sts_replicas,
-        },
-    );
+    actions.insert(0, Action::Apply { statefulset_replicas: sts_replicas });
 
     // PVCs of ordinals the StatefulSet no longer has, once their pod is gone.
     if spec.storage.reclaim_policy == crate::crd::ReclaimPolicy::Delete {
@@ -242,27 +223,17 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
     for p in &obs.pods {
         if let NodeObservation::Reachable(r) = &p.node {
             if !r.joined && (p.ordinal as i32) < sts_replicas {
-                actions.push(Action::AddMember {
-                    pod: p.name.clone(),
-                });
+                actions.push(Action::AddMember { pod: p.name.clone() });
             }
         }
     }
 
     if let (Some(view), Some(via)) = (view, obs.joined_pod()) {
-        if view
-            .default_read
-            .is_some_and(|d| d != spec.consistency.default_read)
-        {
-            actions.push(Action::SetDefaultRead {
-                pod: via.name.clone(),
-                level: spec.consistency.default_read,
-            });
+        if view.default_read.is_some_and(|d| d != spec.consistency.default_read) {
+            actions.push(Action::SetDefaultRead { pod: via.name.clone(), level: spec.consistency.default_read });
         }
         if spec.rebalance.enabled && needs_rebalance(view) {
-            actions.push(Action::Rebalance {
-                max_concurrent_moves: spec.rebalance.max_concurrent_moves,
-            });
+            actions.push(Action::Rebalance { max_concurrent_moves: spec.rebalance.max_concurrent_moves });
             actions.push(condition(
                 cond::REBALANCING,
                 true,
@@ -289,9 +260,9 @@ fn plan_bootstrap(obs: &Observation, desired: i32) -> Vec<Action> {
     let waiting: Vec<String> = (0..desired as u32)
         .map(|o| obs.names.pod(o))
         .filter(|name| {
-            !obs.pods.iter().any(|p| {
-                &p.name == name && !p.terminating && matches!(p.node, NodeObservation::Reachable(_))
-            })
+            !obs.pods
+                .iter()
+                .any(|p| &p.name == name && !p.terminating && matches!(p.node, NodeObservation::Reachable(_)))
         })
         .collect();
     if !waiting.is_empty() {
@@ -299,15 +270,10 @@ fn plan_bootstrap(obs: &Observation, desired: i32) -> Vec<Action> {
             cond::PROGRESSING,
             true,
             "WaitingForPods",
-            format!(
-                "bootstrap waits until every initial pod answers; not yet: {}",
-                waiting.join(", ")
-            ),
+            format!("bootstrap waits until every initial pod answers; not yet: {}", waiting.join(", ")),
         )];
     }
-    let peers = (0..desired as u32)
-        .map(|o| obs.names.pod_address(&obs.names.pod(o)))
-        .collect();
+    let peers = (0..desired as u32).map(|o| obs.names.pod_address(&obs.names.pod(o))).collect();
     vec![
         Action::Bootstrap {
             pod: obs.names.pod(0),
@@ -315,12 +281,7 @@ fn plan_bootstrap(obs: &Observation, desired: i32) -> Vec<Action> {
             partitions: obs.spec.partitions,
             replication_factor: obs.spec.replication_factor,
         },
-        condition(
-            cond::PROGRESSING,
-            true,
-            "Bootstrapping",
-            format!("bootstrapping {desired} nodes"),
-        ),
+        condition(cond::PROGRESSING, true, "Bootstrapping", format!("bootstrapping {desired} nodes")),
     ]
 }
 
@@ -349,46 +310,22 @@ fn plan_scale_in(
     let ord = (current - 1) as u32;
     let pod = obs.names.pod(ord);
     let member = view.and_then(|v| v.members.iter().find(|m| m.name == pod));
-    let node_id = member
-        .map(|m| m.id)
-        .or_else(|| obs.report(ord).map(|r| r.node_id));
-    let holds = |id: u64| {
-        view.map_or(0, |v| {
-            v.placement
-                .iter()
-                .filter(|(_, replicas)| replicas.contains(&id))
-                .count()
-        })
-    };
+    let node_id = member.map(|m| m.id).or_else(|| obs.report(ord).map(|r| r.node_id));
+    let holds = |id: u64| view.map_or(0, |v| v.placement.iter().filter(|(_, replicas)| replicas.contains(&id)).count());
     let progress = |msg: String| condition(cond::PROGRESSING, true, "ScalingIn", msg);
     match (member, node_id) {
         // Never joined, or already removed from meta: nothing to move.
-        (None, _) if view.is_some() => (
-            current - 1,
-            vec![progress(format!("{pod} holds no data; removing it"))],
-        ),
-        (Some(m), _)
-            if m.state == "removed" || (m.state == "decommissioning" && holds(m.id) == 0) =>
-        {
-            (
-                current - 1,
-                vec![progress(format!("{pod} is decommissioned; removing it"))],
-            )
+        (None, _) if view.is_some() => (current - 1, vec![progress(format!("{pod} holds no data; removing it"))]),
+        (Some(m), _) if m.state == "removed" || (m.state == "decommissioning" && holds(m.id) == 0) => {
+            (current - 1, vec![progress(format!("{pod} is decommissioned; removing it"))])
         }
-        (Some(m), _) if m.state == "decommissioning" => (
-            current,
-            vec![progress(format!(
-                "decommissioning {pod}: {} partition replicas left to move",
-                holds(m.id)
-            ))],
-        ),
+        (Some(m), _) if m.state == "decommissioning" => {
+            (current, vec![progress(format!("decommissioning {pod}: {} partition replicas left to move", holds(m.id)))])
+        }
         (_, Some(id)) => (
             current,
             vec![
-                Action::Decommission {
-                    pod: pod.clone(),
-                    node_id: id,
-                },
+                Action::Decommission { pod: pod.clone(), node_id: id },
                 progress(format!("decommissioning {pod} before removing it")),
             ],
         ),
@@ -409,13 +346,7 @@ fn needs_rebalance(view: &ClusterViewReport) -> bool {
     view.members
         .iter()
         .filter(|m| m.state == "active")
-        .any(|m| {
-            !view.placement.is_empty()
-                && !view
-                    .placement
-                    .iter()
-                    .any(|(_, replicas)| replicas.contains(&m.id))
-        })
+        .any(|m| !view.placement.is_empty() && !view.placement.iter().any(|(_, replicas)| replicas.contains(&m.id)))
 }
 
 fn plan_failover(obs: &Observation) -> Vec<Action> {
@@ -424,12 +355,9 @@ fn plan_failover(obs: &Observation) -> Vec<Action> {
         .iter()
         .filter(|p| p.unready_for.is_some_and(|d| d >= timeout))
         .flat_map(|p| {
-            let id = obs.view().and_then(|v| {
-                v.members
-                    .iter()
-                    .find(|m| m.name == p.name && m.state != "removed")
-                    .map(|m| m.id)
-            });
+            let id = obs
+                .view()
+                .and_then(|v| v.members.iter().find(|m| m.name == p.name && m.state != "removed").map(|m| m.id));
             let mut v = vec![condition(
                 cond::DEGRADED,
                 true,
@@ -442,13 +370,7 @@ fn plan_failover(obs: &Observation) -> Vec<Action> {
                 ),
             )];
             if let Some(node_id) = id {
-                v.insert(
-                    0,
-                    Action::ReplaceMember {
-                        pod: p.name.clone(),
-                        node_id,
-                    },
-                );
+                v.insert(0, Action::ReplaceMember { pod: p.name.clone(), node_id });
             }
             v
         })
@@ -457,24 +379,12 @@ fn plan_failover(obs: &Observation) -> Vec<Action> {
 
 fn plan_upgrade(obs: &Observation, sts_replicas: i32) -> Vec<Action> {
     let target = &obs.spec.version;
-    let outdated: Vec<&PodObservation> = obs
-        .pods
-        .iter()
-        .filter(|p| &p.version != target && (p.ordinal as i32) < sts_replicas)
-        .collect();
+    let outdated: Vec<&PodObservation> =
+        obs.pods.iter().filter(|p| &p.version != target && (p.ordinal as i32) < sts_replicas).collect();
     if outdated.is_empty() {
-        return vec![condition(
-            cond::UPGRADING,
-            false,
-            "UpToDate",
-            format!("every pod runs {target}"),
-        )];
+        return vec![condition(cond::UPGRADING, false, "UpToDate", format!("every pod runs {target}"))];
     }
-    let names = outdated
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let names = outdated.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
     if obs.spec.update_strategy.paused {
         return vec![condition(
             cond::UPGRADING,
@@ -489,10 +399,7 @@ fn plan_upgrade(obs: &Observation, sts_replicas: i32) -> Vec<Action> {
             cond::UPGRADING,
             true,
             "WaitingForReady",
-            format!(
-                "waiting for {} to be ready before restarting the next pod; left: {names}",
-                p.name
-            ),
+            format!("waiting for {} to be ready before restarting the next pod; left: {names}", p.name),
         )];
     }
     // Leaders last.
@@ -509,15 +416,10 @@ fn plan_upgrade(obs: &Observation, sts_replicas: i32) -> Vec<Action> {
     let mut v = Vec::new();
     if let NodeObservation::Reachable(r) = &next.node {
         if r.leaders > 0 {
-            v.push(Action::DrainLeaders {
-                pod: next.name.clone(),
-                node_id: r.node_id,
-            });
+            v.push(Action::DrainLeaders { pod: next.name.clone(), node_id: r.node_id });
         }
     }
-    v.push(Action::RestartPod {
-        pod: next.name.clone(),
-    });
+    v.push(Action::RestartPod { pod: next.name.clone() });
     v.push(condition(
         cond::UPGRADING,
         true,
@@ -528,12 +430,7 @@ fn plan_upgrade(obs: &Observation, sts_replicas: i32) -> Vec<Action> {
 }
 
 fn availability(obs: &Observation) -> Action {
-    let unready: Vec<&str> = obs
-        .pods
-        .iter()
-        .filter(|p| !p.ready)
-        .map(|p| p.name.as_str())
-        .collect();
+    let unready: Vec<&str> = obs.pods.iter().filter(|p| !p.ready).map(|p| p.name.as_str()).collect();
     // A partition keeps a majority when fewer than half its replicas are down.
     let tolerated = (obs.spec.replication_factor as usize - 1) / 2;
     if unready.len() <= tolerated {
@@ -618,8 +515,7 @@ mod tests {
             placement,
             default_read: Some(ReadConsistency::Linearizable),
         };
-        let mut pods: Vec<PodObservation> =
-            (0..n).map(|o| pod(o, node(o as u64 + 1, true))).collect();
+        let mut pods: Vec<PodObservation> = (0..n).map(|o| pod(o, node(o as u64 + 1, true))).collect();
         if let NodeObservation::Reachable(r) = &mut pods[0].node {
             r.view = Some(view);
         }
@@ -635,9 +531,7 @@ mod tests {
     }
 
     fn active(n: u32) -> Vec<(String, String)> {
-        (0..n)
-            .map(|o| (format!("kv-{o}"), "active".to_string()))
-            .collect()
+        (0..n).map(|o| (format!("kv-{o}"), "active".to_string())).collect()
     }
 
     fn members(v: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -657,17 +551,12 @@ mod tests {
     }
 
     fn bootstraps(actions: &[Action]) -> Vec<&Action> {
-        actions
-            .iter()
-            .filter(|a| matches!(a, Action::Bootstrap { .. }))
-            .collect()
+        actions.iter().filter(|a| matches!(a, Action::Bootstrap { .. })).collect()
     }
 
     fn sts_replicas(actions: &[Action]) -> i32 {
         match actions.iter().find(|a| matches!(a, Action::Apply { .. })) {
-            Some(Action::Apply {
-                statefulset_replicas,
-            }) => *statefulset_replicas,
+            Some(Action::Apply { statefulset_replicas }) => *statefulset_replicas,
             _ => panic!("no Apply in {actions:?}"),
         }
     }
@@ -685,47 +574,27 @@ mod tests {
         // (case, pods, bootstrap expected)
         let table: Vec<(&str, Vec<PodObservation>, bool)> = vec![
             ("no pods yet", vec![], false),
-            (
-                "one of three pods exists",
-                vec![pod(0, node(1, false))],
-                false,
-            ),
+            ("one of three pods exists", vec![pod(0, node(1, false))], false),
             (
                 "all pods exist, one unreachable",
-                vec![
-                    pod(0, node(1, false)),
-                    pod(1, unreachable()),
-                    pod(2, node(3, false)),
-                ],
+                vec![pod(0, node(1, false)), pod(1, unreachable()), pod(2, node(3, false))],
                 false,
             ),
             (
                 "all pods reachable and unjoined",
-                vec![
-                    pod(0, node(1, false)),
-                    pod(1, node(2, false)),
-                    pod(2, node(3, false)),
-                ],
+                vec![pod(0, node(1, false)), pod(1, node(2, false)), pod(2, node(3, false))],
                 true,
             ),
             (
                 "a node already reports joined",
-                vec![
-                    pod(0, node(1, true)),
-                    pod(1, node(2, false)),
-                    pod(2, node(3, false)),
-                ],
+                vec![pod(0, node(1, true)), pod(1, node(2, false)), pod(2, node(3, false))],
                 false,
             ),
         ];
         for (case, pods, want) in table {
             let actions = plan(&fresh(pods, 3));
             assert_eq!(sts_replicas(&actions), 3, "{case}");
-            assert_eq!(
-                bootstraps(&actions).len(),
-                usize::from(want),
-                "{case}: {actions:?}"
-            );
+            assert_eq!(bootstraps(&actions).len(), usize::from(want), "{case}: {actions:?}");
         }
     }
 
@@ -759,10 +628,7 @@ mod tests {
     #[test]
     fn no_second_bootstrap_once_status_has_a_cluster_id() {
         // Every node unreachable (e.g. all restarting), but status remembers.
-        let mut obs = fresh(
-            (0..3).map(|o| pod(o, node(o as u64 + 1, false))).collect(),
-            3,
-        );
+        let mut obs = fresh((0..3).map(|o| pod(o, node(o as u64 + 1, false))).collect(), 3);
         obs.cluster_id = Some("c1".into());
         assert!(bootstraps(&plan(&obs)).is_empty());
     }
@@ -787,22 +653,14 @@ mod tests {
     #[test]
     fn scale_out_rebalances_onto_empty_members() {
         let m = active(4);
-        let obs = running(
-            4,
-            &members(&m),
-            vec![(0, vec![1, 2, 3]), (1, vec![1, 2, 3])],
-        );
+        let obs = running(4, &members(&m), vec![(0, vec![1, 2, 3]), (1, vec![1, 2, 3])]);
         let actions = plan(&obs);
-        assert!(actions.contains(&Action::Rebalance {
-            max_concurrent_moves: 2
-        }));
+        assert!(actions.contains(&Action::Rebalance { max_concurrent_moves: 2 }));
         assert!(condition_of(&actions, cond::REBALANCING).unwrap().status);
         // Disabled rebalancing plans no move.
         let mut obs = obs;
         obs.spec.rebalance.enabled = false;
-        assert!(!plan(&obs)
-            .iter()
-            .any(|a| matches!(a, Action::Rebalance { .. })));
+        assert!(!plan(&obs).iter().any(|a| matches!(a, Action::Rebalance { .. })));
     }
 
     #[test]
@@ -810,45 +668,18 @@ mod tests {
         // (case, state of kv-4 in meta (None = not a member), placement, sts replicas after, action expected)
         let placement_with_5 = vec![(0, vec![1, 2, 5]), (1, vec![2, 3, 4])];
         let placement_without_5 = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 4])];
-        type Case<'a> = (
-            &'a str,
-            Option<&'a str>,
-            Vec<(u32, Vec<u64>)>,
-            i32,
-            Option<Action>,
-        );
+        type Case<'a> = (&'a str, Option<&'a str>, Vec<(u32, Vec<u64>)>, i32, Option<Action>);
         let table: Vec<Case> = vec![
             (
                 "active member holding data is decommissioned first",
                 Some("active"),
                 placement_with_5.clone(),
                 5,
-                Some(Action::Decommission {
-                    pod: "kv-4".into(),
-                    node_id: 5,
-                }),
+                Some(Action::Decommission { pod: "kv-4".into(), node_id: 5 }),
             ),
-            (
-                "decommissioning, replicas left: wait",
-                Some("decommissioning"),
-                placement_with_5,
-                5,
-                None,
-            ),
-            (
-                "decommissioning and empty: shrink",
-                Some("decommissioning"),
-                placement_without_5.clone(),
-                4,
-                None,
-            ),
-            (
-                "removed from meta: shrink",
-                Some("removed"),
-                placement_without_5.clone(),
-                4,
-                None,
-            ),
+            ("decommissioning, replicas left: wait", Some("decommissioning"), placement_with_5, 5, None),
+            ("decommissioning and empty: shrink", Some("decommissioning"), placement_without_5.clone(), 4, None),
+            ("removed from meta: shrink", Some("removed"), placement_without_5.clone(), 4, None),
             ("never joined: shrink", None, placement_without_5, 4, None),
         ];
         for (case, state, placement, want_replicas, want_action) in table {
@@ -860,22 +691,10 @@ mod tests {
             obs.spec.replicas = 4;
             let actions = plan(&obs);
             assert_eq!(sts_replicas(&actions), want_replicas, "{case}: {actions:?}");
-            let decommissions: Vec<_> = actions
-                .iter()
-                .filter(|a| matches!(a, Action::Decommission { .. }))
-                .collect();
-            assert_eq!(
-                decommissions.first().copied(),
-                want_action.as_ref(),
-                "{case}"
-            );
+            let decommissions: Vec<_> = actions.iter().filter(|a| matches!(a, Action::Decommission { .. })).collect();
+            assert_eq!(decommissions.first().copied(), want_action.as_ref(), "{case}");
             // The PVC stays while the pod exists.
-            assert!(
-                !actions
-                    .iter()
-                    .any(|a| matches!(a, Action::DeletePvc { .. })),
-                "{case}"
-            );
+            assert!(!actions.iter().any(|a| matches!(a, Action::DeletePvc { .. })), "{case}");
         }
     }
 
@@ -886,17 +705,8 @@ mod tests {
         obs.spec.replicas = 3;
         let actions = plan(&obs);
         assert_eq!(sts_replicas(&actions), 5);
-        let d: Vec<_> = actions
-            .iter()
-            .filter(|a| matches!(a, Action::Decommission { .. }))
-            .collect();
-        assert_eq!(
-            d,
-            [&Action::Decommission {
-                pod: "kv-4".into(),
-                node_id: 5
-            }]
-        );
+        let d: Vec<_> = actions.iter().filter(|a| matches!(a, Action::Decommission { .. })).collect();
+        assert_eq!(d, [&Action::Decommission { pod: "kv-4".into(), node_id: 5 }]);
     }
 
     #[test]
@@ -906,16 +716,10 @@ mod tests {
         obs.spec.replicas = 2;
         let actions = plan(&obs);
         assert_eq!(sts_replicas(&actions), 3);
-        assert!(!actions
-            .iter()
-            .any(|a| matches!(a, Action::Decommission { .. })));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Decommission { .. })));
         let c = condition_of(&actions, cond::DEGRADED).unwrap();
         assert_eq!(c.reason, "ScaleInRefused");
-        assert!(
-            c.message.contains("replicationFactor=3") && c.message.contains("replicas=2"),
-            "{}",
-            c.message
-        );
+        assert!(c.message.contains("replicationFactor=3") && c.message.contains("replicas=2"), "{}", c.message);
     }
 
     #[test]
@@ -924,21 +728,11 @@ mod tests {
         let mut obs = running(4, &members(&m), vec![(0, vec![1, 2, 3])]);
         obs.pvcs.push("data-kv-4".into());
         let actions = plan(&obs);
-        assert!(actions.contains(&Action::DeletePvc {
-            name: "data-kv-4".into()
-        }));
+        assert!(actions.contains(&Action::DeletePvc { name: "data-kv-4".into() }));
         // Live members' PVCs are never touched.
-        assert_eq!(
-            actions
-                .iter()
-                .filter(|a| matches!(a, Action::DeletePvc { .. }))
-                .count(),
-            1
-        );
+        assert_eq!(actions.iter().filter(|a| matches!(a, Action::DeletePvc { .. })).count(), 1);
         obs.spec.storage.reclaim_policy = crate::crd::ReclaimPolicy::Retain;
-        assert!(!plan(&obs)
-            .iter()
-            .any(|a| matches!(a, Action::DeletePvc { .. })));
+        assert!(!plan(&obs).iter().any(|a| matches!(a, Action::DeletePvc { .. })));
     }
 
     #[test]
@@ -950,10 +744,7 @@ mod tests {
         obs.spec.replicas = 3;
         let actions = plan(&obs);
         assert_eq!(sts_replicas(&actions), 4);
-        assert_eq!(
-            condition_of(&actions, cond::PROGRESSING).unwrap().reason,
-            "WaitingForNodes"
-        );
+        assert_eq!(condition_of(&actions, cond::PROGRESSING).unwrap().reason, "WaitingForNodes");
     }
 
     #[test]
@@ -968,20 +759,12 @@ mod tests {
         assert!(bootstraps(&actions).is_empty());
         let a = condition_of(&actions, cond::AVAILABLE).unwrap();
         assert!(a.status, "one of three down keeps quorum");
-        assert!(!actions
-            .iter()
-            .any(|a| matches!(a, Action::ReplaceMember { .. })));
+        assert!(!actions.iter().any(|a| matches!(a, Action::ReplaceMember { .. })));
         // Past failover.timeout the member is replaced.
         obs.pods[2].unready_for = Some(Duration::from_secs(301));
         let actions = plan(&obs);
-        assert!(actions.contains(&Action::ReplaceMember {
-            pod: "kv-2".into(),
-            node_id: 3
-        }));
-        assert_eq!(
-            condition_of(&actions, cond::DEGRADED).unwrap().reason,
-            "MemberUnready"
-        );
+        assert!(actions.contains(&Action::ReplaceMember { pod: "kv-2".into(), node_id: 3 }));
+        assert_eq!(condition_of(&actions, cond::DEGRADED).unwrap().reason, "MemberUnready");
         // Two of three down: quorum at risk.
         obs.pods[1].ready = false;
         assert!(!condition_of(&plan(&obs), cond::AVAILABLE).unwrap().status);
@@ -989,10 +772,7 @@ mod tests {
 
     #[test]
     fn pause_annotation_yields_no_actions() {
-        let mut obs = fresh(
-            (0..3).map(|o| pod(o, node(o as u64 + 1, false))).collect(),
-            3,
-        );
+        let mut obs = fresh((0..3).map(|o| pod(o, node(o as u64 + 1, false))).collect(), 3);
         obs.paused = true;
         assert!(plan(&obs).is_empty());
         let m = active(5);
@@ -1011,49 +791,31 @@ mod tests {
             r.leaders = 4;
         }
         let actions = plan(&obs);
-        let restarts: Vec<_> = actions
-            .iter()
-            .filter(|a| matches!(a, Action::RestartPod { .. }))
-            .collect();
+        let restarts: Vec<_> = actions.iter().filter(|a| matches!(a, Action::RestartPod { .. })).collect();
         assert_eq!(restarts, [&Action::RestartPod { pod: "kv-1".into() }]);
         // The leader goes last, after its leaderships are drained.
         obs.pods[0].version = "0.2.0".into();
         obs.pods[1].version = "0.2.0".into();
         let actions = plan(&obs);
-        assert!(actions.contains(&Action::DrainLeaders {
-            pod: "kv-2".into(),
-            node_id: 3
-        }));
+        assert!(actions.contains(&Action::DrainLeaders { pod: "kv-2".into(), node_id: 3 }));
         assert!(actions.contains(&Action::RestartPod { pod: "kv-2".into() }));
         // While a pod is unready, nothing restarts.
         obs.pods[0].ready = false;
         let actions = plan(&obs);
-        assert!(!actions
-            .iter()
-            .any(|a| matches!(a, Action::RestartPod { .. })));
-        assert_eq!(
-            condition_of(&actions, cond::UPGRADING).unwrap().reason,
-            "WaitingForReady"
-        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::RestartPod { .. })));
+        assert_eq!(condition_of(&actions, cond::UPGRADING).unwrap().reason, "WaitingForReady");
         // Paused rollouts restart nothing.
         obs.pods[0].ready = true;
         obs.spec.update_strategy.paused = true;
-        assert!(!plan(&obs)
-            .iter()
-            .any(|a| matches!(a, Action::RestartPod { .. })));
+        assert!(!plan(&obs).iter().any(|a| matches!(a, Action::RestartPod { .. })));
     }
 
     #[test]
     fn default_read_follows_the_spec() {
         let m = active(3);
         let mut obs = running(3, &members(&m), vec![(0, vec![1, 2, 3])]);
-        assert!(!plan(&obs)
-            .iter()
-            .any(|a| matches!(a, Action::SetDefaultRead { .. })));
+        assert!(!plan(&obs).iter().any(|a| matches!(a, Action::SetDefaultRead { .. })));
         obs.spec.consistency.default_read = ReadConsistency::Session;
-        assert!(plan(&obs).contains(&Action::SetDefaultRead {
-            pod: "kv-0".into(),
-            level: ReadConsistency::Session
-        }));
+        assert!(plan(&obs).contains(&Action::SetDefaultRead { pod: "kv-0".into(), level: ReadConsistency::Session }));
     }
 }

@@ -18,7 +18,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
         api_group: "keyraft.io",
         resources: &["keyraftclusters"],
         verbs: &["list", "watch", "patch"],
-        needed_by: "controller::run (Controller::new: list, watch); finalizer() adds/removes keyraft.io/cleanup (patch)",
+        needed_by:
+            "controller::run (Controller::new: list, watch); finalizer() adds/removes keyraft.io/cleanup (patch)",
     },
     Rule {
         api_group: "keyraft.io",
@@ -30,7 +31,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
         api_group: "apps",
         resources: &["statefulsets"],
         verbs: &["get", "list", "watch", "create", "patch"],
-        needed_by: "controller::run owns() (list, watch); observe() get_opt (get); server-side apply (patch; create when new)",
+        needed_by:
+            "controller::run owns() (list, watch); observe() get_opt (get); server-side apply (patch; create when new)",
     },
     Rule {
         api_group: "",
@@ -84,9 +86,7 @@ pub fn triples(rules: &[Rule]) -> std::collections::BTreeSet<(String, String, St
         .iter()
         .flat_map(|r| {
             r.resources.iter().flat_map(move |res| {
-                r.verbs
-                    .iter()
-                    .map(move |v| (r.api_group.to_string(), res.to_string(), v.to_string()))
+                r.verbs.iter().map(move |v| (r.api_group.to_string(), res.to_string(), v.to_string()))
             })
         })
         .collect()

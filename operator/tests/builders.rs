@@ -9,11 +9,8 @@ use keyraft_operator::builders::{self, Names};
 use keyraft_operator::crd::KeyraftCluster;
 
 fn example(file: &str) -> KeyraftCluster {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(file);
-    let mut kr: KeyraftCluster =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+    let mut kr: KeyraftCluster = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     kr.metadata.namespace = Some("prod".into());
     kr.metadata.uid = Some("0a1b2c3d-0000-4000-8000-000000000001".into());
     kr
@@ -60,10 +57,7 @@ fn sts(kr: &KeyraftCluster) -> StatefulSet {
 fn statefulset_is_parallel_on_delete_with_one_pvc() {
     let s = sts(&cluster("replicas: 3")).spec.unwrap();
     assert_eq!(s.pod_management_policy.as_deref(), Some("Parallel"));
-    assert_eq!(
-        s.update_strategy.unwrap().type_.as_deref(),
-        Some("OnDelete")
-    );
+    assert_eq!(s.update_strategy.unwrap().type_.as_deref(), Some("OnDelete"));
     assert_eq!(s.service_name.as_deref(), Some("t-headless"));
     let pvcs = s.volume_claim_templates.unwrap();
     assert_eq!(pvcs.len(), 1);
@@ -76,22 +70,12 @@ fn node_env_advertises_the_stable_dns_name() {
     let c = &s.template.spec.unwrap().containers[0];
     let env = c.env.as_ref().unwrap();
     let get = |n: &str| env.iter().find(|e| e.name == n).unwrap();
-    assert_eq!(
-        get("KEYRAFT_ADVERTISE").value.as_deref(),
-        Some("$(KEYRAFT_NAME).t-headless.ns.svc:7000")
-    );
+    assert_eq!(get("KEYRAFT_ADVERTISE").value.as_deref(), Some("$(KEYRAFT_NAME).t-headless.ns.svc:7000"));
     // KEYRAFT_NAME must come before its use for $(VAR) expansion to work.
     let pos = |n: &str| env.iter().position(|e| e.name == n).unwrap();
     assert!(pos("KEYRAFT_NAME") < pos("KEYRAFT_ADVERTISE"));
     assert_eq!(
-        get("KEYRAFT_NAME")
-            .value_from
-            .as_ref()
-            .unwrap()
-            .field_ref
-            .as_ref()
-            .unwrap()
-            .field_path,
+        get("KEYRAFT_NAME").value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
         "metadata.name"
     );
     assert_eq!(get("KEYRAFT_CLUSTER").value.as_deref(), Some("t"));
@@ -100,63 +84,32 @@ fn node_env_advertises_the_stable_dns_name() {
 
 #[test]
 fn pdb_never_allows_losing_quorum() {
-    let pdb = |spec: &str| {
-        builders::pod_disruption_budget(&cluster(spec))
-            .unwrap()
-            .spec
-            .unwrap()
-            .max_unavailable
-            .unwrap()
-    };
+    let pdb =
+        |spec: &str| builders::pod_disruption_budget(&cluster(spec)).unwrap().spec.unwrap().max_unavailable.unwrap();
     assert_eq!(pdb("replicas: 3"), IntOrString::Int(1));
-    assert_eq!(
-        pdb("replicas: 7\nreplicationFactor: 5"),
-        IntOrString::Int(1)
-    );
-    assert_eq!(
-        pdb("replicas: 1\nreplicationFactor: 1"),
-        IntOrString::Int(0)
-    );
+    assert_eq!(pdb("replicas: 7\nreplicationFactor: 5"), IntOrString::Int(1));
+    assert_eq!(pdb("replicas: 1\nreplicationFactor: 1"), IntOrString::Int(0));
     // RF 1 over many nodes: each node holds the only copy of some partitions.
-    assert_eq!(
-        pdb("replicas: 4\nreplicationFactor: 1"),
-        IntOrString::Int(0)
-    );
+    assert_eq!(pdb("replicas: 4\nreplicationFactor: 1"), IntOrString::Int(0));
 }
 
 #[test]
 fn topology_maps_to_spread_and_anti_affinity() {
-    let required = sts(&cluster(
-        "replicas: 3\ntopology: {spread: required, antiAffinity: required, zones: [a, b]}",
-    ));
+    let required = sts(&cluster("replicas: 3\ntopology: {spread: required, antiAffinity: required, zones: [a, b]}"));
     let pod = required.spec.unwrap().template.spec.unwrap();
     let tsc = &pod.topology_spread_constraints.as_ref().unwrap()[0];
     assert_eq!(tsc.when_unsatisfiable, "DoNotSchedule");
     assert_eq!(tsc.topology_key, "topology.kubernetes.io/zone");
     let aff = pod.affinity.unwrap();
-    assert!(aff
-        .pod_anti_affinity
-        .unwrap()
-        .required_during_scheduling_ignored_during_execution
-        .is_some());
-    let zones = &aff
-        .node_affinity
-        .unwrap()
-        .required_during_scheduling_ignored_during_execution
-        .unwrap()
-        .node_selector_terms[0];
-    assert_eq!(
-        zones.match_expressions.as_ref().unwrap()[0].values,
-        Some(vec!["a".to_string(), "b".to_string()])
-    );
+    assert!(aff.pod_anti_affinity.unwrap().required_during_scheduling_ignored_during_execution.is_some());
+    let zones =
+        &aff.node_affinity.unwrap().required_during_scheduling_ignored_during_execution.unwrap().node_selector_terms[0];
+    assert_eq!(zones.match_expressions.as_ref().unwrap()[0].values, Some(vec!["a".to_string(), "b".to_string()]));
 
     let none = sts(&cluster("replicas: 3\ntopology: {antiAffinity: none}"));
     let pod = none.spec.unwrap().template.spec.unwrap();
     assert!(pod.affinity.is_none());
-    assert_eq!(
-        pod.topology_spread_constraints.unwrap()[0].when_unsatisfiable,
-        "ScheduleAnyway"
-    );
+    assert_eq!(pod.topology_spread_constraints.unwrap()[0].when_unsatisfiable, "ScheduleAnyway");
 }
 
 #[test]
@@ -172,8 +125,7 @@ fn every_object_is_owned_by_the_cluster() {
 
 #[test]
 fn pod_labels_cannot_override_the_selector() {
-    let kr =
-        cluster("replicas: 3\npodTemplate: {labels: {app.kubernetes.io/instance: evil, team: x}}");
+    let kr = cluster("replicas: 3\npodTemplate: {labels: {app.kubernetes.io/instance: evil, team: x}}");
     let s = sts(&kr).spec.unwrap();
     let labels = s.template.metadata.unwrap().labels.unwrap();
     assert_eq!(labels["app.kubernetes.io/instance"], "t");

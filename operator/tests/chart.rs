@@ -27,38 +27,20 @@ fn root() -> PathBuf {
 }
 
 fn helm() -> Option<PathBuf> {
-    let p = std::env::var_os("KEYRAFT_HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("tools/bin/helm"));
+    let p = std::env::var_os("KEYRAFT_HELM").map(PathBuf::from).unwrap_or_else(|| root().join("tools/bin/helm"));
     p.exists().then_some(p)
 }
 
 fn render(helm: &Path, values: &Path) -> Vec<Value> {
     let out = Command::new(helm)
-        .args([
-            "template",
-            "kr",
-            "charts/keyraft-operator",
-            "--namespace",
-            "keyraft-system",
-            "--include-crds",
-            "-f",
-        ])
+        .args(["template", "kr", "charts/keyraft-operator", "--namespace", "keyraft-system", "--include-crds", "-f"])
         .arg(values)
         .current_dir(root())
         .output()
         .expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template -f {}: {}",
-        values.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "helm template -f {}: {}", values.display(), String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
 }
 
 use serde::Deserialize;
@@ -67,10 +49,7 @@ use serde::Deserialize;
 fn typed<T: DeserializeOwned + Serialize>(v: &Value, what: &str) -> T {
     let t: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
     let back = serde_json::to_value(&t).unwrap();
-    assert_eq!(
-        &back, v,
-        "{what}: fields lost parsing as its Kubernetes type"
-    );
+    assert_eq!(&back, v, "{what}: fields lost parsing as its Kubernetes type");
     t
 }
 
@@ -102,10 +81,8 @@ fn rendered_chart_is_valid_and_least_privilege() {
     files.sort();
     assert!(files.len() >= 2, "expected several ci values files");
 
-    let crd_file: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(root().join("crds/keyraftcluster.yaml")).unwrap(),
-    )
-    .unwrap();
+    let crd_file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("crds/keyraftcluster.yaml")).unwrap()).unwrap();
 
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
@@ -135,10 +112,7 @@ fn rendered_chart_is_valid_and_least_privilege() {
             match kind.as_str() {
                 "CustomResourceDefinition" => {
                     typed::<CustomResourceDefinition>(obj, &what);
-                    assert_eq!(
-                        obj, &crd_file,
-                        "{what}: chart CRD is not crds/keyraftcluster.yaml"
-                    );
+                    assert_eq!(obj, &crd_file, "{what}: chart CRD is not crds/keyraftcluster.yaml");
                 }
                 "Deployment" => deployment = Some(typed::<Deployment>(obj, &what)),
                 "ServiceAccount" => {
@@ -160,10 +134,7 @@ fn rendered_chart_is_valid_and_least_privilege() {
                 other => panic!("{what}: unexpected kind {other}"),
             }
         }
-        assert!(
-            kinds.contains(&"CustomResourceDefinition".to_string()),
-            "{name}: no CRD"
-        );
+        assert!(kinds.contains(&"CustomResourceDefinition".to_string()), "{name}: no CRD");
 
         let cr = cluster_role.unwrap_or_else(|| panic!("{name}: no ClusterRole"));
         assert_eq!(
@@ -176,23 +147,13 @@ fn rendered_chart_is_valid_and_least_privilege() {
         let spec = d.spec.unwrap();
         let pod = spec.template.spec.unwrap();
         let env = pod.containers[0].env.clone().unwrap();
-        let env_of = |n: &str| {
-            env.iter()
-                .find(|e| e.name == n)
-                .and_then(|e| e.value.clone())
-        };
+        let env_of = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
         let election = env_of("KEYRAFT_OPERATOR_LEADER_ELECTION") == Some("true".into());
         let replicas = spec.replicas.unwrap_or(1);
         let want_replicas = values["replicaCount"].as_i64().unwrap_or(2) as i32;
         assert_eq!(replicas, want_replicas, "{name}: replicas");
-        assert!(
-            replicas == 1 || election,
-            "{name}: {replicas} replicas without leader election"
-        );
-        assert_eq!(
-            pod.containers[0].args.as_deref(),
-            Some(&["run".to_string()][..])
-        );
+        assert!(replicas == 1 || election, "{name}: {replicas} replicas without leader election");
+        assert_eq!(pod.containers[0].args.as_deref(), Some(&["run".to_string()][..]));
         match role {
             Some(r) => {
                 assert!(election, "{name}: lease Role without leader election");
@@ -202,17 +163,11 @@ fn rendered_chart_is_valid_and_least_privilege() {
                     "{name}: leader-election Role differs from rbac.rs"
                 );
             }
-            None => assert!(
-                !election,
-                "{name}: leader election without a Role for Leases"
-            ),
+            None => assert!(!election, "{name}: leader election without a Role for Leases"),
         }
         // Every binding names the ServiceAccount the pods run as.
         let sa = pod.service_account_name.unwrap();
         assert!(!bindings_to.is_empty());
-        assert!(
-            bindings_to.iter().all(|b| b == &sa),
-            "{name}: bindings {bindings_to:?} vs {sa}"
-        );
+        assert!(bindings_to.iter().all(|b| b == &sa), "{name}: bindings {bindings_to:?} vs {sa}");
     }
 }

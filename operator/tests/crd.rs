@@ -18,13 +18,10 @@ fn repo_root() -> PathBuf {
 #[test]
 fn crd_files_match_generated_crd() {
     let want = crd_yaml().unwrap();
-    for rel in [
-        "crds/keyraftcluster.yaml",
-        "charts/keyraft-operator/crds/keyraftcluster.yaml",
-    ] {
+    for rel in ["crds/keyraftcluster.yaml", "charts/keyraft-operator/crds/keyraftcluster.yaml"] {
         let path = repo_root().join(rel);
-        let have = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
+        let have =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
         assert!(
             have == want,
             "{rel} differs from `keyraft-operator crd` output; run `make crds` and commit the result"
@@ -34,16 +31,7 @@ fn crd_files_match_generated_crd() {
 
 fn schema() -> Value {
     let crd = KeyraftCluster::crd();
-    serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap()
+    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
 }
 
 fn manifest(spec: &str) -> Value {
@@ -58,14 +46,8 @@ fn manifest(spec: &str) -> Value {
 /// as "path: message" lines.
 fn errors(obj: &Value, old: Option<&Value>) -> Vec<String> {
     let schema = schema();
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft4)
-        .build(&schema)
-        .unwrap();
-    let mut out: Vec<String> = validator
-        .iter_errors(obj)
-        .map(|e| format!("{}: {}", e.instance_path(), e))
-        .collect();
+    let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&schema).unwrap();
+    let mut out: Vec<String> = validator.iter_errors(obj).map(|e| format!("{}: {}", e.instance_path(), e)).collect();
     if let Err(cel) = kube::core::cel::Validator::new().validate(&schema, obj, old) {
         out.extend(cel.iter().map(|e| e.to_string()));
     }
@@ -98,51 +80,24 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
     let table: &[(&str, &str)] = &[
         ("replicas: 0", "/spec/replicas"),
         ("replicas: -3", "/spec/replicas"),
-        (
-            "replicas: 3\nreplicationFactor: 2",
-            "/spec/replicationFactor",
-        ),
-        (
-            "replicas: 3\nreplicationFactor: 5",
-            "replicationFactor must not exceed replicas",
-        ),
+        ("replicas: 3\nreplicationFactor: 2", "/spec/replicationFactor"),
+        ("replicas: 3\nreplicationFactor: 5", "replicationFactor must not exceed replicas"),
         // Defaults count: replicationFactor defaults to 3.
         ("replicas: 1", "replicationFactor must not exceed replicas"),
         ("replicas: 3\npartitions: 0", "/spec/partitions"),
         ("replicas: 3\npartitions: 1025", "/spec/partitions"),
         ("replicas: 3\nstorage: {size: lots}", "/spec/storage/size"),
         ("replicas: 3\nstorage: {size: 1GB}", "/spec/storage/size"),
-        (
-            "replicas: 3\nstorage: {reclaimPolicy: Recycle}",
-            "/spec/storage/reclaimPolicy",
-        ),
+        ("replicas: 3\nstorage: {reclaimPolicy: Recycle}", "/spec/storage/reclaimPolicy"),
         ("replicas: 3\nversion: 'bad tag!'", "/spec/version"),
         ("replicas: 3\nversion: '-v1'", "/spec/version"),
         ("replicas: 3\nimage: 'Keyraft/Node'", "/spec/image"),
-        (
-            "replicas: 3\nconsistency: {defaultRead: strong}",
-            "/spec/consistency/defaultRead",
-        ),
-        (
-            "replicas: 3\ntopology: {spread: maybe}",
-            "/spec/topology/spread",
-        ),
-        (
-            "replicas: 3\ntopology: {antiAffinity: always}",
-            "/spec/topology/antiAffinity",
-        ),
-        (
-            "replicas: 3\nfailover: {timeout: 5 minutes}",
-            "/spec/failover/timeout",
-        ),
-        (
-            "replicas: 3\nrebalance: {maxConcurrentMoves: 0}",
-            "/spec/rebalance/maxConcurrentMoves",
-        ),
-        (
-            "replicas: 3\nupdateStrategy: {maxUnavailable: 2}",
-            "/spec/updateStrategy/maxUnavailable",
-        ),
+        ("replicas: 3\nconsistency: {defaultRead: strong}", "/spec/consistency/defaultRead"),
+        ("replicas: 3\ntopology: {spread: maybe}", "/spec/topology/spread"),
+        ("replicas: 3\ntopology: {antiAffinity: always}", "/spec/topology/antiAffinity"),
+        ("replicas: 3\nfailover: {timeout: 5 minutes}", "/spec/failover/timeout"),
+        ("replicas: 3\nrebalance: {maxConcurrentMoves: 0}", "/spec/rebalance/maxConcurrentMoves"),
+        ("replicas: 3\nupdateStrategy: {maxUnavailable: 2}", "/spec/updateStrategy/maxUnavailable"),
         ("replicas: '3'", "/spec/replicas"),
         ("partitions: 8", "replicas"),
     ];
@@ -152,10 +107,7 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
             println!("{spec:?} -> {errs:?}");
         }
         assert!(!errs.is_empty(), "{spec:?} was accepted");
-        assert!(
-            errs.iter().any(|e| e.contains(fragment)),
-            "{spec:?}: no error names {fragment:?}: {errs:?}"
-        );
+        assert!(errs.iter().any(|e| e.contains(fragment)), "{spec:?}: no error names {fragment:?}: {errs:?}");
     }
 }
 
@@ -164,10 +116,7 @@ fn partitions_are_immutable() {
     let old = manifest("replicas: 3\npartitions: 16");
     let new = manifest("replicas: 3\npartitions: 32");
     let errs = errors(&new, Some(&old));
-    assert!(
-        errs.iter().any(|e| e.contains("partitions is immutable")),
-        "changing partitions was accepted: {errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.contains("partitions is immutable")), "changing partitions was accepted: {errs:?}");
     // Scaling is a legal update.
     let scaled = manifest("replicas: 5\npartitions: 16");
     let errs = errors(&scaled, Some(&old));
@@ -179,10 +128,7 @@ fn crd_has_subresources_columns_and_short_name() {
     let crd = KeyraftCluster::crd();
     assert_eq!(crd.spec.group, "keyraft.io");
     assert_eq!(crd.spec.scope, "Namespaced");
-    assert_eq!(
-        crd.spec.names.short_names.as_deref(),
-        Some(&["kr".to_string()][..])
-    );
+    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["kr".to_string()][..]));
     let v = &crd.spec.versions[0];
     assert_eq!(v.name, "v1alpha1");
     let sub = v.subresources.as_ref().unwrap();
@@ -190,13 +136,7 @@ fn crd_has_subresources_columns_and_short_name() {
     let scale = sub.scale.as_ref().unwrap();
     assert_eq!(scale.spec_replicas_path, ".spec.replicas");
     assert_eq!(scale.status_replicas_path, ".status.replicas");
-    let cols: Vec<&str> = v
-        .additional_printer_columns
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let cols: Vec<&str> = v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
     assert_eq!(cols, ["Replicas", "Ready", "Version", "Phase", "Age"]);
 }
 
@@ -222,8 +162,5 @@ fn every_spec_field_is_documented() {
     let mut missing = Vec::new();
     walk("spec", &schema["properties"]["spec"], &mut missing);
     walk("status", &schema["properties"]["status"], &mut missing);
-    assert!(
-        missing.is_empty(),
-        "fields without description: {missing:?}"
-    );
+    assert!(missing.is_empty(), "fields without description: {missing:?}");
 }

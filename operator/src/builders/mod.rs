@@ -15,9 +15,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::KeyraftCluster;
 use crate::{Error, Result};
 
-pub use objects::{
-    client_service, config_map, headless_service, pdb_max_unavailable, pod_disruption_budget,
-};
+pub use objects::{client_service, config_map, headless_service, pdb_max_unavailable, pod_disruption_budget};
 pub use statefulset::statefulset;
 
 /// gRPC port of every node (Kv, Raft, Admin).
@@ -49,9 +47,7 @@ pub struct Names {
 impl Names {
     pub fn of(kr: &KeyraftCluster) -> Result<Names> {
         let cluster = kr.name_any();
-        let namespace = kr
-            .namespace()
-            .ok_or_else(|| Error::MissingField(cluster.clone(), "metadata.namespace"))?;
+        let namespace = kr.namespace().ok_or_else(|| Error::MissingField(cluster.clone(), "metadata.namespace"))?;
         Ok(Names {
             statefulset: cluster.clone(),
             headless: format!("{cluster}-headless"),
@@ -84,10 +80,7 @@ impl Names {
 pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "keyraft".to_string()),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            cluster.to_string(),
-        ),
+        ("app.kubernetes.io/instance".to_string(), cluster.to_string()),
     ])
 }
 
@@ -102,16 +95,11 @@ pub fn labels(kr: &KeyraftCluster) -> BTreeMap<String, String> {
 
 /// Label selector string of the pods (status.selector, for `kubectl scale`).
 pub fn selector_string(cluster: &str) -> String {
-    selector_labels(cluster)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    selector_labels(cluster).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 fn owner_reference(kr: &KeyraftCluster) -> Result<OwnerReference> {
-    kr.controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingField(kr.name_any(), "metadata.uid"))
+    kr.controller_owner_ref(&()).ok_or_else(|| Error::MissingField(kr.name_any(), "metadata.uid"))
 }
 
 /// Metadata of an owned object: name, namespace, labels, owner reference.

@@ -95,18 +95,9 @@ pub fn config_map(kr: &KeyraftCluster) -> Result<ConfigMap> {
     let names = Names::of(kr)?;
     let spec = &kr.spec;
     let mut data = BTreeMap::from([
-        (
-            "KEYRAFT_PARTITIONS".to_string(),
-            spec.partitions.to_string(),
-        ),
-        (
-            "KEYRAFT_REPLICATION_FACTOR".to_string(),
-            spec.replication_factor.to_string(),
-        ),
-        (
-            "KEYRAFT_DEFAULT_READ".to_string(),
-            spec.consistency.default_read.as_str().to_string(),
-        ),
+        ("KEYRAFT_PARTITIONS".to_string(), spec.partitions.to_string()),
+        ("KEYRAFT_REPLICATION_FACTOR".to_string(), spec.replication_factor.to_string()),
+        ("KEYRAFT_DEFAULT_READ".to_string(), spec.consistency.default_read.as_str().to_string()),
     ]);
     if let Some(n) = spec.limits.max_key_bytes {
         data.insert("KEYRAFT_MAX_KEY_BYTES".into(), n.to_string());
@@ -114,9 +105,5 @@ pub fn config_map(kr: &KeyraftCluster) -> Result<ConfigMap> {
     if let Some(n) = spec.limits.max_value_bytes {
         data.insert("KEYRAFT_MAX_VALUE_BYTES".into(), n.to_string());
     }
-    Ok(ConfigMap {
-        metadata: object_meta(kr, &names, &names.config_map)?,
-        data: Some(data),
-        ..ConfigMap::default()
-    })
+    Ok(ConfigMap { metadata: object_meta(kr, &names, &names.config_map)?, data: Some(data), ..ConfigMap::default() })
 }

@@ -3,24 +3,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-    StatefulSetUpdateStrategy,
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, TopologySpreadConstraint,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{
-    image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT,
-};
+use super::{image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT};
 use crate::crd::{AntiAffinity, Constraint, KeyraftCluster, ReclaimPolicy};
 use crate::Result;
 
@@ -62,10 +58,7 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
             run_as_group: Some(NODE_UID),
             fs_group: Some(NODE_UID),
             fs_group_change_policy: Some("OnRootMismatch".into()),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
             ..PodSecurityContext::default()
         }),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
@@ -82,8 +75,7 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
             ..TopologySpreadConstraint::default()
         }]),
         node_selector: non_empty(spec.pod_template.node_selector.clone()),
-        tolerations: (!spec.pod_template.tolerations.is_empty())
-            .then(|| spec.pod_template.tolerations.clone()),
+        tolerations: (!spec.pod_template.tolerations.is_empty()).then(|| spec.pod_template.tolerations.clone()),
         priority_class_name: spec.pod_template.priority_class_name.clone(),
         ..PodSpec::default()
     };
@@ -99,17 +91,12 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
             // Pods of a Raft cluster must all start to form a quorum.
             pod_management_policy: Some("Parallel".into()),
             // The operator restarts pods itself, one at a time, leaders last.
-            update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("OnDelete".into()),
-                rolling_update: None,
-            }),
+            update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None }),
             selector: label_selector(&selector),
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(reclaim.into()),
-                    when_scaled: Some(reclaim.into()),
-                },
-            ),
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some(reclaim.into()),
+                when_scaled: Some(reclaim.into()),
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -142,11 +129,7 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
 }
 
 fn node_container(kr: &KeyraftCluster, names: &Names) -> Container {
-    let env = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        ..EnvVar::default()
-    };
+    let env = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() };
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -180,23 +163,14 @@ fn node_container(kr: &KeyraftCluster, names: &Names) -> Container {
             env("KEYRAFT_DATA_DIR", DATA_DIR.into()),
             env("KEYRAFT_LISTEN", format!("0.0.0.0:{GRPC_PORT}")),
             // $(KEYRAFT_NAME) is expanded by the kubelet: the pod's stable DNS name.
-            env(
-                "KEYRAFT_ADVERTISE",
-                format!(
-                    "$(KEYRAFT_NAME).{}.{}.svc:{GRPC_PORT}",
-                    names.headless, names.namespace
-                ),
-            ),
+            env("KEYRAFT_ADVERTISE", format!("$(KEYRAFT_NAME).{}.{}.svc:{GRPC_PORT}", names.headless, names.namespace)),
             env("KEYRAFT_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
             // Zones are recorded by the operator from Node labels, not by the pod.
             env("KEYRAFT_ZONE", String::new()),
         ]),
         // Cluster-wide settings (limits, default read level) from the ConfigMap.
         env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: names.config_map.clone(),
-                optional: Some(false),
-            }),
+            config_map_ref: Some(ConfigMapEnvSource { name: names.config_map.clone(), optional: Some(false) }),
             ..EnvFromSource::default()
         }]),
         ports: Some(vec![
@@ -222,23 +196,12 @@ fn node_container(kr: &KeyraftCluster, names: &Names) -> Container {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: DATA_DIR.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
+            VolumeMount { name: DATA_VOLUME.into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
+            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
         ]),
         ..Container::default()
     }
@@ -257,12 +220,10 @@ fn affinity(kr: &KeyraftCluster, selector: &BTreeMap<String, String>) -> Option<
             ..PodAntiAffinity::default()
         }),
         AntiAffinity::Preferred => Some(PodAntiAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![
-                WeightedPodAffinityTerm {
-                    weight: 100,
-                    pod_affinity_term: term,
-                },
-            ]),
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: term,
+            }]),
             ..PodAntiAffinity::default()
         }),
         AntiAffinity::None => None,
@@ -283,18 +244,11 @@ fn affinity(kr: &KeyraftCluster, selector: &BTreeMap<String, String>) -> Option<
     if pod_anti_affinity.is_none() && node_affinity.is_none() {
         return None;
     }
-    Some(Affinity {
-        pod_anti_affinity,
-        node_affinity,
-        ..Affinity::default()
-    })
+    Some(Affinity { pod_anti_affinity, node_affinity, ..Affinity::default() })
 }
 
 pub(super) fn label_selector(labels: &BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels.clone()),
-        ..LabelSelector::default()
-    }
+    LabelSelector { match_labels: Some(labels.clone()), ..LabelSelector::default() }
 }
 
 fn non_empty(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
