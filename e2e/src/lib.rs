@@ -8,13 +8,20 @@
 //! ([`kubelet`]). [`Simulator`] starts it all; `keyraft-k8s-sim` is the binary.
 //! See e2e/README.md for what is modelled and what is not.
 
+pub mod auth;
+pub mod controllers;
 pub mod error;
+pub mod http;
+pub mod kubelet;
+pub mod network;
 pub mod objects;
 pub mod patch;
 pub mod registry;
 pub mod schema;
 pub mod selector;
+pub mod sim;
 pub mod store;
 pub mod time;
 
 pub use error::{ApiError, Error};
+pub use sim::{SimConfig, Simulator};

@@ -42,6 +42,8 @@ pub struct Change {
     pub kind: EventType,
     /// The object after the change (the last state for deletions).
     pub object: Arc<Value>,
+    /// The object before the change (`None` for additions).
+    pub old: Option<Arc<Value>>,
 }
 
 /// What a [`Store::write`] closure decides.
@@ -156,7 +158,7 @@ impl Store {
             }
             None => {
                 st.objects.get_mut(key).unwrap().remove(&okey);
-                let mut last = (*current.unwrap()).clone();
+                let mut last = (**current.as_ref().unwrap()).clone();
                 last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
                 Arc::new(last)
             }
@@ -168,6 +170,7 @@ impl Store {
             name: name.to_string(),
             kind,
             object: stored.clone(),
+            old: current.clone(),
         };
         st.history.push_back(change.clone());
         if st.history.len() > HISTORY {
