@@ -249,7 +249,9 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> ApiResult<()> {
                 add(doc, path, v)?;
             }
             "test" => {
-                if doc.pointer(path) != Some(&op["value"]) {
+                // A missing path tests equal to null (as the API server's
+                // json-patch does; kube-runtime's finalizer helper relies on it).
+                if doc.pointer(path).unwrap_or(&Value::Null) != &op["value"] {
                     return Err(invalid_patch(format!(
                         "the server rejected our request due to an error in our request: testing value {path} failed"
                     )));
@@ -440,6 +442,7 @@ mod tests {
         let err = json_patch(&mut t, &json!([{"op": "test", "path": "/metadata/finalizers", "value": ["a"]}]));
         assert_eq!(err.unwrap_err().code, 422);
         json_patch(&mut t, &json!([{"op": "remove", "path": "/metadata/finalizers/0"}])).unwrap();
+        json_patch(&mut t, &json!([{"op": "test", "path": "/metadata/missing", "value": null}])).unwrap();
         assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
     }
 

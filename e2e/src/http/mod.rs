@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod openapi;
+pub mod protobuf;
 pub mod route;
 pub mod table;
 pub mod watch;
@@ -91,10 +92,13 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return protobuf::decode(body);
+    }
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
         Err(json_err) => {
-            let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
             if ct.contains("yaml") {
                 serde_yaml::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))

@@ -1,0 +1,98 @@
+//! Shared test support: an in-process simulator on a free port and the
+//! real kubectl/helm binaries from tools/bin.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keyraft_e2e::{SimConfig, Simulator};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A real client binary from tools/bin, or `None` (the caller skips with a message).
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let p = repo().join("tools/bin").join(name);
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} not found; run `make tools`", p.display());
+        None
+    }
+}
+
+/// A simulator in a temporary state directory. Cluster DNS is off unless
+/// `dns` (tests that need no names leave /etc/hosts alone).
+pub async fn start(dns: bool) -> (Simulator, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SimConfig::new(dir.path());
+    if !dns {
+        cfg.hosts_file = None;
+    }
+    let sim = Simulator::start(cfg).await.expect("simulator starts");
+    (sim, dir)
+}
+
+/// Output of a client command.
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `bin args` with the simulator's kubeconfig.
+pub async fn run(sim: &Simulator, bin: &PathBuf, args: &[&str], stdin: Option<&str>) -> Out {
+    let kubeconfig = sim.kubeconfig.clone();
+    let bin = bin.clone();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(String::from);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(&bin)
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", kubeconfig.parent().unwrap())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("client binary runs");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `f` until it returns `Some`, failing with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A kube-rs client for the simulator (administrator).
+pub fn client(sim: &Simulator) -> kube::Client {
+    kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap()
+}
