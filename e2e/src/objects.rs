@@ -613,15 +613,9 @@ impl Objects {
                     }
                 }
             }
-            ("", "secrets") => {
-                if obj["type"].is_null() {
-                    obj["type"] = json!("Opaque");
-                }
-            }
-            ("", "persistentvolumeclaims") => {
-                if obj["status"]["phase"].is_null() {
-                    obj["status"]["phase"] = json!("Pending");
-                }
+            ("", "secrets") if obj["type"].is_null() => obj["type"] = json!("Opaque"),
+            ("", "persistentvolumeclaims") if obj["status"]["phase"].is_null() => {
+                obj["status"]["phase"] = json!("Pending")
             }
             ("apps", "statefulsets") | ("apps", "deployments") | ("apps", "replicasets") => {
                 if obj["spec"]["replicas"].is_null() {

@@ -468,7 +468,7 @@ mod tests {
             now,
         );
         assert_eq!(second["data"], json!({"x": "9", "z": "3"}));
-        assert!(second["metadata"].get("labels").map_or(true, |l| l.get("a").is_none()));
+        assert!(second["metadata"].get("labels").is_none_or(|l| l.get("a").is_none()));
         let managed = second["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(managed.len(), 1);
         assert_eq!(managed[0]["fieldsV1"], json!({"f:data": {"f:x": {}}}));

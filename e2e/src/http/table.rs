@@ -82,7 +82,10 @@ fn pod_cells(o: &Value) -> Vec<Value> {
 }
 
 /// Columns (after Name) and a function computing a row's cells.
-fn columns(rt: &ResourceType) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value> + '_>) {
+/// Computes a row's cells (after Name).
+type Cells<'a> = Box<dyn Fn(&Value) -> Vec<Value> + 'a>;
+
+fn columns(rt: &ResourceType) -> (Vec<Value>, Cells<'_>) {
     let age = |o: &Value| json!(human_age(o["metadata"]["creationTimestamp"].as_str().unwrap_or_default()));
     if rt.custom && !rt.printer_columns.is_empty() {
         let cols = rt.printer_columns.iter().map(|c| column(&c.name, &c.type_, &c.description, c.priority)).collect();

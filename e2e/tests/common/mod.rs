@@ -45,9 +45,9 @@ pub struct Out {
 }
 
 /// Runs `bin args` with the simulator's kubeconfig.
-pub async fn run(sim: &Simulator, bin: &PathBuf, args: &[&str], stdin: Option<&str>) -> Out {
+pub async fn run(sim: &Simulator, bin: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Out {
     let kubeconfig = sim.kubeconfig.clone();
-    let bin = bin.clone();
+    let bin = bin.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let stdin = stdin.map(String::from);
     tokio::task::spawn_blocking(move || {
