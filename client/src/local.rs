@@ -40,6 +40,8 @@ pub struct NodeSpec {
 pub struct LocalCluster {
     pub opts: LocalOptions,
     pub nodes: Vec<NodeSpec>,
+    /// Seeds each node joins through (empty for the bootstrap nodes).
+    joins: Vec<Vec<String>>,
     children: Vec<Option<Child>>,
 }
 
@@ -73,7 +75,8 @@ impl LocalCluster {
             nodes.push(Self::layout(&opts, i)?);
         }
         let children = (0..opts.nodes).map(|_| None).collect();
-        Ok(Self { opts, nodes, children })
+        let joins = vec![Vec::new(); opts.nodes];
+        Ok(Self { opts, nodes, joins, children })
     }
 
     fn layout(opts: &LocalOptions, i: usize) -> io::Result<NodeSpec> {
@@ -135,6 +138,7 @@ impl LocalCluster {
             .arg(n.http.to_string())
             .arg("--cluster")
             .arg(&self.opts.cluster)
+            .args(if self.joins[i].is_empty() { vec![] } else { vec!["--join".to_string(), self.joins[i].join(",")] })
             .args(&self.opts.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -149,11 +153,27 @@ impl LocalCluster {
         (0..self.nodes.len()).try_for_each(|i| self.start(i))
     }
 
-    /// Adds and starts one more node; returns its index.
+    /// Adds and starts one more node that joins through the existing ones;
+    /// returns its index.
     pub fn add_node(&mut self) -> io::Result<usize> {
-        let i = self.nodes.len();
-        self.nodes.push(Self::layout(&self.opts, i)?);
+        let seeds = self.endpoints();
+        self.add_node_at(self.nodes.len(), &seeds)
+    }
+
+    /// From now on, node `i` starts with `--join` through `seeds` (for a node
+    /// coming back with an empty data directory).
+    pub fn set_join(&mut self, i: usize, seeds: Vec<String>) {
+        self.joins[i] = seeds;
+    }
+
+    /// Starts node number `index` (name `node-INDEX`) joining through `seeds`.
+    pub fn add_node_at(&mut self, index: usize, seeds: &[String]) -> io::Result<usize> {
+        let mut spec = Self::layout(&self.opts, index)?;
+        spec.name = format!("node-{index}");
+        self.nodes.push(spec);
+        self.joins.push(seeds.to_vec());
         self.children.push(None);
+        let i = self.nodes.len() - 1;
         self.start(i)?;
         Ok(i)
     }

@@ -81,10 +81,38 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         keys: u64,
     },
+    /// Change the cluster's shape: drain, decommission, rebalance.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+    /// Desired versus actual placement of every partition.
+    Placement,
     /// Run a cluster of node processes on this machine.
     Local {
         #[command(subcommand)]
         cmd: LocalCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Give up leaderships on NODE (name or id); it keeps its replicas.
+    Drain { node: String },
+    /// Return a drained NODE to service.
+    Undrain { node: String },
+    /// Move every replica off NODE so it can be removed.
+    Decommission { node: String },
+    /// Declare NODE lost: its replicas are re-created on other nodes.
+    Fail { node: String },
+    /// Plan a balanced placement, print the moves, and apply them.
+    Rebalance {
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Most partitions to move at once.
+        #[arg(long, default_value_t = 4)]
+        max_moves: u32,
     },
 }
 
@@ -106,6 +134,16 @@ enum LocalCmd {
         /// Write and read a few sample keys once the cluster is ready.
         #[arg(long)]
         demo: bool,
+    },
+    /// Start one more node that joins the running cluster at --endpoints; runs until Ctrl-C.
+    AddNode {
+        /// Index of the new node (its name is node-INDEX, its ports base + INDEX).
+        #[arg(long)]
+        index: usize,
+        #[arg(long, default_value = "keyraft-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
     },
 }
 
@@ -198,7 +236,126 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Local { cmd: LocalCmd::Up { nodes, partitions, replication_factor, data_dir, base_port, demo } } => {
             local_up(nodes, partitions, replication_factor, data_dir, base_port, demo).await?;
         }
+        Cmd::Local { cmd: LocalCmd::AddNode { index, data_dir, base_port } } => {
+            add_node(index, data_dir, base_port, cli.endpoints.clone()).await?;
+        }
+        Cmd::Admin { cmd } => admin(&client()?, cmd).await?,
+        Cmd::Placement => {
+            let c = client()?;
+            let all = statuses(&c).await?;
+            print!("{}", keyraft_client::status::render_placement(&all));
+        }
     }
+    Ok(())
+}
+
+/// Admin.Status of every member that answers.
+async fn statuses(c: &Client) -> anyhow::Result<Vec<pb::StatusResponse>> {
+    let first = c.cluster_status().await?;
+    let mut all = vec![first.clone()];
+    if let Some(cl) = &first.cluster {
+        for m in cl.members.iter().filter(|m| m.state != "removed") {
+            if first.node.as_ref().is_some_and(|n| n.id == m.id) {
+                continue;
+            }
+            let Ok(mut a) = c.admin(&m.advertise) else { continue };
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {})).await {
+                all.push(s.into_inner());
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Sends an admin request to the first endpoint that answers.
+async fn first_answer<T, F, Fut>(c: &Client, f: F) -> anyhow::Result<T>
+where
+    F: Fn(keyraft_api::pb::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut last = String::from("no endpoints");
+    for e in c.endpoints() {
+        match f(c.admin(e)?).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if s.code() == tonic::Code::Unavailable => last = format!("{e}: {}", s.message()),
+            Err(s) => bail!("{}", s.message()),
+        }
+    }
+    bail!("no endpoint answered: {last}")
+}
+
+fn node_ref(node: &str) -> (u64, String) {
+    match node.parse::<u64>() {
+        Ok(id) => (id, String::new()),
+        Err(_) => (0, node.to_string()),
+    }
+}
+
+async fn admin(c: &Client, cmd: AdminCmd) -> anyhow::Result<()> {
+    let set_state = |node: String, state: &'static str| {
+        let (id, name) = node_ref(&node);
+        first_answer(c, move |mut a| {
+            let req = pb::SetMemberStateRequest { id, name: name.clone(), state: state.into() };
+            async move { a.set_member_state(req).await }
+        })
+    };
+    let member =
+        match cmd {
+            AdminCmd::Drain { node } => set_state(node, "draining").await?.member,
+            AdminCmd::Undrain { node } => set_state(node, "active").await?.member,
+            AdminCmd::Decommission { node } => set_state(node, "decommissioning").await?.member,
+            AdminCmd::Fail { node } => set_state(node, "failed").await?.member,
+            AdminCmd::Rebalance { dry_run, max_moves } => {
+                let status = c.cluster_status().await?;
+                let plan = first_answer(c, |mut a| async move {
+                    a.rebalance(pb::RebalanceRequest { dry_run: true, max_moves }).await
+                })
+                .await?;
+                print!("{}", keyraft_client::status::render_moves(&plan.moves, status.cluster.as_ref()));
+                if !dry_run && !plan.moves.is_empty() {
+                    let done = first_answer(c, |mut a| async move {
+                        a.rebalance(pb::RebalanceRequest { dry_run: false, max_moves }).await
+                    })
+                    .await?;
+                    println!("applied: {} partitions are moving (watch with `keyraft placement`)", done.moves.len());
+                }
+                return Ok(());
+            }
+        };
+    if let Some(m) = member {
+        println!("node {} ({}) is now {}", m.name, m.id, m.state);
+    }
+    Ok(())
+}
+
+async fn add_node(index: usize, data_dir: PathBuf, base_port: u16, endpoints: Vec<String>) -> anyhow::Result<()> {
+    let mut cluster = LocalCluster::new(LocalOptions {
+        nodes: 0,
+        base_port,
+        host: "127.0.0.1".into(),
+        data_dir,
+        node_bin: find_node_bin(),
+        cluster: "keyraft".into(),
+        extra_args: vec![],
+    })?;
+    let i = cluster.add_node_at(index, &endpoints)?;
+    let n = cluster.nodes[i].clone();
+    let info = cluster.wait_live(i, Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
+    println!(
+        "started {} (id {}) at {}, joining via {}; log {}",
+        n.name,
+        info.id,
+        n.grpc,
+        endpoints.join(","),
+        cluster.log_path(i).display()
+    );
+    println!("then: keyraft admin rebalance   (moves replicas onto it)");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    cluster.stop_all();
     Ok(())
 }
 

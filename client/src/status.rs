@@ -109,3 +109,98 @@ pub fn render(statuses: &[pb::StatusResponse]) -> String {
     }
     out
 }
+
+fn names(cluster: Option<&pb::ClusterView>) -> impl Fn(u64) -> String + '_ {
+    move |id| {
+        cluster.and_then(|c| c.members.iter().find(|m| m.id == id)).map_or_else(|| id.to_string(), |m| m.name.clone())
+    }
+}
+
+fn list(ids: &[u64], name: &impl Fn(u64) -> String) -> String {
+    let mut v: Vec<String> = ids.iter().map(|i| name(*i)).collect();
+    v.sort();
+    v.join(",")
+}
+
+/// `keyraft admin rebalance`: the planned moves as a table.
+pub fn render_moves(moves: &[pb::Move], cluster: Option<&pb::ClusterView>) -> String {
+    let name = names(cluster);
+    let mut out = String::new();
+    if moves.is_empty() {
+        let _ = writeln!(out, "placement is balanced; nothing to move");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<10} {:<32} {:<32} {:<14} {:<14}",
+        "PARTITION", "REPLICAS NOW", "REPLICAS PLANNED", "LEADER NOW", "LEADER PLANNED"
+    );
+    for m in moves {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<32} {:<32} {:<14} {:<14}",
+            m.partition,
+            list(&m.from, &name),
+            list(&m.to, &name),
+            name(m.leader_from),
+            name(m.leader_to)
+        );
+    }
+    out
+}
+
+/// `keyraft placement`: desired replicas versus each group's actual voters.
+pub fn render_placement(statuses: &[pb::StatusResponse]) -> String {
+    let mut out = String::new();
+    let Some(cluster) = statuses.iter().find_map(|s| s.cluster.clone()) else {
+        let _ = writeln!(out, "no reachable node has joined a cluster yet");
+        return out;
+    };
+    let name = names(Some(&cluster));
+    let mut leaders: BTreeMap<u64, pb::GroupStatus> = BTreeMap::new();
+    for s in statuses {
+        for g in s.groups.iter().filter(|g| g.role == "leader") {
+            leaders.insert(g.group, g.clone());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{:<10} {:<32} {:<32} {:<14} {:<14} {}",
+        "PARTITION", "DESIRED", "ACTUAL VOTERS", "LEADER", "PREFERRED", "STATE"
+    );
+    let mut moving = 0;
+    for p in &cluster.placement {
+        let (actual, learners, leader) = match leaders.get(&(u64::from(p.partition) + 1)) {
+            Some(g) => (g.voters.clone(), g.learners.clone(), name(g.leader)),
+            None => (vec![], vec![], "-".into()),
+        };
+        let mut want = p.replicas.clone();
+        want.sort();
+        let mut have = actual.clone();
+        have.sort();
+        let state = if want != have {
+            moving += 1;
+            if learners.is_empty() {
+                "moving".to_string()
+            } else {
+                format!("moving (catching up: {})", list(&learners, &name))
+            }
+        } else if leader != name(p.preferred_leader) {
+            "leader not preferred".into()
+        } else {
+            "in place".into()
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:<32} {:<32} {:<14} {:<14} {}",
+            p.partition,
+            list(&p.replicas, &name),
+            list(&actual, &name),
+            leader,
+            name(p.preferred_leader),
+            state
+        );
+    }
+    let _ = writeln!(out, "{moving} of {} partitions moving", cluster.placement.len());
+    out
+}

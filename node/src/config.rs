@@ -56,12 +56,13 @@ pub struct Config {
     #[arg(long, env = "KEYRAFT_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
 
-    /// Raft heartbeat interval in milliseconds.
-    #[arg(long, env = "KEYRAFT_HEARTBEAT_MS", default_value_t = 100)]
+    /// Raft heartbeat interval in milliseconds. openraft also uses it as the
+    /// timeout of one AppendEntries, so it must exceed a follower's fsync.
+    #[arg(long, env = "KEYRAFT_HEARTBEAT_MS", default_value_t = 200)]
     pub heartbeat_ms: u64,
 
     /// Smallest election timeout in milliseconds (the largest is twice this).
-    #[arg(long, env = "KEYRAFT_ELECTION_TIMEOUT_MS", default_value_t = 600)]
+    #[arg(long, env = "KEYRAFT_ELECTION_TIMEOUT_MS", default_value_t = 700)]
     pub election_timeout_ms: u64,
 
     /// Take a snapshot of a group after this many new log entries.

@@ -164,6 +164,17 @@ impl Node {
         Ok(())
     }
 
+    /// Whether this node may open `group` on a peer's request: the meta
+    /// group always; a partition only when the placement puts it here and
+    /// this member may hold replicas.
+    pub fn may_host(&self, group: u64) -> bool {
+        let Some(p) = keyraft_api::partition_of_group(group) else { return true };
+        let Some(meta) = self.meta_rx.borrow().clone() else { return false };
+        let me = self.id();
+        meta.members.get(&me).is_some_and(|m| m.state.holds_replicas())
+            && meta.placement.get(p as usize).is_some_and(|pl| pl.replicas.contains(&me))
+    }
+
     /// The default read level of the cluster.
     pub fn default_read(&self) -> ConsistencyLevel {
         self.meta_rx.borrow().as_ref().map_or(ConsistencyLevel::Linearizable, |m| m.default_read)
@@ -212,6 +223,11 @@ impl Node {
         if meta.members.get(&me) != Some(&wanted) {
             let cmd = Command::Meta(MetaOp::Register(wanted));
             self.propose_group(META_GROUP, None, cmd).await?;
+        }
+        // A member on its way out (decommissioning, failed) may hold a stale
+        // placement after leaving the meta group: it opens nothing.
+        if !meta.members.get(&me).is_some_and(|m| m.state.holds_replicas()) {
+            return Ok(());
         }
         for (p, pl) in meta.placement.iter().enumerate() {
             if !pl.replicas.contains(&me) {

@@ -31,6 +31,8 @@ use crate::types::{Command, CommandResult, GroupId, NodeId};
 
 /// A learner within this many entries of the leader counts as caught up.
 const CAUGHT_UP_LAG: u64 = 64;
+/// Longest one placement step may take before the pass moves on.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for `Rebalance` when the request names no limit.
 pub const DEFAULT_MAX_MOVES: usize = 4;
 
@@ -181,18 +183,29 @@ impl Node {
         loop {
             tick.tick().await;
             let Some(meta) = self.meta_rx.borrow().clone() else { continue };
+            // Every step is bounded: one group whose change cannot commit
+            // (lost quorum) must not stall the others or the meta duties.
             for g in self.groups.all() {
-                let res = if g.id == META_GROUP {
-                    self.drive_meta(&g, &meta).await
-                } else {
-                    self.drive_partition(&g, &meta).await
+                let step = async {
+                    if g.id == META_GROUP {
+                        self.drive_meta(&g, &meta).await
+                    } else {
+                        self.drive_partition(&g, &meta).await
+                    }
                 };
-                if let Err(e) = res {
-                    tracing::debug!(group = g.id, error = %e, "placement step failed; will retry");
+                match tokio::time::timeout(STEP_TIMEOUT, step).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(group = g.id, error = %e, "placement step failed; will retry"),
+                    Err(_) => tracing::warn!(
+                        group = g.id,
+                        "placement step did not finish within {STEP_TIMEOUT:?}; will retry"
+                    ),
                 }
             }
-            if let Err(e) = self.collect_removed_replicas(&meta).await {
-                tracing::debug!(error = %e, "replica cleanup incomplete; will retry");
+            match tokio::time::timeout(STEP_TIMEOUT, self.collect_removed_replicas(&meta)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "replica cleanup incomplete; will retry"),
+                Err(_) => tracing::warn!("replica cleanup did not finish within {STEP_TIMEOUT:?}; will retry"),
             }
         }
     }
@@ -213,14 +226,20 @@ impl Node {
         }
         let current: BTreeSet<NodeId> = g.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         let voters = meta_voters(meta, &current);
+        // Everyone who holds or may hold replicas follows the meta group; a
+        // decommissioning member leaves it once its replicas are gone.
+        let holds = |id: NodeId| meta.placement.iter().any(|pl| pl.replicas.contains(&id));
         let learners: BTreeSet<NodeId> = meta
             .members
             .values()
-            .filter(|m| matches!(m.state, MemberState::Active | MemberState::Draining | MemberState::Decommissioning))
+            .filter(|m| m.state.holds_replicas() || (m.state == MemberState::Decommissioning && holds(m.id)))
             .map(|m| m.id)
             .filter(|id| !voters.contains(id))
             .collect();
-        self.converge_membership(g, meta, &voters, &learners).await?;
+        // The other duties below do not depend on this step finishing.
+        if let Err(e) = self.converge_membership(g, meta, &voters, &learners).await {
+            tracing::debug!(error = %e, "meta membership step failed; will retry");
+        }
         // Re-plan partitions with replicas on members that may not hold them.
         let broken = meta
             .placement
@@ -238,9 +257,9 @@ impl Node {
         // and are out of the meta group become removed.
         for m in meta.members.values().filter(|m| matches!(m.state, MemberState::Failed | MemberState::Decommissioning))
         {
-            let holds = meta.placement.iter().any(|pl| pl.replicas.contains(&m.id));
             let in_meta = g.raft.metrics().borrow().membership_config.membership().get_node(&m.id).is_some();
-            if !holds && !in_meta && m.state == MemberState::Failed {
+            if !holds(m.id) && !in_meta {
+                tracing::info!(node = m.id, name = %m.name, "member holds nothing and left the meta group; marking it removed");
                 self.propose_meta(MetaOp::SetMemberState { id: m.id, state: MemberState::Removed }).await?;
             }
         }
@@ -350,16 +369,24 @@ impl Node {
     }
 
     /// Deletes local replicas of partitions placed elsewhere, once a leader
-    /// confirms that the membership change removing this node committed.
+    /// confirms that the membership change removing this node committed. A
+    /// node leaving the cluster checks every replica it holds: it may have
+    /// left the meta group before hearing the final placement.
     async fn collect_removed_replicas(&self, meta: &ClusterMeta) -> Result<(), NodeError> {
         let me = self.id();
+        let leaving = !meta.members.get(&me).is_some_and(|m| m.state.holds_replicas());
         for g in self.groups.all() {
             let Some(p) = partition_of_group(g.id) else { continue };
             let Some(pl) = meta.placement.get(p as usize) else { continue };
-            if pl.replicas.contains(&me) {
+            if pl.replicas.contains(&me) && !leaving {
                 continue;
             }
-            if self.removal_committed(g.id, &pl.replicas, meta).await {
+            let mut ask: Vec<NodeId> = pl.replicas.clone();
+            ask.extend(g.raft.metrics().borrow().membership_config.membership().voter_ids());
+            ask.sort_unstable();
+            ask.dedup();
+            ask.retain(|id| *id != me);
+            if self.removal_committed(g.id, &ask, meta).await {
                 tracing::info!(partition = p, "replica moved away; deleting its local data");
                 self.groups.remove(g.id).await?;
             }

@@ -34,8 +34,20 @@ impl RaftService {
                 m.cluster, self.node.cfg.cluster
             )));
         }
-        // A peer sends to a group here before this node has learned (from
-        // the meta group) that it hosts it: open it on demand.
+        if let Some(g) = self.node.groups.get(m.group) {
+            return Ok(g);
+        }
+        // A leader may reach a new replica before the replica's own meta
+        // group has applied the placement that puts the group here; open it
+        // on demand then, but never a group this node is not meant to hold
+        // (a stale sender would resurrect a replica that moved away).
+        if !self.node.may_host(m.group) {
+            return Err(Status::failed_precondition(format!(
+                "group {}: node {} holds no replica of it",
+                m.group,
+                self.node.id()
+            )));
+        }
         Ok(self.node.groups.open(m.group).await?)
     }
 }

@@ -144,6 +144,7 @@ impl StateMachine {
         dir: &Path,
         meta_tx: Option<watch::Sender<Option<Arc<ClusterMeta>>>>,
     ) -> Result<Self, SnapshotLoadError> {
+        fs::create_dir_all(dir).map_err(|source| SnapshotLoadError::Io { path: dir.to_path_buf(), source })?;
         let path = dir.join("snapshot.bin");
         let data = match fs::read(&path) {
             Ok(bytes) => decode_snapshot(&bytes)
@@ -184,8 +185,9 @@ impl StateMachine {
     }
 }
 
+/// Writes a snapshot atomically. The group's directory must exist: a group
+/// deleted while a snapshot was being built must stay deleted.
 fn save_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
     let file = SnapshotFile { meta: meta.clone(), data: data.to_vec(), crc: crc32fast::hash(data) };
     let bytes = bincode::serialize(&file).map_err(io::Error::other)?;
     let tmp = dir.join("snapshot.bin.tmp");

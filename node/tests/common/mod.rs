@@ -63,3 +63,150 @@ pub fn cleanup(c: &mut LocalCluster) {
     c.stop_all();
     keyraft_client::local::remove_dir(&c.opts.data_dir);
 }
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use keyraft_client::{Client, ConsistencyLevel};
+
+/// A client workload: writers record every acknowledged write; readers
+/// issue linearizable reads. Failures are counted, never hidden.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<(String, String)>>>,
+    pub failed_writes: Arc<AtomicU64>,
+    pub failed_reads: Arc<AtomicU64>,
+    pub reads: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    client: Client,
+}
+
+impl Load {
+    pub fn start(client: Client, writers: usize, readers: usize, tag: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (failed_writes, failed_reads, reads) =
+            (Arc::<AtomicU64>::default(), Arc::<AtomicU64>::default(), Arc::<AtomicU64>::default());
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (c, stop, acks, failed) = (client.clone(), stop.clone(), acks.clone(), failed_writes.clone());
+            let tag = tag.to_string();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (k, v) = (format!("{tag}-w{w}-{n:06}"), format!("v{n}"));
+                    match c.put(k.clone(), v.clone()).await {
+                        Ok(_) => acks.lock().unwrap().push((k, v)),
+                        Err(e) => {
+                            eprintln!("write {k} failed: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    n += 1;
+                }
+            }));
+        }
+        for _ in 0..readers {
+            let (c, stop, acks, failed, reads) =
+                (client.clone(), stop.clone(), acks.clone(), failed_reads.clone(), reads.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let pick = {
+                        let a = acks.lock().unwrap();
+                        if a.is_empty() {
+                            None
+                        } else {
+                            Some(a[rand::random_range(0..a.len())].clone())
+                        }
+                    };
+                    let Some((k, v)) = pick else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    match c.get(k.clone(), Some(ConsistencyLevel::Linearizable)).await {
+                        Ok(Some(got)) if got == v.as_bytes() => {}
+                        other => {
+                            eprintln!("linearizable read of {k} gave {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        Load { stop, acks, failed_writes, failed_reads, reads, tasks, client }
+    }
+
+    pub fn acked(&self) -> usize {
+        self.acks.lock().unwrap().len()
+    }
+
+    /// Stops the workload and checks every acknowledged write is readable.
+    /// Returns (acknowledged writes, client retries).
+    pub async fn finish(self, c: &LocalCluster) -> (usize, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let acks = self.acks.lock().unwrap().clone();
+        let reader = c.client().unwrap();
+        let mut lost = Vec::new();
+        for (k, v) in &acks {
+            match reader.get(k.clone(), Some(ConsistencyLevel::Linearizable)).await {
+                Ok(Some(got)) if got == v.as_bytes() => {}
+                other => lost.push(format!("{k}: {other:?}")),
+            }
+        }
+        assert!(lost.is_empty(), "{} acknowledged writes lost: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+        assert_eq!(self.failed_writes.load(Ordering::Relaxed), 0, "writes failed beyond retries");
+        assert_eq!(self.failed_reads.load(Ordering::Relaxed), 0, "reads failed beyond retries");
+        (acks.len(), self.client.stats().retries.load(Ordering::Relaxed))
+    }
+}
+
+/// Polls `check` (which explains what is missing) until it passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(why) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not reached within {timeout:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Every partition's leader reports exactly the desired voters, no learners.
+pub async fn placement_converged(c: &LocalCluster) -> Result<(), String> {
+    let st = c.statuses().await;
+    let cluster = st.iter().find_map(|(_, s)| s.cluster.clone()).ok_or("no cluster view")?;
+    for p in &cluster.placement {
+        let g = u64::from(p.partition) + 1;
+        let leader = st
+            .iter()
+            .flat_map(|(_, s)| s.groups.iter())
+            .find(|x| x.group == g && x.role == "leader")
+            .ok_or(format!("partition {} has no leader", p.partition))?;
+        let mut want = p.replicas.clone();
+        want.sort();
+        let mut have = leader.voters.clone();
+        have.sort();
+        if want != have || !leader.learners.is_empty() {
+            return Err(format!(
+                "partition {}: voters {have:?} learners {:?}, desired {want:?}",
+                p.partition, leader.learners
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn admin(c: &LocalCluster) -> keyraft_api::pb::admin_client::AdminClient<tonic::transport::Channel> {
+    c.client().unwrap().admin(&c.nodes[0].grpc.to_string()).unwrap()
+}
