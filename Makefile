@@ -4,7 +4,7 @@ CARGO ?= cargo
 RELEASE_BIN := target/release
 DEMO_DIR ?= keyraft-data
 
-.PHONY: run test build release unit integration fmt fmt-check lint crds crds-check chart-lint tools bench clean help
+.PHONY: run test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench clean help
 
 help:
 	@echo "make run        build, start a local 3-node cluster, write and read sample data (Ctrl-C stops it)"
@@ -13,6 +13,8 @@ help:
 	@echo "make crds       regenerate crds/ from the operator's Rust types"
 	@echo "make chart-lint helm lint + template + rendered-manifest checks with the pinned Helm"
 	@echo "make tools      fetch the pinned Helm and kubectl into tools/bin"
+	@echo "make e2e        simulator tests with the real kubectl and Helm"
+	@echo "make k8s-sim    run the local Kubernetes simulator (kubeconfig in ./kubeconfig)"
 
 release:
 	$(CARGO) build --release -p keyraft-node -p keyraft-client
@@ -24,7 +26,7 @@ build:
 run: release
 	$(RELEASE_BIN)/keyraft local up --nodes 3 --partitions 8 --replication-factor 3 --data-dir $(DEMO_DIR) --demo
 
-test: fmt-check tools unit integration chart-lint
+test: fmt-check tools unit integration e2e chart-lint
 
 fmt:
 	$(CARGO) fmt --all
@@ -45,6 +47,17 @@ integration:
 	$(CARGO) build -p keyraft-node
 	$(CARGO) test -p keyraft-node --test '*' -- --test-threads 1
 	$(CARGO) test -p keyraft-operator --test builders
+
+# The local Kubernetes simulator driven by the real kubectl and Helm
+# (needs root: it writes pod DNS names into /etc/hosts while it runs).
+e2e: tools
+	$(CARGO) build -p keyraft-node -p keyraft-operator -p keyraft-e2e
+	$(CARGO) test -p keyraft-e2e -- --test-threads 2
+
+# A simulator to point kubectl and helm at (kubeconfig written to ./kubeconfig).
+k8s-sim: tools
+	$(CARGO) build -p keyraft-node -p keyraft-operator -p keyraft-e2e
+	target/debug/keyraft-k8s-sim serve --listen 127.0.0.1:6443 --kubeconfig-out kubeconfig --state-dir k8s-sim-state
 
 crds:
 	$(CARGO) run -q -p keyraft-operator -- crd > crds/keyraftcluster.yaml

@@ -29,7 +29,7 @@ async fn holdings(c: &LocalCluster) -> BTreeMap<usize, (usize, usize)> {
 }
 
 async fn id_of(c: &LocalCluster, i: usize) -> u64 {
-    common::status_of(c, i).await.node.unwrap().id
+    c.wait_live(i, Duration::from_secs(10)).await.unwrap().id
 }
 
 async fn set_state(c: &LocalCluster, id: u64, state: &str) {
@@ -202,9 +202,13 @@ async fn killing_the_leader_driving_a_membership_change_loses_nothing() {
     let leader_id =
         st.iter().flat_map(|(_, s)| s.groups.iter()).find(|g| g.group == 1 && g.role == "leader").unwrap().leader;
     let leader_idx = common::index_of(&c, leader_id).await.unwrap();
-    let all: BTreeSet<u64> = view.members.iter().map(|m| m.id).collect();
+    let mut all = BTreeSet::new();
+    for i in 0..4 {
+        all.insert(c.wait_live(i, Duration::from_secs(10)).await.unwrap().id);
+    }
     let p0 = &view.placement[0];
-    let spare = *all.iter().find(|id| !p0.replicas.contains(id)).unwrap();
+    let spare =
+        *all.iter().find(|id| !p0.replicas.contains(id)).unwrap_or_else(|| panic!("no spare among {all:?} for {p0:?}"));
     let dropped = *p0.replicas.iter().find(|id| **id != leader_id).unwrap();
     let mut placement = view.placement.clone();
     placement[0].replicas = p0.replicas.iter().map(|r| if *r == dropped { spare } else { *r }).collect();
