@@ -104,6 +104,40 @@ pub fn render(node: &Node) -> String {
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }
+    if let Some(meta) = node.meta_rx.borrow().clone() {
+        let _ = writeln!(out, "# HELP keyraft_member_replicas partition replicas placed on each member\n# TYPE keyraft_member_replicas gauge");
+        for m in meta.members.values() {
+            let replicas = meta.placement.iter().filter(|p| p.replicas.contains(&m.id)).count();
+            let _ = writeln!(
+                out,
+                "keyraft_member_replicas{{node=\"{}\",state=\"{}\"}} {replicas}",
+                m.name,
+                m.state.as_str()
+            );
+        }
+        let _ = writeln!(out, "# HELP keyraft_member_preferred_leaders partitions that prefer each member as leader\n# TYPE keyraft_member_preferred_leaders gauge");
+        for m in meta.members.values() {
+            let leaders = meta.placement.iter().filter(|p| p.preferred_leader == m.id).count();
+            let _ = writeln!(out, "keyraft_member_preferred_leaders{{node=\"{}\"}} {leaders}", m.name);
+        }
+        // Moves in flight, as seen by the leaders on this node.
+        let moving = groups
+            .iter()
+            .filter_map(|g| {
+                let p = keyraft_api::partition_of_group(g.id)?;
+                let m = g.raft.metrics().borrow().clone();
+                if m.state != openraft::ServerState::Leader {
+                    return None;
+                }
+                let mut want = meta.placement.get(p as usize)?.replicas.clone();
+                let mut have: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                have.sort_unstable();
+                want.sort_unstable();
+                (have != want).then_some(())
+            })
+            .count();
+        let _ = writeln!(out, "# HELP keyraft_partitions_moving partitions led here whose voters differ from the desired placement\n# TYPE keyraft_partitions_moving gauge\nkeyraft_partitions_moving {moving}");
+    }
     let _ =
         writeln!(out, "# HELP keyraft_node_ready 1 when the node is ready to serve\n# TYPE keyraft_node_ready gauge");
     let _ = writeln!(out, "keyraft_node_ready {}", u8::from(node.readiness().is_ok()));
