@@ -2,7 +2,8 @@
 //! cluster for a fixed time, reporting throughput and latency percentiles.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -77,20 +78,45 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
+/// The key the benchmark uses for number `i`.
+pub fn key(i: u64) -> String {
+    format!("bench-{i:08}")
+}
+
+/// Writes keys `0..keys` once each, `clients` at a time, so a benchmark
+/// reads existing data. Returns the number of failed writes.
+pub async fn load(client: &Client, keys: u64, value_size: usize, clients: usize) -> u64 {
+    use futures::stream::{self, StreamExt};
+    let value = vec![b'v'; value_size];
+    stream::iter(0..keys)
+        .map(|i| {
+            let (c, v) = (client.clone(), value.clone());
+            async move { u64::from(c.put(key(i), v).await.is_err()) }
+        })
+        .buffer_unordered(clients.max(1))
+        .fold(0u64, |acc, failed| async move { acc + failed })
+        .await
+}
+
+/// Runs the benchmark until its duration passes or `stop` is set.
 pub async fn run(client: &Client, o: &BenchOptions) -> BenchReport {
+    run_until(client, o, Arc::new(AtomicBool::new(false))).await
+}
+
+pub async fn run_until(client: &Client, o: &BenchOptions, stop: Arc<AtomicBool>) -> BenchReport {
     let retries_before = client.stats().retries.load(Ordering::Relaxed);
     let start = Instant::now();
     let deadline = start + o.duration;
     let mut tasks = Vec::new();
     for _ in 0..o.clients {
-        let (c, o) = (client.clone(), o.clone());
+        let (c, o, stop) = (client.clone(), o.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let (mut reads, mut writes, mut errors) = (histogram(), histogram(), 0u64);
             let value = vec![b'v'; o.value_size];
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                 let (key, read) = {
                     let mut rng = rand::rng();
-                    (format!("bench-{:08}", rng.random_range(0..o.keys)), rng.random_bool(o.read_ratio))
+                    (key(rng.random_range(0..o.keys)), rng.random_bool(o.read_ratio))
                 };
                 let t = Instant::now();
                 let ok = if read {

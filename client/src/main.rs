@@ -88,6 +88,15 @@ enum Cmd {
     },
     /// Desired versus actual placement of every partition.
     Placement,
+    /// Write keys bench-00000000.. once each (data for `bench` to read).
+    Load {
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+    },
     /// Run a cluster of node processes on this machine.
     Local {
         #[command(subcommand)]
@@ -230,8 +239,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let c = client()?;
             c.partitions().await.context("cannot reach the cluster")?;
-            let report = bench::run(&c, &o).await;
+            // Ctrl-C ends the run early and still prints the report.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+                }
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let report = bench::run_until(&c, &o, stop).await;
             print!("{}", report.render(&o));
+        }
+        Cmd::Load { keys, value_size, clients } => {
+            let c = client()?;
+            c.partitions().await.context("cannot reach the cluster")?;
+            let t = std::time::Instant::now();
+            let failed = bench::load(&c, keys, value_size, clients).await;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "loaded {} keys of {value_size} bytes in {secs:.1}s ({:.0} writes/s), {failed} failed",
+                keys - failed,
+                keys as f64 / secs
+            );
+            if failed > 0 {
+                bail!("{failed} writes failed");
+            }
         }
         Cmd::Local { cmd: LocalCmd::Up { nodes, partitions, replication_factor, data_dir, base_port, demo } } => {
             local_up(nodes, partitions, replication_factor, data_dir, base_port, demo).await?;
