@@ -1,11 +1,13 @@
-//! Node admin client: Admin.Status / Bootstrap / SetDefaultRead over gRPC,
-//! each bounded by a timeout so an unreachable node is an observation, never
-//! a hung reconcile.
+//! Node admin client: Admin.Status / Bootstrap / SetDefaultRead /
+//! SetMemberState / Rebalance over gRPC, each bounded by a timeout so an
+//! unreachable node is an observation, never a hung reconcile.
 
 use std::time::Duration;
 
 use keyraft_api::pb::{self, admin_client::AdminClient};
 use tonic::transport::{Channel, Endpoint};
+
+use keyraft_api::placement::NodeState;
 
 use crate::crd::ReadConsistency;
 use crate::planner::{ClusterViewReport, MemberReport, NodeReport};
@@ -15,10 +17,15 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Admin {
     pub timeout: Duration,
+    /// Tests: every call goes to this address instead of the node's.
+    #[cfg(test)]
+    pub redirect: Option<String>,
 }
 
 impl Admin {
     async fn client(&self, addr: &str) -> Result<AdminClient<Channel>> {
+        #[cfg(test)]
+        let addr = self.redirect.as_deref().unwrap_or(addr);
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| admin_err(addr, e))?
             .connect_timeout(self.timeout)
@@ -66,6 +73,52 @@ impl Admin {
             .map_err(|e| admin_err(addr, e.message()))?;
         Ok(())
     }
+
+    /// Admin.SetMemberState through the node at `addr` (any joined node: it
+    /// forwards to the meta leader). The member is named by `id` when it is
+    /// known, else by `name` (its pod name); returns its new record.
+    pub async fn set_member_state(&self, addr: &str, id: u64, name: &str, state: NodeState) -> Result<MemberReport> {
+        let mut c = self.client(addr).await?;
+        let resp = c
+            .set_member_state(pb::SetMemberStateRequest { id, name: name.to_string(), state: state.as_str().into() })
+            .await
+            .map_err(|e| admin_err(addr, e.message()))?
+            .into_inner();
+        let m = resp.member.ok_or_else(|| admin_err(addr, "SetMemberState answered without a member"))?;
+        Ok(member_report(m))
+    }
+
+    /// Admin.Rebalance: the moves of a balanced placement, at most
+    /// `max_moves` partitions (0: the node's default), applied unless `dry_run`.
+    pub async fn rebalance(&self, addr: &str, dry_run: bool, max_moves: u32) -> Result<pb::RebalanceResponse> {
+        let mut c = self.client(addr).await?;
+        let resp = c
+            .rebalance(pb::RebalanceRequest { dry_run, max_moves })
+            .await
+            .map_err(|e| admin_err(addr, e.message()))?
+            .into_inner();
+        Ok(resp)
+    }
+}
+
+/// One line per move, for Events: `p3 [1,2,3] -> [1,2,4]`.
+pub fn describe_moves(moves: &[pb::Move]) -> String {
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    moves
+        .iter()
+        .map(|m| {
+            let mut s = format!("p{} [{}] -> [{}]", m.partition, ids(&m.from), ids(&m.to));
+            if m.leader_from != m.leader_to {
+                s.push_str(&format!(" leader {} -> {}", m.leader_from, m.leader_to));
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn member_report(m: pb::MemberRecord) -> MemberReport {
+    MemberReport { id: m.id, name: m.name, state: m.state, zone: m.zone }
 }
 
 fn admin_err(addr: &str, e: impl std::fmt::Display) -> Error {
@@ -76,11 +129,13 @@ fn admin_err(addr: &str, e: impl std::fmt::Display) -> Error {
 pub fn node_report(resp: pb::StatusResponse) -> NodeReport {
     let node = resp.node.unwrap_or_default();
     // Group 0 is meta; partition p is group p + 1.
-    let led_partitions: Vec<u32> =
-        resp.groups.iter().filter(|g| g.group > 0 && g.role == "leader").map(|g| (g.group - 1) as u32).collect();
+    let led = || resp.groups.iter().filter(|g| g.group > 0 && g.role == "leader");
+    let led_partitions: Vec<u32> = led().map(|g| (g.group - 1) as u32).collect();
+    let led_voters: Vec<(u32, Vec<u64>)> = led().map(|g| ((g.group - 1) as u32, g.voters.clone())).collect();
     let view = resp.cluster.map(|v| ClusterViewReport {
         meta_applied_index: v.meta_applied_index,
-        members: v.members.into_iter().map(|m| MemberReport { id: m.id, name: m.name, state: m.state }).collect(),
+        members: v.members.into_iter().map(member_report).collect(),
+        preferred_leaders: v.placement.iter().map(|p| (p.partition, p.preferred_leader)).collect(),
         placement: v.placement.into_iter().map(|p| (p.partition, p.replicas)).collect(),
         default_read: match pb::Consistency::try_from(v.default_read) {
             Ok(pb::Consistency::Linearizable) => Some(ReadConsistency::Linearizable),
@@ -97,50 +152,26 @@ pub fn node_report(resp: pb::StatusResponse) -> NodeReport {
         version: node.version,
         leaders: led_partitions.len() as u32,
         led_partitions,
+        led_voters,
         view,
     }
 }
 
+/// A fake node's Admin service on loopback, for the admin and controller tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
-    #[test]
-    fn status_maps_to_report() {
-        let resp = pb::StatusResponse {
-            node: Some(pb::NodeInfo {
-                id: 7,
-                joined: true,
-                ready: true,
-                cluster_id: "c".into(),
-                version: "0.1.0".into(),
-                ..Default::default()
-            }),
-            groups: vec![
-                pb::GroupStatus { group: 0, role: "leader".into(), ..Default::default() },
-                pb::GroupStatus { group: 3, role: "leader".into(), ..Default::default() },
-                pb::GroupStatus { group: 4, role: "follower".into(), ..Default::default() },
-            ],
-            cluster: Some(pb::ClusterView {
-                default_read: pb::Consistency::Session as i32,
-                placement: vec![pb::PartitionPlacement { partition: 2, replicas: vec![7, 8], preferred_leader: 7 }],
-                ..Default::default()
-            }),
-        };
-        let r = node_report(resp);
-        assert_eq!(r.node_id, 7);
-        // The meta group's leadership is not a partition leadership.
-        assert_eq!(r.led_partitions, vec![2]);
-        assert_eq!(r.leaders, 1);
-        let v = r.view.unwrap();
-        assert_eq!(v.default_read, Some(ReadConsistency::Session));
-        assert_eq!(v.placement, vec![(2, vec![7, 8])]);
-    }
-
-    /// A node that answers Status and records Bootstrap calls.
-    #[derive(Default)]
-    struct FakeNode {
-        bootstraps: std::sync::Mutex<Vec<pb::BootstrapRequest>>,
+    /// A node that answers Status and records Bootstrap, SetMemberState and
+    /// Rebalance calls.
+    pub struct FakeNode {
+        /// What Status answers.
+        pub status: Mutex<pb::StatusResponse>,
+        pub bootstraps: Mutex<Vec<pb::BootstrapRequest>>,
+        pub member_states: Mutex<Vec<pb::SetMemberStateRequest>>,
+        pub rebalances: Mutex<Vec<pb::RebalanceRequest>>,
     }
 
     #[tonic::async_trait]
@@ -149,10 +180,7 @@ mod tests {
             &self,
             _: tonic::Request<pb::StatusRequest>,
         ) -> Result<tonic::Response<pb::StatusResponse>, tonic::Status> {
-            Ok(tonic::Response::new(pb::StatusResponse {
-                node: Some(pb::NodeInfo { id: 3, joined: false, version: "0.1.0".into(), ..Default::default() }),
-                ..Default::default()
-            }))
+            Ok(tonic::Response::new(self.status.lock().unwrap().clone()))
         }
         async fn bootstrap(
             &self,
@@ -187,15 +215,33 @@ mod tests {
         }
         async fn set_member_state(
             &self,
-            _: tonic::Request<pb::SetMemberStateRequest>,
+            req: tonic::Request<pb::SetMemberStateRequest>,
         ) -> Result<tonic::Response<pb::SetMemberStateResponse>, tonic::Status> {
-            Err(tonic::Status::unimplemented("fake"))
+            let req = req.into_inner();
+            self.member_states.lock().unwrap().push(req.clone());
+            if NodeState::parse(&req.state).is_none() {
+                return Err(tonic::Status::invalid_argument(format!("{:?} is not a member state", req.state)));
+            }
+            if req.id == 0 && req.name != "kv-4" {
+                return Err(tonic::Status::invalid_argument(format!("no member with id 0 or name {:?}", req.name)));
+            }
+            let id = if req.id == 0 { 5 } else { req.id };
+            Ok(tonic::Response::new(pb::SetMemberStateResponse {
+                member: Some(pb::MemberRecord { id, name: "kv-4".into(), state: req.state, ..Default::default() }),
+            }))
         }
         async fn rebalance(
             &self,
-            _: tonic::Request<pb::RebalanceRequest>,
+            req: tonic::Request<pb::RebalanceRequest>,
         ) -> Result<tonic::Response<pb::RebalanceResponse>, tonic::Status> {
-            Err(tonic::Status::unimplemented("fake"))
+            let req = req.into_inner();
+            self.rebalances.lock().unwrap().push(req);
+            let moves = vec![
+                pb::Move { partition: 0, from: vec![1, 2, 3], to: vec![1, 2, 4], leader_from: 1, leader_to: 1 },
+                pb::Move { partition: 3, from: vec![1, 2, 3], to: vec![4, 2, 3], leader_from: 1, leader_to: 4 },
+            ];
+            let moves: Vec<pb::Move> = moves.into_iter().take(req.max_moves.max(1) as usize).collect();
+            Ok(tonic::Response::new(pb::RebalanceResponse { applied: !req.dry_run && !moves.is_empty(), moves }))
         }
         async fn join(
             &self,
@@ -211,19 +257,89 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn talks_to_a_node_over_grpc() {
-        let node = std::sync::Arc::new(FakeNode::default());
+    impl Default for FakeNode {
+        fn default() -> FakeNode {
+            FakeNode {
+                status: Mutex::new(pb::StatusResponse {
+                    node: Some(pb::NodeInfo { id: 3, joined: false, version: "0.1.0".into(), ..Default::default() }),
+                    ..Default::default()
+                }),
+                bootstraps: Mutex::default(),
+                member_states: Mutex::default(),
+                rebalances: Mutex::default(),
+            }
+        }
+    }
+
+    /// Serves `node` on a loopback port; returns its address.
+    pub async fn serve(node: Arc<FakeNode>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let incoming = futures::stream::unfold(listener, |l| async move {
             let conn = l.accept().await.map(|(s, _)| s);
             Some((conn, l))
         });
-        let svc = pb::admin_server::AdminServer::from_arc(node.clone());
+        let svc = pb::admin_server::AdminServer::from_arc(node);
         tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
+        addr
+    }
+}
 
-        let admin = Admin { timeout: Duration::from_secs(2) };
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeNode;
+    use super::*;
+
+    #[test]
+    fn status_maps_to_report() {
+        let resp = pb::StatusResponse {
+            node: Some(pb::NodeInfo {
+                id: 7,
+                joined: true,
+                ready: true,
+                cluster_id: "c".into(),
+                version: "0.1.0".into(),
+                ..Default::default()
+            }),
+            groups: vec![
+                pb::GroupStatus { group: 0, role: "leader".into(), ..Default::default() },
+                pb::GroupStatus { group: 3, role: "leader".into(), voters: vec![7, 8], ..Default::default() },
+                pb::GroupStatus { group: 4, role: "follower".into(), ..Default::default() },
+            ],
+            cluster: Some(pb::ClusterView {
+                default_read: pb::Consistency::Session as i32,
+                placement: vec![pb::PartitionPlacement { partition: 2, replicas: vec![7, 8], preferred_leader: 7 }],
+                members: vec![pb::MemberRecord {
+                    id: 7,
+                    name: "kv-0".into(),
+                    state: "draining".into(),
+                    zone: "z1".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let r = node_report(resp);
+        assert_eq!(r.node_id, 7);
+        // The meta group's leadership is not a partition leadership.
+        assert_eq!(r.led_partitions, vec![2]);
+        assert_eq!(r.leaders, 1);
+        let v = r.view.unwrap();
+        assert_eq!(v.default_read, Some(ReadConsistency::Session));
+        assert_eq!(v.placement, vec![(2, vec![7, 8])]);
+        assert_eq!(v.preferred_leaders.get(&2), Some(&7));
+        let m = v.member("kv-0").unwrap();
+        assert_eq!((m.id, m.state.as_str(), m.zone.as_str()), (7, "draining", "z1"));
+        // Voters of led partitions: how the planner sees moves in flight.
+        assert_eq!(r.led_voters, vec![(2, vec![7, 8])]);
+    }
+
+    #[tokio::test]
+    async fn talks_to_a_node_over_grpc() {
+        let node = std::sync::Arc::new(FakeNode::default());
+        let addr = fake::serve(node.clone()).await;
+
+        let admin = Admin { timeout: Duration::from_secs(2), redirect: None };
         let report = admin.status(&addr).await.unwrap();
         assert_eq!(report.node_id, 3);
         assert!(!report.joined);
@@ -236,11 +352,46 @@ mod tests {
         // A gRPC error names the node and carries the node's message.
         let err = admin.set_default_read(&addr, ReadConsistency::Session).await.unwrap_err();
         assert!(err.to_string().contains(&addr) && err.to_string().contains("no such level"), "{err}");
+
+        // SetMemberState: by id when the planner knows it, the pod name along.
+        let m = admin.set_member_state(&addr, 5, "kv-4", NodeState::Decommissioning).await.unwrap();
+        assert_eq!((m.id, m.name.as_str(), m.state.as_str()), (5, "kv-4", "decommissioning"));
+        for state in [NodeState::Draining, NodeState::Active, NodeState::Failed] {
+            admin.set_member_state(&addr, 5, "kv-4", state).await.unwrap();
+        }
+        // By name alone.
+        assert_eq!(admin.set_member_state(&addr, 0, "kv-4", NodeState::Removed).await.unwrap().id, 5);
+        let err = admin.set_member_state(&addr, 0, "kv-9", NodeState::Failed).await.unwrap_err();
+        assert!(err.to_string().contains("kv-9"), "{err}");
+        let calls = node.member_states.lock().unwrap().clone();
+        let sent: Vec<(u64, &str, &str)> = calls.iter().map(|r| (r.id, r.name.as_str(), r.state.as_str())).collect();
+        assert_eq!(
+            sent,
+            [
+                (5, "kv-4", "decommissioning"),
+                (5, "kv-4", "draining"),
+                (5, "kv-4", "active"),
+                (5, "kv-4", "failed"),
+                (0, "kv-4", "removed"),
+                (0, "kv-9", "failed"),
+            ]
+        );
+
+        // Rebalance: applied, bounded by max_moves; a dry run changes nothing.
+        let r = admin.rebalance(&addr, false, 1).await.unwrap();
+        assert!(r.applied);
+        assert_eq!(describe_moves(&r.moves), "p0 [1,2,3] -> [1,2,4]");
+        let r = admin.rebalance(&addr, true, 2).await.unwrap();
+        assert!(!r.applied);
+        assert_eq!(describe_moves(&r.moves), "p0 [1,2,3] -> [1,2,4]; p3 [1,2,3] -> [4,2,3] leader 1 -> 4");
+        let calls = node.rebalances.lock().unwrap().clone();
+        let sent: Vec<(bool, u32)> = calls.iter().map(|r| (r.dry_run, r.max_moves)).collect();
+        assert_eq!(sent, [(false, 1), (true, 2)]);
     }
 
     #[tokio::test]
     async fn unreachable_node_is_an_error_within_the_timeout() {
-        let admin = Admin { timeout: Duration::from_millis(300) };
+        let admin = Admin { timeout: Duration::from_millis(300), redirect: None };
         // Port 1 on loopback: nothing listens.
         let start = std::time::Instant::now();
         let err = admin.status("127.0.0.1:1").await.unwrap_err();

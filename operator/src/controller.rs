@@ -25,6 +25,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
+use keyraft_api::placement::NodeState;
+
 use crate::admin::Admin;
 use crate::builders::{self, Names, FIELD_MANAGER};
 use crate::crd::{KeyraftCluster, KeyraftClusterStatus, MemberStatus, PartitionStatus, Phase};
@@ -350,16 +352,35 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                 )
                 .await;
             }
-            // The node's placement API (DESIGN §2) is not there yet: say
-            // what the operator waits for instead of pretending.
-            pending @ (Action::AddMember { .. }
-            | Action::Rebalance { .. }
-            | Action::Decommission { .. }
-            | Action::DrainLeaders { .. }
-            | Action::ReplaceMember { .. }) => {
-                let note = format!("{pending:?}: waiting for the node admin API that carries it out");
-                tracing::info!(cluster = %key(kr), "{note}");
-                publish(ctx, kr, EventType::Normal, "WaitingForNodeAPI", &kind, note).await;
+            Action::Rebalance { via, max_moves } => {
+                let resp = ctx.admin.rebalance(&names.pod_address(&via), false, max_moves).await?;
+                if !resp.moves.is_empty() {
+                    publish(
+                        ctx,
+                        kr,
+                        EventType::Normal,
+                        "Rebalancing",
+                        "Rebalance",
+                        format!(
+                            "moving {} partitions (at most {max_moves} at a time): {}",
+                            resp.moves.len(),
+                            crate::admin::describe_moves(&resp.moves)
+                        ),
+                    )
+                    .await;
+                }
+            }
+            Action::Decommission { via, pod, node_id } => {
+                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Decommissioning).await?;
+            }
+            Action::DrainLeaders { via, pod, node_id } => {
+                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Draining).await?;
+            }
+            Action::ActivateMember { via, pod, node_id } => {
+                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Active).await?;
+            }
+            Action::ReplaceMember { via, pod, node_id } => {
+                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Failed).await?;
             }
         }
     }
@@ -370,6 +391,40 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
 
     let settled = status.phase == Some(Phase::Running) && !busy;
     Ok(Requeue::requeue(if settled { Duration::from_secs(30) } else { Duration::from_secs(5) }))
+}
+
+/// Admin.SetMemberState through `via`, with an Event saying why.
+async fn set_member_state(
+    ctx: &Context,
+    kr: &KeyraftCluster,
+    names: &Names,
+    via: &str,
+    pod: &str,
+    node_id: u64,
+    state: NodeState,
+) -> Result<()> {
+    let member = ctx.admin.set_member_state(&names.pod_address(via), node_id, pod, state).await?;
+    let (reason, action, why) = match state {
+        NodeState::Decommissioning => {
+            ("Decommissioning", "ScaleIn", "its replicas move to other members before the pod goes")
+        }
+        NodeState::Draining => ("DrainingLeaders", "Upgrade", "it hands its leaderships over before the pod restarts"),
+        NodeState::Active => ("MemberActive", "Upgrade", "it is back and caught up, and may lead again"),
+        NodeState::Failed => {
+            ("MemberFailed", "Failover", "unready past failover.timeout: its replicas are re-created elsewhere")
+        }
+        NodeState::Removed => ("MemberRemoved", "ScaleIn", "it holds nothing"),
+    };
+    publish(
+        ctx,
+        kr,
+        if state == NodeState::Failed { EventType::Warning } else { EventType::Normal },
+        reason,
+        action,
+        format!("member {pod} (node {}) is now {}: {why}", member.id, member.state),
+    )
+    .await;
+    Ok(())
 }
 
 /// A StatefulSet's volumeClaimTemplates cannot change: keep the existing
@@ -528,7 +583,7 @@ pub fn build_status(
                 ready: p.ready,
                 version: Some(p.version.clone()).filter(|v| !v.is_empty()),
                 leaders: report.map_or(0, |r| r.leaders),
-                state: view.and_then(|v| v.members.iter().find(|m| m.name == p.name)).map(|m| m.state.clone()),
+                state: view.and_then(|v| v.member(&p.name)).map(|m| m.state.clone()),
             }
         })
         .collect();
@@ -688,10 +743,13 @@ mod act_tests {
 
     type Log = Arc<Mutex<Vec<Request>>>;
 
-    async fn fake_api(log: Log, kr: Value) -> String {
+    /// `gets`: answers to GETs whose path ends with the given suffix; other
+    /// GETs see an empty list, the StatefulSet none.
+    async fn fake_api(log: Log, kr: Value, gets: Vec<(&'static str, Value)>) -> String {
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let log = log.clone();
             let kr = kr.clone();
+            let gets = gets.clone();
             async move {
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 log.lock().unwrap().push(Request {
@@ -708,6 +766,11 @@ mod act_tests {
                 let json = |code: StatusCode, v: Value| {
                     (code, [("content-type", "application/json")], v.to_string()).into_response()
                 };
+                if method == Method::GET {
+                    if let Some((_, v)) = gets.iter().find(|(suffix, _)| path.ends_with(suffix)) {
+                        return json(StatusCode::OK, v.clone());
+                    }
+                }
                 match method {
                     Method::GET if path.ends_with("/statefulsets/kv") => json(
                         StatusCode::NOT_FOUND,
@@ -741,11 +804,11 @@ mod act_tests {
         kr.metadata.uid = Some("uid-1".into());
         kr.metadata.generation = Some(2);
         let log: Log = Arc::default();
-        let url = fake_api(log.clone(), serde_json::to_value(&kr).unwrap()).await;
+        let url = fake_api(log.clone(), serde_json::to_value(&kr).unwrap(), vec![]).await;
         let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
         let ctx = Context::new(
             client,
-            Admin { timeout: Duration::from_millis(200) },
+            Admin { timeout: Duration::from_millis(200), redirect: None },
             Arc::new(Metrics::new()),
             "test".into(),
         );
@@ -793,5 +856,92 @@ mod act_tests {
             .expect("an Event");
         assert_eq!(event.body["reason"], "Scaled");
         assert_eq!(event.body["regarding"]["kind"], "KeyraftCluster");
+    }
+
+    fn pod_json(ordinal: u32) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("kv-{ordinal}"), "namespace": "ns",
+                         "labels": {"app.kubernetes.io/name": "keyraft", "app.kubernetes.io/instance": "kv"}},
+            "spec": {"containers": [{"name": "keyraft-node", "image": "keyraft/keyraft-node:0.1.0"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        })
+    }
+
+    #[tokio::test]
+    async fn scale_in_decommissions_the_highest_member_through_a_ready_node() {
+        use crate::admin::fake::{serve, FakeNode};
+        use keyraft_api::pb;
+
+        // spec.replicas 4 while the StatefulSet has 5 pods, all members.
+        let mut kr = KeyraftCluster::new("kv", serde_yaml::from_str("replicas: 4").unwrap());
+        kr.metadata.namespace = Some("ns".into());
+        kr.metadata.uid = Some("uid-1".into());
+        kr.status = Some(KeyraftClusterStatus { cluster_id: Some("c1".into()), ..Default::default() });
+        let node = Arc::new(FakeNode::default());
+        *node.status.lock().unwrap() = pb::StatusResponse {
+            node: Some(pb::NodeInfo {
+                id: 1,
+                joined: true,
+                ready: true,
+                cluster_id: "c1".into(),
+                version: "0.1.0".into(),
+                ..Default::default()
+            }),
+            groups: vec![],
+            cluster: Some(pb::ClusterView {
+                cluster_id: "c1".into(),
+                members: (0..5)
+                    .map(|o| pb::MemberRecord {
+                        id: o + 1,
+                        name: format!("kv-{o}"),
+                        state: "active".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                placement: vec![pb::PartitionPlacement { partition: 0, replicas: vec![1, 2, 5], preferred_leader: 1 }],
+                meta_applied_index: 10,
+                default_read: pb::Consistency::Linearizable as i32,
+                ..Default::default()
+            }),
+        };
+        let node_addr = serve(node.clone()).await;
+        let log: Log = Arc::default();
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                         "metadata": {"name": "kv", "namespace": "ns"},
+                         "spec": {"replicas": 5, "selector": {}, "template": {}}});
+        let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                          "items": (0..5).map(pod_json).collect::<Vec<_>>()});
+        let url =
+            fake_api(log.clone(), serde_json::to_value(&kr).unwrap(), vec![("/statefulsets/kv", sts), ("/pods", pods)])
+                .await;
+        let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let admin = Admin { timeout: Duration::from_secs(2), redirect: Some(node_addr) };
+        let ctx = Context::new(client, admin, Arc::new(Metrics::new()), "test".into());
+
+        apply(&kr, &ctx).await.unwrap();
+
+        // The member is set decommissioning by id, its pod name along.
+        let calls = node.member_states.lock().unwrap().clone();
+        let sent: Vec<(u64, &str, &str)> = calls.iter().map(|r| (r.id, r.name.as_str(), r.state.as_str())).collect();
+        assert_eq!(sent, [(5, "kv-4", "decommissioning")]);
+        assert!(node.rebalances.lock().unwrap().is_empty(), "balanced: no Rebalance");
+        let log = log.lock().unwrap().clone();
+        // The StatefulSet keeps its 5 pods until kv-4 is empty.
+        let sts = log.iter().find(|r| r.path.ends_with("/statefulsets/kv") && r.method == Method::PATCH).unwrap();
+        assert_eq!(sts.body["spec"]["replicas"], 5);
+        let event = log
+            .iter()
+            .find(|r| r.method == Method::POST && r.path.ends_with("/events") && r.body["reason"] == "Decommissioning")
+            .expect("a Decommissioning Event");
+        assert!(
+            event.body["note"].as_str().unwrap().contains("kv-4 (node 5) is now decommissioning"),
+            "{}",
+            event.body
+        );
+        let status = log.iter().find(|r| r.path.ends_with("/keyraftclusters/kv/status")).unwrap();
+        let members = status.body["status"]["members"].as_array().unwrap();
+        assert_eq!(members.len(), 5);
+        assert_eq!(members[4]["state"], "active");
     }
 }

@@ -2,12 +2,16 @@
 //! next safe actions (observe -> plan -> act). No I/O, no clock: everything
 //! time-dependent arrives in the observation.
 //!
-//! Some actions need admin RPCs the node does not have yet (AddMember,
-//! Rebalance, Decommission, DrainLeaders, ReplaceMember: the placement API of
-//! DESIGN §2). They are planned here so the sequencing is fixed and tested;
-//! the controller reports them as waiting on the node until the RPCs land.
+//! Placement goes through the node's Admin API: `SetMemberState` for
+//! Decommission (decommissioning), DrainLeaders / ActivateMember around an
+//! upgrade restart (draining, then active) and ReplaceMember (failed), and
+//! `Rebalance` after scale-out. New nodes join by themselves (`KEYRAFT_JOIN`),
+//! so scale-out only waits for them to appear among the members.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+use keyraft_api::placement::{self as shared, NodeState, NodeView, PartitionTarget, PlanSettings};
 
 use crate::builders::Names;
 use crate::crd::{parse_duration, KeyraftClusterSpec, ReadConsistency};
@@ -54,6 +58,16 @@ pub struct PodObservation {
     pub node: NodeObservation,
 }
 
+impl PodObservation {
+    /// The node's Admin.Status answer, when it answered.
+    pub fn report(&self) -> Option<&NodeReport> {
+        match &self.node {
+            NodeObservation::Reachable(r) => Some(r),
+            NodeObservation::Unreachable(_) => None,
+        }
+    }
+}
+
 /// Answer of a node's Admin.Status: an unreachable node is an observation.
 #[derive(Clone, Debug)]
 pub enum NodeObservation {
@@ -72,6 +86,9 @@ pub struct NodeReport {
     pub leaders: u32,
     /// Partitions this node leads.
     pub led_partitions: Vec<u32>,
+    /// Voters of each partition group this node leads (partition, voter ids):
+    /// a partition whose voters differ from its placement is still moving.
+    pub led_voters: Vec<(u32, Vec<u64>)>,
     /// The meta group's view as this node applied it (joined nodes only).
     pub view: Option<ClusterViewReport>,
 }
@@ -80,8 +97,10 @@ pub struct NodeReport {
 pub struct ClusterViewReport {
     pub meta_applied_index: u64,
     pub members: Vec<MemberReport>,
-    /// (partition, replica node ids)
+    /// (partition, replica node ids): the desired placement in meta.
     pub placement: Vec<(u32, Vec<u64>)>,
+    /// Preferred leader of each partition.
+    pub preferred_leaders: BTreeMap<u32, u64>,
     pub default_read: Option<ReadConsistency>,
 }
 
@@ -92,6 +111,21 @@ pub struct MemberReport {
     pub name: String,
     /// active, draining, decommissioning, failed, removed
     pub state: String,
+    pub zone: String,
+}
+
+impl ClusterViewReport {
+    /// The member registered under a pod name. A node that came back with a
+    /// new identity leaves its old record behind (failed, then removed):
+    /// the live record wins, then the newest id.
+    pub fn member(&self, name: &str) -> Option<&MemberReport> {
+        self.members.iter().filter(|m| m.name == name).max_by_key(|m| (m.state != "removed", m.id))
+    }
+
+    /// Partitions whose placement lists `id`.
+    pub fn holds(&self, id: u64) -> usize {
+        self.placement.iter().filter(|(_, replicas)| replicas.contains(&id)).count()
+    }
 }
 
 /// A status condition the planner wants set.
@@ -103,7 +137,9 @@ pub struct ConditionUpdate {
     pub message: String,
 }
 
-/// One step for the controller to carry out.
+/// One step for the controller to carry out. Member-state changes and
+/// Rebalance are meta-group proposals: the controller sends them to `via`,
+/// a joined, ready node, which forwards them to the meta leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Server-side apply every owned object, the StatefulSet with this many replicas.
@@ -112,20 +148,21 @@ pub enum Action {
     Bootstrap { pod: String, peers: Vec<String>, partitions: u32, replication_factor: u32 },
     /// Admin.SetDefaultRead through `pod`.
     SetDefaultRead { pod: String, level: ReadConsistency },
-    /// Register a running, unjoined node with the cluster. Node API pending.
-    AddMember { pod: String },
-    /// Even out replicas and leaders over members. Node API pending (SetPlacement).
-    Rebalance { max_concurrent_moves: u32 },
-    /// Move every replica and leader off a member, then remove it from meta.
-    /// Node API pending.
-    Decommission { pod: String, node_id: u64 },
-    /// Move leaderships off a node before its pod restarts. Node API pending
-    /// (TransferLeader); Raft re-elects within about a second without it.
-    DrainLeaders { pod: String, node_id: u64 },
+    /// Admin.Rebalance (not a dry run) moving at most `max_moves` partitions.
+    Rebalance { via: String, max_moves: u32 },
+    /// Admin.SetMemberState `decommissioning`: the nodes move every replica
+    /// off the member, then mark it `removed`.
+    Decommission { via: String, pod: String, node_id: u64 },
+    /// Admin.SetMemberState `draining` before the pod restarts: the member
+    /// keeps its replicas and hands its leaderships over.
+    DrainLeaders { via: String, pod: String, node_id: u64 },
+    /// Admin.SetMemberState `active` once a drained pod is back and caught up.
+    ActivateMember { via: String, pod: String, node_id: u64 },
     /// Delete the pod so the StatefulSet (OnDelete) recreates it on the new template.
     RestartPod { pod: String },
-    /// Re-create a lost member's replicas elsewhere. Node API pending.
-    ReplaceMember { pod: String, node_id: u64 },
+    /// Admin.SetMemberState `failed`: the nodes re-create the member's
+    /// replicas elsewhere, then mark it `removed`.
+    ReplaceMember { via: String, pod: String, node_id: u64 },
     /// Delete a PVC of a removed member (reclaimPolicy Delete).
     DeletePvc { name: String },
     /// Set a status condition.
@@ -139,13 +176,6 @@ fn condition(type_: &'static str, status: bool, reason: &str, message: String) -
 impl Observation {
     fn pod(&self, ordinal: u32) -> Option<&PodObservation> {
         self.pods.iter().find(|p| p.ordinal == ordinal)
-    }
-
-    fn report(&self, ordinal: u32) -> Option<&NodeReport> {
-        match &self.pod(ordinal)?.node {
-            NodeObservation::Reachable(r) => Some(r),
-            NodeObservation::Unreachable(_) => None,
-        }
     }
 
     /// The most up-to-date meta view any node reported.
@@ -168,9 +198,27 @@ impl Observation {
             })
     }
 
-    /// A reachable, joined pod to send cluster-wide admin calls through.
-    fn joined_pod(&self) -> Option<&PodObservation> {
-        self.pods.iter().find(|p| matches!(&p.node, NodeObservation::Reachable(r) if r.joined && r.ready))
+    /// A reachable, joined, ready node to send cluster-wide admin calls
+    /// through, other than `avoid` when another one exists.
+    fn via(&self, avoid: &str) -> Option<&PodObservation> {
+        let usable = |p: &&PodObservation| {
+            !p.terminating && matches!(&p.node, NodeObservation::Reachable(r) if r.joined && r.ready)
+        };
+        self.pods.iter().filter(usable).find(|p| p.name != avoid).or_else(|| self.pods.iter().find(usable))
+    }
+
+    /// Partitions whose leader reports voters that differ from the placement:
+    /// a move (or repair) the nodes are still carrying out.
+    fn moving_partitions(&self, view: &ClusterViewReport) -> BTreeSet<u32> {
+        let desired: BTreeMap<u32, BTreeSet<u64>> =
+            view.placement.iter().map(|(p, r)| (*p, r.iter().copied().collect())).collect();
+        self.pods
+            .iter()
+            .filter_map(PodObservation::report)
+            .flat_map(|r| &r.led_voters)
+            .filter(|(p, voters)| desired.get(p).is_some_and(|d| *d != voters.iter().copied().collect()))
+            .map(|(p, _)| *p)
+            .collect()
     }
 }
 
@@ -219,39 +267,33 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
         }
     }
 
-    // Scale-out: nodes that run but have not joined.
-    for p in &obs.pods {
-        if let NodeObservation::Reachable(r) = &p.node {
-            if !r.joined && (p.ordinal as i32) < sts_replicas {
-                actions.push(Action::AddMember { pod: p.name.clone() });
-            }
-        }
+    // Scale-out: new nodes join by themselves (KEYRAFT_JOIN); wait until
+    // every pod of the StatefulSet is a member.
+    let joining: Vec<String> = match view {
+        Some(v) => (0..sts_replicas.max(0) as u32)
+            .map(|o| obs.names.pod(o))
+            .filter(|name| v.member(name).is_none_or(|m| m.state == "removed"))
+            .collect(),
+        None => Vec::new(),
+    };
+    if !joining.is_empty() && desired >= current {
+        actions.push(condition(
+            cond::PROGRESSING,
+            true,
+            "WaitingForJoin",
+            format!("waiting for {} to join the cluster", joining.join(", ")),
+        ));
     }
 
-    if let (Some(view), Some(via)) = (view, obs.joined_pod()) {
+    if let (Some(view), Some(via)) = (view, obs.via("")) {
         if view.default_read.is_some_and(|d| d != spec.consistency.default_read) {
             actions.push(Action::SetDefaultRead { pod: via.name.clone(), level: spec.consistency.default_read });
         }
-        if spec.rebalance.enabled && needs_rebalance(view) {
-            actions.push(Action::Rebalance { max_concurrent_moves: spec.rebalance.max_concurrent_moves });
-            actions.push(condition(
-                cond::REBALANCING,
-                true,
-                "MovingReplicas",
-                "moving partition replicas onto members that hold none".into(),
-            ));
-        } else {
-            actions.push(condition(
-                cond::REBALANCING,
-                false,
-                "Balanced",
-                "replicas are spread over every member".into(),
-            ));
-        }
+        actions.extend(plan_rebalance(obs, view, &via.name, &joining));
     }
 
     actions.extend(plan_failover(obs));
-    actions.extend(plan_upgrade(obs, sts_replicas));
+    actions.extend(plan_upgrade(obs, view, sts_replicas));
     actions.push(availability(obs));
     actions
 }
@@ -286,6 +328,10 @@ fn plan_bootstrap(obs: &Observation, desired: i32) -> Vec<Action> {
 }
 
 /// Returns the StatefulSet replicas to keep and the actions toward `desired`.
+///
+/// The highest pod may go once it is empty: it is no member (never joined),
+/// its member is `removed`, or it is `decommissioning` (or `failed`) and the
+/// placement no longer lists it.
 fn plan_scale_in(
     obs: &Observation,
     view: Option<&ClusterViewReport>,
@@ -309,28 +355,10 @@ fn plan_scale_in(
     // Highest ordinal first: a StatefulSet can only drop its last pod.
     let ord = (current - 1) as u32;
     let pod = obs.names.pod(ord);
-    let member = view.and_then(|v| v.members.iter().find(|m| m.name == pod));
-    let node_id = member.map(|m| m.id).or_else(|| obs.report(ord).map(|r| r.node_id));
-    let holds = |id: u64| view.map_or(0, |v| v.placement.iter().filter(|(_, replicas)| replicas.contains(&id)).count());
     let progress = |msg: String| condition(cond::PROGRESSING, true, "ScalingIn", msg);
-    match (member, node_id) {
-        // Never joined, or already removed from meta: nothing to move.
-        (None, _) if view.is_some() => (current - 1, vec![progress(format!("{pod} holds no data; removing it"))]),
-        (Some(m), _) if m.state == "removed" || (m.state == "decommissioning" && holds(m.id) == 0) => {
-            (current - 1, vec![progress(format!("{pod} is decommissioned; removing it"))])
-        }
-        (Some(m), _) if m.state == "decommissioning" => {
-            (current, vec![progress(format!("decommissioning {pod}: {} partition replicas left to move", holds(m.id)))])
-        }
-        (_, Some(id)) => (
-            current,
-            vec![
-                Action::Decommission { pod: pod.clone(), node_id: id },
-                progress(format!("decommissioning {pod} before removing it")),
-            ],
-        ),
+    let Some(view) = view else {
         // No view of the cluster at all: wait rather than guess.
-        _ => (
+        return (
             current,
             vec![condition(
                 cond::PROGRESSING,
@@ -338,47 +366,197 @@ fn plan_scale_in(
                 "WaitingForNodes",
                 format!("scale-in waits for a node to report whether {pod} holds data"),
             )],
-        ),
+        );
+    };
+    let Some(m) = view.member(&pod).filter(|m| m.state != "removed") else {
+        // Never joined, or already removed from meta: nothing to move.
+        return (current - 1, vec![progress(format!("{pod} holds no data; removing it"))]);
+    };
+    let held = view.holds(m.id);
+    match m.state.as_str() {
+        "decommissioning" | "failed" if held == 0 => {
+            (current - 1, vec![progress(format!("{pod} is decommissioned; removing it"))])
+        }
+        "decommissioning" | "failed" => {
+            (current, vec![progress(format!("decommissioning {pod}: {held} partition replicas left to move"))])
+        }
+        _ => match obs.via(&pod) {
+            Some(via) => (
+                current,
+                vec![
+                    Action::Decommission { via: via.name.clone(), pod: pod.clone(), node_id: m.id },
+                    progress(format!("decommissioning {pod} before removing it")),
+                ],
+            ),
+            None => (
+                current,
+                vec![condition(
+                    cond::PROGRESSING,
+                    true,
+                    "WaitingForNodes",
+                    format!("scale-in waits for a ready member to decommission {pod} through"),
+                )],
+            ),
+        },
     }
 }
 
-fn needs_rebalance(view: &ClusterViewReport) -> bool {
-    view.members
+/// Partitions a balanced placement (the node's own planner) would change.
+pub fn unbalanced_partitions(view: &ClusterViewReport, replication_factor: u32) -> Vec<u32> {
+    let nodes: Vec<NodeView> = view
+        .members
         .iter()
-        .filter(|m| m.state == "active")
-        .any(|m| !view.placement.is_empty() && !view.placement.iter().any(|(_, replicas)| replicas.contains(&m.id)))
+        .filter_map(|m| Some(NodeView { id: m.id, zone: m.zone.clone(), state: NodeState::parse(&m.state)? }))
+        .collect();
+    let mut placement = view.placement.clone();
+    placement.sort_by_key(|(p, _)| *p);
+    let current: Vec<PartitionTarget> = placement
+        .iter()
+        .map(|(p, replicas)| PartitionTarget {
+            replicas: replicas.clone(),
+            preferred_leader: view.preferred_leaders.get(p).copied().unwrap_or_default(),
+        })
+        .collect();
+    let settings = PlanSettings { replication_factor: replication_factor as usize, max_moves: usize::MAX };
+    let target = shared::plan(&nodes, &current, settings);
+    placement.iter().zip(current.iter().zip(&target)).filter(|(_, (a, b))| a != b).map(|((p, _), _)| *p).collect()
 }
 
+/// Rebalance after scale-out: only while every member is active and every
+/// earlier move is finished, at most `maxConcurrentMoves` partitions a call.
+fn plan_rebalance(obs: &Observation, view: &ClusterViewReport, via: &str, joining: &[String]) -> Vec<Action> {
+    let rebalancing =
+        |status: bool, reason: &str, message: String| condition(cond::REBALANCING, status, reason, message);
+    let moving = obs.moving_partitions(view);
+    if !moving.is_empty() {
+        let list = moving.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        return vec![rebalancing(true, "MovingReplicas", format!("partitions moving: {list}"))];
+    }
+    let unbalanced = unbalanced_partitions(view, obs.spec.replication_factor);
+    if unbalanced.is_empty() {
+        return vec![rebalancing(false, "Balanced", "replicas and leaders are spread over every member".into())];
+    }
+    let n = unbalanced.len();
+    if !obs.spec.rebalance.enabled {
+        return vec![rebalancing(
+            false,
+            "Disabled",
+            format!("{n} partitions could be spread better; spec.rebalance.enabled is false"),
+        )];
+    }
+    let unsettled: Vec<String> = view
+        .members
+        .iter()
+        .filter(|m| m.state != "active" && m.state != "removed")
+        .map(|m| format!("{} ({})", m.name, m.state))
+        .collect();
+    if !unsettled.is_empty() || !joining.is_empty() {
+        let mut waiting = unsettled;
+        waiting.extend(joining.iter().map(|p| format!("{p} (joining)")));
+        return vec![rebalancing(
+            false,
+            "WaitingForMembers",
+            format!("{n} partitions to rebalance once every member is active; not yet: {}", waiting.join(", ")),
+        )];
+    }
+    let max_moves = obs.spec.rebalance.max_concurrent_moves.max(1);
+    vec![
+        Action::Rebalance { via: via.to_string(), max_moves },
+        rebalancing(true, "MovingReplicas", format!("rebalancing {n} partitions, at most {max_moves} at a time")),
+    ]
+}
+
+/// Members unready past failover.timeout are marked `failed`, so the nodes
+/// re-create their replicas elsewhere. Only while enough other members can
+/// hold a full replica set: with no spare, failing a member would only
+/// shrink every partition and keep the member from coming back.
 fn plan_failover(obs: &Observation) -> Vec<Action> {
     let timeout = parse_duration(&obs.spec.failover.timeout).unwrap_or(Duration::from_secs(300));
+    let view = obs.view();
+    let mut eligible = view.map_or(0, |v| {
+        v.members.iter().filter(|m| NodeState::parse(&m.state).is_some_and(NodeState::holds_replicas)).count()
+    });
+    let rf = obs.spec.replication_factor as usize;
     obs.pods
         .iter()
         .filter(|p| p.unready_for.is_some_and(|d| d >= timeout))
         .flat_map(|p| {
-            let id = obs
-                .view()
-                .and_then(|v| v.members.iter().find(|m| m.name == p.name && m.state != "removed").map(|m| m.id));
-            let mut v = vec![condition(
-                cond::DEGRADED,
-                true,
-                "MemberUnready",
-                format!(
-                    "{} has been unready for {}s (failover.timeout {})",
-                    p.name,
-                    p.unready_for.unwrap_or_default().as_secs(),
-                    obs.spec.failover.timeout
-                ),
-            )];
-            if let Some(node_id) = id {
-                v.insert(0, Action::ReplaceMember { pod: p.name.clone(), node_id });
+            let member = view.and_then(|v| v.member(&p.name)).filter(|m| m.state != "removed");
+            let unready = format!(
+                "{} has been unready for {}s (failover.timeout {})",
+                p.name,
+                p.unready_for.unwrap_or_default().as_secs(),
+                obs.spec.failover.timeout
+            );
+            let degraded = |msg: String| condition(cond::DEGRADED, true, "MemberUnready", msg);
+            let Some(m) = member else { return vec![degraded(unready)] };
+            if m.state == "failed" || m.state == "decommissioning" {
+                return vec![degraded(format!("{unready}; its replicas are being re-created elsewhere"))];
             }
-            v
+            if eligible <= rf {
+                return vec![degraded(format!(
+                    "{unready}; not failing it over: no spare member to re-create its replicas on (replicationFactor={rf})"
+                ))];
+            }
+            let Some(via) = obs.via(&p.name) else {
+                return vec![degraded(format!("{unready}; no ready member to fail it over through"))];
+            };
+            eligible -= 1;
+            vec![
+                Action::ReplaceMember { via: via.name.clone(), pod: p.name.clone(), node_id: m.id },
+                degraded(format!("{unready}; marked failed, its replicas are re-created elsewhere")),
+            ]
         })
         .collect()
 }
 
-fn plan_upgrade(obs: &Observation, sts_replicas: i32) -> Vec<Action> {
+/// Rolling upgrade, one pod at a time, leaders last: drain the pod
+/// (`draining`), restart it once it leads nothing, and make it `active`
+/// again once it is back on the new version, ready and caught up.
+fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replicas: i32) -> Vec<Action> {
     let target = &obs.spec.version;
+    let state_of = |pod: &str| view.and_then(|v| v.member(pod)).map(|m| m.state.as_str());
+    let id_of = |pod: &PodObservation| view.and_then(|v| v.member(&pod.name)).map(|m| m.id);
+    let report = PodObservation::report;
+
+    // A drained pod that is back: ready, on the target version, caught up.
+    // The operator drains only for restarts, so a draining member on the
+    // target version is one it drained.
+    let mut activate = Vec::new();
+    for p in obs.pods.iter().filter(|p| &p.version == target && state_of(&p.name) == Some("draining")) {
+        let caught_up = p.ready && !p.terminating && report(p).is_some_and(|r| r.joined && r.ready);
+        match (caught_up, id_of(p), obs.via(&p.name)) {
+            (true, Some(node_id), Some(via)) => {
+                activate.push(Action::ActivateMember { via: via.name.clone(), pod: p.name.clone(), node_id })
+            }
+            _ => {
+                return vec![condition(
+                    cond::UPGRADING,
+                    true,
+                    "WaitingForCatchUp",
+                    format!("waiting for {} to be ready and caught up before it leads again", p.name),
+                )]
+            }
+        }
+    }
+    if !activate.is_empty() {
+        let names = activate
+            .iter()
+            .filter_map(|a| match a {
+                Action::ActivateMember { pod, .. } => Some(pod.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        activate.push(condition(
+            cond::UPGRADING,
+            true,
+            "Reactivating",
+            format!("{names} back on {target}; may lead again"),
+        ));
+        return activate;
+    }
+
     let outdated: Vec<&PodObservation> =
         obs.pods.iter().filter(|p| &p.version != target && (p.ordinal as i32) < sts_replicas).collect();
     if outdated.is_empty() {
@@ -402,31 +580,55 @@ fn plan_upgrade(obs: &Observation, sts_replicas: i32) -> Vec<Action> {
             format!("waiting for {} to be ready before restarting the next pod; left: {names}", p.name),
         )];
     }
-    // Leaders last.
+    let leaders = |p: &PodObservation| report(p).map_or(0, |r| r.leaders);
+    // A pod already draining goes first; then the fewest leaders, leaders last.
     let next = outdated
         .iter()
-        .min_by_key(|p| {
-            let leaders = match &p.node {
-                NodeObservation::Reachable(r) => r.leaders,
-                NodeObservation::Unreachable(_) => 0,
-            };
-            (leaders, std::cmp::Reverse(p.ordinal))
-        })
+        .find(|p| state_of(&p.name) == Some("draining"))
+        .or_else(|| outdated.iter().min_by_key(|p| (leaders(p), std::cmp::Reverse(p.ordinal))))
         .unwrap();
-    let mut v = Vec::new();
-    if let NodeObservation::Reachable(r) = &next.node {
-        if r.leaders > 0 {
-            v.push(Action::DrainLeaders { pod: next.name.clone(), node_id: r.node_id });
-        }
+    let restart = |detail: String| {
+        vec![
+            Action::RestartPod { pod: next.name.clone() },
+            condition(
+                cond::UPGRADING,
+                true,
+                "RollingUpdate",
+                format!("restarting {} on {target}{detail}; left: {names}", next.name),
+            ),
+        ]
+    };
+    // Someone else must be able to take the leaderships over.
+    let other_leader = obs.pods.iter().any(|p| {
+        p.name != next.name && p.ready && state_of(&p.name) == Some("active") && report(p).is_some_and(|r| r.ready)
+    });
+    match (state_of(&next.name), id_of(next)) {
+        (Some("draining"), _) if leaders(next) == 0 => restart(" (drained)".into()),
+        (Some("draining"), _) => vec![condition(
+            cond::UPGRADING,
+            true,
+            "DrainingLeaders",
+            format!(
+                "waiting for {} to hand over {} leaderships before restarting it; left: {names}",
+                next.name,
+                leaders(next)
+            ),
+        )],
+        (Some("active"), Some(node_id)) if other_leader => match obs.via(&next.name) {
+            Some(via) => vec![
+                Action::DrainLeaders { via: via.name.clone(), pod: next.name.clone(), node_id },
+                condition(
+                    cond::UPGRADING,
+                    true,
+                    "DrainingLeaders",
+                    format!("draining {} before restarting it on {target}; left: {names}", next.name),
+                ),
+            ],
+            None => restart(String::new()),
+        },
+        // No member to hand over to (a single node), or not a member: restart as is.
+        _ => restart(String::new()),
     }
-    v.push(Action::RestartPod { pod: next.name.clone() });
-    v.push(condition(
-        cond::UPGRADING,
-        true,
-        "RollingUpdate",
-        format!("restarting {} on {target}; left: {names}", next.name),
-    ));
-    v
 }
 
 fn availability(obs: &Observation) -> Action {
@@ -480,9 +682,7 @@ mod tests {
             cluster_id: if joined { "c1".into() } else { String::new() },
             ready: joined,
             version: "0.1.0".into(),
-            leaders: 0,
-            led_partitions: vec![],
-            view: None,
+            ..NodeReport::default()
         })
     }
 
@@ -510,8 +710,11 @@ mod tests {
                     id: i as u64 + 1,
                     name: name.to_string(),
                     state: state.to_string(),
+                    zone: String::new(),
                 })
                 .collect(),
+            // The first replica leads.
+            preferred_leaders: placement.iter().map(|(p, r)| (*p, r[0])).collect(),
             placement,
             default_read: Some(ReadConsistency::Linearizable),
         };
@@ -646,8 +849,18 @@ mod tests {
         obs.statefulset_replicas = Some(5);
         let actions = plan(&obs);
         assert!(bootstraps(&actions).is_empty());
-        assert!(actions.contains(&Action::AddMember { pod: "kv-3".into() }));
-        assert!(actions.contains(&Action::AddMember { pod: "kv-4".into() }));
+        // They join by themselves (KEYRAFT_JOIN): the operator waits for them.
+        let c = condition_of(&actions, cond::PROGRESSING).unwrap();
+        assert_eq!(c.reason, "WaitingForJoin");
+        assert!(c.message.contains("kv-3, kv-4"), "{}", c.message);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Rebalance { .. })), "{actions:?}");
+        // Once both are members, the wait ends and the rebalance starts.
+        let m = active(5);
+        let mut joined = running(5, &members(&m), vec![(0, vec![1, 2, 3]), (1, vec![1, 2, 3]), (2, vec![1, 2, 3])]);
+        joined.spec.replicas = 5;
+        let actions = plan(&joined);
+        assert_ne!(condition_of(&actions, cond::PROGRESSING).map(|c| c.reason.as_str()), Some("WaitingForJoin"));
+        assert!(actions.contains(&Action::Rebalance { via: "kv-0".into(), max_moves: 2 }), "{actions:?}");
     }
 
     #[test]
@@ -655,7 +868,7 @@ mod tests {
         let m = active(4);
         let obs = running(4, &members(&m), vec![(0, vec![1, 2, 3]), (1, vec![1, 2, 3])]);
         let actions = plan(&obs);
-        assert!(actions.contains(&Action::Rebalance { max_concurrent_moves: 2 }));
+        assert!(actions.contains(&Action::Rebalance { via: "kv-0".into(), max_moves: 2 }));
         assert!(condition_of(&actions, cond::REBALANCING).unwrap().status);
         // Disabled rebalancing plans no move.
         let mut obs = obs;
@@ -666,7 +879,8 @@ mod tests {
     #[test]
     fn scale_in_table() {
         // (case, state of kv-4 in meta (None = not a member), placement, sts replicas after, action expected)
-        let placement_with_5 = vec![(0, vec![1, 2, 5]), (1, vec![2, 3, 4])];
+        let placement_with_5_again = || vec![(0, vec![1, 2, 5]), (1, vec![2, 3, 4])];
+        let placement_with_5 = placement_with_5_again();
         let placement_without_5 = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 4])];
         type Case<'a> = (&'a str, Option<&'a str>, Vec<(u32, Vec<u64>)>, i32, Option<Action>);
         let table: Vec<Case> = vec![
@@ -675,11 +889,13 @@ mod tests {
                 Some("active"),
                 placement_with_5.clone(),
                 5,
-                Some(Action::Decommission { pod: "kv-4".into(), node_id: 5 }),
+                Some(Action::Decommission { via: "kv-0".into(), pod: "kv-4".into(), node_id: 5 }),
             ),
             ("decommissioning, replicas left: wait", Some("decommissioning"), placement_with_5, 5, None),
             ("decommissioning and empty: shrink", Some("decommissioning"), placement_without_5.clone(), 4, None),
             ("removed from meta: shrink", Some("removed"), placement_without_5.clone(), 4, None),
+            ("failed, replicas left: wait", Some("failed"), placement_with_5_again(), 5, None),
+            ("failed and empty: shrink", Some("failed"), placement_without_5.clone(), 4, None),
             ("never joined: shrink", None, placement_without_5, 4, None),
         ];
         for (case, state, placement, want_replicas, want_action) in table {
@@ -706,7 +922,7 @@ mod tests {
         let actions = plan(&obs);
         assert_eq!(sts_replicas(&actions), 5);
         let d: Vec<_> = actions.iter().filter(|a| matches!(a, Action::Decommission { .. })).collect();
-        assert_eq!(d, [&Action::Decommission { pod: "kv-4".into(), node_id: 5 }]);
+        assert_eq!(d, [&Action::Decommission { via: "kv-0".into(), pod: "kv-4".into(), node_id: 5 }]);
     }
 
     #[test]
@@ -760,11 +976,14 @@ mod tests {
         let a = condition_of(&actions, cond::AVAILABLE).unwrap();
         assert!(a.status, "one of three down keeps quorum");
         assert!(!actions.iter().any(|a| matches!(a, Action::ReplaceMember { .. })));
-        // Past failover.timeout the member is replaced.
+        // Past failover.timeout, but three members for replicationFactor 3:
+        // no spare to re-create its replicas on, so it is not failed.
         obs.pods[2].unready_for = Some(Duration::from_secs(301));
         let actions = plan(&obs);
-        assert!(actions.contains(&Action::ReplaceMember { pod: "kv-2".into(), node_id: 3 }));
-        assert_eq!(condition_of(&actions, cond::DEGRADED).unwrap().reason, "MemberUnready");
+        assert!(!actions.iter().any(|a| matches!(a, Action::ReplaceMember { .. })));
+        let c = condition_of(&actions, cond::DEGRADED).unwrap();
+        assert_eq!(c.reason, "MemberUnready");
+        assert!(c.message.contains("no spare member"), "{}", c.message);
         // Two of three down: quorum at risk.
         obs.pods[1].ready = false;
         assert!(!condition_of(&plan(&obs), cond::AVAILABLE).unwrap().status);
@@ -782,32 +1001,308 @@ mod tests {
         assert!(plan(&obs).is_empty());
     }
 
+    fn set_leaders(obs: &mut Observation, ordinal: usize, leaders: u32) {
+        if let NodeObservation::Reachable(r) = &mut obs.pods[ordinal].node {
+            r.leaders = leaders;
+        }
+    }
+
+    fn set_state(obs: &mut Observation, pod: &str, state: &str) {
+        if let NodeObservation::Reachable(r) = &mut obs.pods[0].node {
+            r.view.as_mut().unwrap().members.iter_mut().find(|m| m.name == pod).unwrap().state = state.into();
+        }
+    }
+
+    fn of_kind(actions: &[Action], f: fn(&Action) -> bool) -> Vec<&Action> {
+        actions.iter().filter(|a| f(a)).collect()
+    }
+
+    fn member_actions(actions: &[Action]) -> Vec<&Action> {
+        of_kind(actions, |a| {
+            matches!(
+                a,
+                Action::DrainLeaders { .. }
+                    | Action::ActivateMember { .. }
+                    | Action::RestartPod { .. }
+                    | Action::Decommission { .. }
+                    | Action::ReplaceMember { .. }
+            )
+        })
+    }
+
     #[test]
-    fn upgrade_restarts_one_pod_at_a_time_leaders_last() {
+    fn upgrade_table() {
+        // (case, setup, actions expected, Upgrading reason)
+        type Setup = fn(&mut Observation);
+        let drain = |pod: &str, id| Action::DrainLeaders { via: "kv-0".into(), pod: pod.into(), node_id: id };
+        let restart = |pod: &str| Action::RestartPod { pod: pod.into() };
+        let activate = |pod: &str, id| Action::ActivateMember { via: "kv-0".into(), pod: pod.into(), node_id: id };
+        let table: Vec<(&str, Setup, Vec<Action>, &str)> = vec![
+            ("up to date: nothing", |_| {}, vec![], "UpToDate"),
+            (
+                "outdated, active: drain the highest pod without leaders first",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    set_leaders(o, 2, 4);
+                },
+                vec![drain("kv-1", 2)],
+                "DrainingLeaders",
+            ),
+            (
+                "draining and still leading: wait",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    set_state(o, "kv-1", "draining");
+                    set_leaders(o, 1, 2);
+                },
+                vec![],
+                "DrainingLeaders",
+            ),
+            (
+                "draining and leading nothing: restart it, even if another pod leads less",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    set_state(o, "kv-0", "draining");
+                    set_leaders(o, 1, 1);
+                    set_leaders(o, 2, 1);
+                },
+                vec![restart("kv-0")],
+                "RollingUpdate",
+            ),
+            (
+                "restarted, not ready yet: wait before it leads again",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    set_state(o, "kv-2", "draining");
+                    o.pods[2].version = "0.2.0".into();
+                    o.pods[2].ready = false;
+                },
+                vec![],
+                "WaitingForCatchUp",
+            ),
+            (
+                "restarted, ready but the node not caught up: wait",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    set_state(o, "kv-2", "draining");
+                    o.pods[2].version = "0.2.0".into();
+                    if let NodeObservation::Reachable(r) = &mut o.pods[2].node {
+                        r.ready = false;
+                    }
+                },
+                vec![],
+                "WaitingForCatchUp",
+            ),
+            (
+                "back, ready and caught up: active again before the next pod",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    set_state(o, "kv-2", "draining");
+                    o.pods[2].version = "0.2.0".into();
+                },
+                vec![activate("kv-2", 3)],
+                "Reactivating",
+            ),
+            (
+                "the last pod back: active again, rollout done next pass",
+                |o| {
+                    set_state(o, "kv-1", "draining");
+                },
+                vec![activate("kv-1", 2)],
+                "Reactivating",
+            ),
+            (
+                "an unready pod holds the rollout",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    o.pods[0].ready = false;
+                },
+                vec![],
+                "WaitingForReady",
+            ),
+            (
+                "updateStrategy.paused restarts nothing",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    o.spec.update_strategy.paused = true;
+                },
+                vec![],
+                "Paused",
+            ),
+            (
+                "no other member may lead: restart without draining",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    o.pods[0].version = "0.2.0".into();
+                    o.pods[1].version = "0.2.0".into();
+                    set_state(o, "kv-0", "failed");
+                    set_state(o, "kv-1", "decommissioning");
+                },
+                vec![restart("kv-2")],
+                "RollingUpdate",
+            ),
+        ];
+        for (case, setup, want, reason) in table {
+            let m = active(3);
+            let mut obs = running(3, &members(&m), vec![(0, vec![1, 2, 3])]);
+            setup(&mut obs);
+            let actions = plan(&obs);
+            assert_eq!(member_actions(&actions), want.iter().collect::<Vec<_>>(), "{case}");
+            assert_eq!(condition_of(&actions, cond::UPGRADING).unwrap().reason, reason, "{case}: {actions:?}");
+        }
+    }
+
+    #[test]
+    fn upgrade_walks_drain_restart_activate_for_each_pod() {
+        // Plays the nodes' part between passes: every pod ends on the new
+        // version and active, one pod at a time, leaders last.
         let m = active(3);
         let mut obs = running(3, &members(&m), vec![(0, vec![1, 2, 3])]);
         obs.spec.version = "0.2.0".into();
-        if let NodeObservation::Reachable(r) = &mut obs.pods[2].node {
-            r.leaders = 4;
+        set_leaders(&mut obs, 0, 3);
+        let mut order = Vec::new();
+        for _ in 0..20 {
+            let actions = plan(&obs);
+            for a in member_actions(&actions) {
+                match a {
+                    Action::DrainLeaders { pod, .. } => {
+                        let o = obs.pods.iter().position(|p| &p.name == pod).unwrap();
+                        set_state(&mut obs, pod, "draining");
+                        set_leaders(&mut obs, o, 0);
+                    }
+                    Action::RestartPod { pod } => {
+                        let p = obs.pods.iter_mut().find(|p| &p.name == pod).unwrap();
+                        p.version = "0.2.0".into();
+                        order.push(pod.clone());
+                    }
+                    Action::ActivateMember { pod, .. } => set_state(&mut obs, pod, "active"),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if condition_of(&actions, cond::UPGRADING).unwrap().reason == "UpToDate" {
+                break;
+            }
         }
+        assert_eq!(order, ["kv-2", "kv-1", "kv-0"]);
+        let view = obs.pods[0].report().unwrap().view.as_ref().unwrap();
+        assert!(view.members.iter().all(|m| m.state == "active"), "{:?}", view.members);
+        assert!(obs.pods.iter().all(|p| p.version == "0.2.0"));
+    }
+
+    #[test]
+    fn failover_table() {
+        // (case, members, pod kv-2 unready for (s), ReplaceMember expected, Degraded message part)
+        let spare = |n: u32| active(n);
+        type Case = (&'static str, Vec<(String, String)>, u64, bool, &'static str);
+        let mut failed = spare(4);
+        failed[2].1 = "failed".into();
+        let table: Vec<Case> = vec![
+            ("unready below the timeout", spare(4), 120, false, ""),
+            ("past the timeout with a spare member", spare(4), 301, true, "marked failed"),
+            ("past the timeout without a spare", spare(3), 301, false, "no spare member"),
+            ("already failed: not again", failed, 301, false, "being re-created"),
+        ];
+        for (case, m, unready_s, want, msg) in table {
+            let n = m.len() as u32;
+            let mut obs = running(n, &members(&m), vec![(0, vec![1, 2, 3])]);
+            obs.pods[2].node = NodeObservation::Unreachable("connection refused".into());
+            obs.pods[2].ready = false;
+            obs.pods[2].unready_for = Some(Duration::from_secs(unready_s));
+            let actions = plan(&obs);
+            let replaced = of_kind(&actions, |a| matches!(a, Action::ReplaceMember { .. }));
+            let expected = Action::ReplaceMember { via: "kv-0".into(), pod: "kv-2".into(), node_id: 3 };
+            assert_eq!(replaced, if want { vec![&expected] } else { vec![] }, "{case}");
+            match condition_of(&actions, cond::DEGRADED) {
+                Some(c) if !msg.is_empty() => assert!(c.message.contains(msg), "{case}: {}", c.message),
+                Some(c) => panic!("{case}: unexpected {c:?}"),
+                None => assert!(msg.is_empty(), "{case}: no Degraded condition"),
+            }
+        }
+        // Two unready members with one spare: only one is failed over.
+        let m = active(4);
+        let mut obs = running(4, &members(&m), vec![(0, vec![1, 2, 3])]);
+        for o in [2, 3] {
+            obs.pods[o].node = NodeObservation::Unreachable("timeout".into());
+            obs.pods[o].ready = false;
+            obs.pods[o].unready_for = Some(Duration::from_secs(400));
+        }
+        assert_eq!(of_kind(&plan(&obs), |a| matches!(a, Action::ReplaceMember { .. })).len(), 1);
+    }
+
+    #[test]
+    fn rebalance_table() {
+        // (case, members, placement, moving partition (leader kv-0 reports voters), enabled, Rebalance expected, reason)
+        type Case =
+            (&'static str, Vec<(String, String)>, Vec<(u32, Vec<u64>)>, Option<Vec<u64>>, bool, bool, &'static str);
+        let skewed = vec![(0, vec![1, 2, 3]), (1, vec![1, 2, 3]), (2, vec![1, 2, 3])];
+        let even = vec![(0, vec![1, 2, 3]), (1, vec![4, 1, 2]), (2, vec![3, 4, 1])];
+        let mut draining = active(4);
+        draining[1].1 = "draining".into();
+        let table: Vec<Case> = vec![
+            ("balanced", active(4), even.clone(), None, true, false, "Balanced"),
+            ("a new member holds nothing", active(4), skewed.clone(), None, true, true, "MovingReplicas"),
+            ("disabled", active(4), skewed.clone(), None, false, false, "Disabled"),
+            (
+                "a move is in flight: wait for it",
+                active(4),
+                skewed.clone(),
+                Some(vec![1, 2, 4]),
+                true,
+                false,
+                "MovingReplicas",
+            ),
+            ("a member is draining: wait", draining, skewed.clone(), None, true, false, "WaitingForMembers"),
+            (
+                "leader voters match the placement: no move in flight",
+                active(4),
+                skewed,
+                Some(vec![3, 2, 1]),
+                true,
+                true,
+                "MovingReplicas",
+            ),
+        ];
+        for (case, m, placement, voters, enabled, want, reason) in table {
+            let mut obs = running(4, &members(&m), placement);
+            obs.spec.rebalance.enabled = enabled;
+            obs.spec.rebalance.max_concurrent_moves = 3;
+            if let (Some(v), NodeObservation::Reachable(r)) = (voters, &mut obs.pods[0].node) {
+                r.led_voters = vec![(0, v)];
+            }
+            let actions = plan(&obs);
+            let rebalances = of_kind(&actions, |a| matches!(a, Action::Rebalance { .. }));
+            let expected = Action::Rebalance { via: "kv-0".into(), max_moves: 3 };
+            assert_eq!(rebalances, if want { vec![&expected] } else { vec![] }, "{case}");
+            assert_eq!(condition_of(&actions, cond::REBALANCING).unwrap().reason, reason, "{case}");
+        }
+    }
+
+    #[test]
+    fn unbalanced_partitions_follow_the_node_planner() {
+        let m = active(4);
+        let obs = running(4, &members(&m), vec![(0, vec![1, 2, 3]), (1, vec![1, 2, 3])]);
+        let view = obs.view().unwrap();
+        assert!(!unbalanced_partitions(view, 3).is_empty());
+        let obs = running(3, &members(&active(3)), vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 1]), (2, vec![3, 1, 2])]);
+        assert_eq!(unbalanced_partitions(obs.view().unwrap(), 3), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_pod_that_rejoined_is_found_by_its_live_record() {
+        // kv-4 came back with a new identity: its old record (id 5) is
+        // removed, the live one (id 6) holds data. Scale-in must not take
+        // the removed record for "empty".
+        let mut m = active(4);
+        m.push(("kv-4".into(), "removed".into()));
+        m.push(("kv-4".into(), "active".into()));
+        let mut obs = running(5, &members(&m), vec![(0, vec![1, 2, 6]), (1, vec![2, 3, 4])]);
+        obs.spec.replicas = 4;
         let actions = plan(&obs);
-        let restarts: Vec<_> = actions.iter().filter(|a| matches!(a, Action::RestartPod { .. })).collect();
-        assert_eq!(restarts, [&Action::RestartPod { pod: "kv-1".into() }]);
-        // The leader goes last, after its leaderships are drained.
-        obs.pods[0].version = "0.2.0".into();
-        obs.pods[1].version = "0.2.0".into();
-        let actions = plan(&obs);
-        assert!(actions.contains(&Action::DrainLeaders { pod: "kv-2".into(), node_id: 3 }));
-        assert!(actions.contains(&Action::RestartPod { pod: "kv-2".into() }));
-        // While a pod is unready, nothing restarts.
-        obs.pods[0].ready = false;
-        let actions = plan(&obs);
-        assert!(!actions.iter().any(|a| matches!(a, Action::RestartPod { .. })));
-        assert_eq!(condition_of(&actions, cond::UPGRADING).unwrap().reason, "WaitingForReady");
-        // Paused rollouts restart nothing.
-        obs.pods[0].ready = true;
-        obs.spec.update_strategy.paused = true;
-        assert!(!plan(&obs).iter().any(|a| matches!(a, Action::RestartPod { .. })));
+        assert_eq!(sts_replicas(&actions), 5);
+        assert_eq!(
+            member_actions(&actions),
+            [&Action::Decommission { via: "kv-0".into(), pod: "kv-4".into(), node_id: 6 }]
+        );
     }
 
     #[test]

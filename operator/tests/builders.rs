@@ -83,6 +83,22 @@ fn node_env_advertises_the_stable_dns_name() {
 }
 
 #[test]
+fn node_env_joins_through_the_first_three_ordinals() {
+    let join = |spec: &str, replicas: i32| {
+        let s = builders::statefulset(&cluster(spec), replicas).unwrap().spec.unwrap();
+        let c = s.template.spec.unwrap().containers.remove(0);
+        c.env.unwrap().into_iter().find(|e| e.name == "KEYRAFT_JOIN").unwrap().value.unwrap()
+    };
+    assert_eq!(
+        join("replicas: 5", 5),
+        "t-0.t-headless.ns.svc:7000,t-1.t-headless.ns.svc:7000,t-2.t-headless.ns.svc:7000"
+    );
+    // The seeds follow the StatefulSet's replicas, not the spec's.
+    assert_eq!(join("replicas: 5", 2), "t-0.t-headless.ns.svc:7000,t-1.t-headless.ns.svc:7000");
+    assert_eq!(join("replicas: 1\nreplicationFactor: 1", 1), "t-0.t-headless.ns.svc:7000");
+}
+
+#[test]
 fn pdb_never_allows_losing_quorum() {
     let pdb =
         |spec: &str| builders::pod_disruption_budget(&cluster(spec)).unwrap().spec.unwrap().max_unavailable.unwrap();

@@ -24,6 +24,8 @@ use crate::Result;
 const NODE_UID: i64 = 10001;
 /// Long enough for a node to hand its leaderships over before SIGKILL.
 const TERMINATION_GRACE_SECONDS: i64 = 60;
+/// How many of the lowest ordinals a new node asks to join through.
+const JOIN_SEEDS: i32 = 3;
 
 /// The StatefulSet with `replicas` pods. The planner decides `replicas`:
 /// during scale-in it stays above `spec.replicas` until the highest members
@@ -43,7 +45,7 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
     };
 
     let pod_spec = PodSpec {
-        containers: vec![node_container(kr, &names)],
+        containers: vec![node_container(kr, &names, replicas)],
         volumes: Some(vec![Volume {
             // readOnlyRootFilesystem: scratch space for the process.
             name: "tmp".into(),
@@ -128,7 +130,14 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
     })
 }
 
-fn node_container(kr: &KeyraftCluster, names: &Names) -> Container {
+/// `KEYRAFT_JOIN`: stable addresses of ordinals 0..min(replicas, 3). A new
+/// node asks them to let it join; on members, and before bootstrap, it is
+/// harmless (the node retries until the cluster exists).
+fn join_seeds(names: &Names, replicas: i32) -> String {
+    (0..replicas.clamp(0, JOIN_SEEDS) as u32).map(|o| names.pod_address(&names.pod(o))).collect::<Vec<_>>().join(",")
+}
+
+fn node_container(kr: &KeyraftCluster, names: &Names, replicas: i32) -> Container {
     let env = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() };
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -165,6 +174,8 @@ fn node_container(kr: &KeyraftCluster, names: &Names) -> Container {
             // $(KEYRAFT_NAME) is expanded by the kubelet: the pod's stable DNS name.
             env("KEYRAFT_ADVERTISE", format!("$(KEYRAFT_NAME).{}.{}.svc:{GRPC_PORT}", names.headless, names.namespace)),
             env("KEYRAFT_HTTP_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+            // Scale-out: a new node joins the running cluster by itself.
+            env("KEYRAFT_JOIN", join_seeds(names, replicas)),
             // Zones are recorded by the operator from Node labels, not by the pod.
             env("KEYRAFT_ZONE", String::new()),
         ]),
