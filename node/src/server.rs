@@ -39,6 +39,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
+    // ACKs add ~40 ms to a read that confirms leadership.
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
     let grpc = tonic::transport::Server::builder()
         .add_service(
             KvServer::new(KvService { node: node.clone() })
@@ -51,7 +59,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(AdminServer::new(AdminService { node: node.clone() }))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), {
+        .serve_with_incoming_shutdown(incoming, {
             let mut rx = stop_rx.clone();
             async move {
                 let _ = rx.changed().await;
