@@ -98,6 +98,37 @@ pub struct Objects {
     service_ip_prefix: Arc<str>,
 }
 
+/// An events.k8s.io/v1 Event in its core v1 form (the API server's conversion).
+pub fn core_event(ev: &Value) -> Value {
+    let series = &ev["series"];
+    let mut out = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": ev["metadata"],
+        "involvedObject": ev["regarding"],
+        "reason": ev["reason"],
+        "message": ev["note"],
+        "type": ev["type"],
+        "action": ev["action"],
+        "eventTime": ev["eventTime"],
+        "reportingComponent": ev["reportingController"],
+        "reportingInstance": ev["reportingInstance"],
+        "source": {"component": ev["reportingController"]},
+        "count": if series.is_object() { series["count"].clone() } else { ev.get("deprecatedCount").cloned().unwrap_or(json!(1)) },
+        "firstTimestamp": ev["deprecatedFirstTimestamp"],
+        "lastTimestamp": if series.is_object() { series["lastObservedTime"].clone() } else { ev["deprecatedLastTimestamp"].clone() },
+    });
+    if let Some(related) = ev.get("related") {
+        out["related"] = related.clone();
+    }
+    if series.is_object() {
+        out["series"] = json!({"count": series["count"], "lastObservedTime": series["lastObservedTime"]});
+    }
+    let obj = out.as_object_mut().expect("object");
+    obj.retain(|_, v| !v.is_null());
+    out
+}
+
 fn name_of(obj: &Value) -> &str {
     obj["metadata"]["name"].as_str().unwrap_or_default()
 }
@@ -169,8 +200,24 @@ impl Objects {
         fields: &FieldSelector,
     ) -> (Vec<Value>, u64) {
         let (items, rv) = self.store.list(&rt.key(), ns);
-        let items =
+        let mut items: Vec<Value> =
             items.into_iter().filter(|o| labels.matches_object(o) && fields.matches(o)).map(|o| (*o).clone()).collect();
+        if rt.key() == GroupResource::new("", "events") {
+            // One storage on a real cluster: events.k8s.io/v1 Events (what
+            // kube-rs' Recorder writes) are core v1 Events too, which is
+            // what `kubectl describe` lists.
+            let (more, _) = self.store.list(&GroupResource::new("events.k8s.io", "events"), ns);
+            let seen: std::collections::BTreeSet<(String, String)> =
+                items.iter().map(|o| (meta_str(o, "namespace").unwrap_or("").into(), name_of(o).to_string())).collect();
+            items.extend(
+                more.iter()
+                    .filter(|o| {
+                        !seen.contains(&(meta_str(o, "namespace").unwrap_or("").into(), name_of(o).to_string()))
+                    })
+                    .map(|o| core_event(o))
+                    .filter(|o| labels.matches_object(o) && fields.matches(o)),
+            );
+        }
         (items, rv)
     }
 

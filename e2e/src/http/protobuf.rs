@@ -1,6 +1,7 @@
 //! Decoding of Kubernetes protobuf request bodies into JSON, for the kinds
 //! clients send that way: client-go typed clients (Helm's release storage)
-//! POST and PUT Secrets and ConfigMaps as `application/vnd.kubernetes.protobuf`.
+//! POST and PUT Secrets and ConfigMaps as `application/vnd.kubernetes.protobuf`,
+//! `kubectl create namespace` POSTs a Namespace that way.
 //! Responses are always JSON, which those clients also accept.
 
 use std::collections::BTreeMap;
@@ -129,7 +130,7 @@ fn object_meta(b: &[u8]) -> ApiResult<Value> {
 }
 
 /// Decodes a `k8s\0`-prefixed `runtime.Unknown` holding a v1 Secret,
-/// ConfigMap or DeleteOptions into its JSON form.
+/// ConfigMap, Namespace or DeleteOptions into its JSON form.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
     let inner = body.strip_prefix(b"k8s\0").ok_or_else(|| bad("missing k8s magic prefix"))?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
@@ -197,9 +198,30 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             }
             obj["data"] = Value::Object(data);
         }
+        // `kubectl create namespace NAME`
+        ("v1", "Namespace") => {
+            for (n, f) in fields(raw)? {
+                match (n, f) {
+                    (1, Field::Bytes(b)) => obj["metadata"] = object_meta(b)?,
+                    (2, Field::Bytes(b)) => {
+                        let finalizers: Vec<String> = fields(b)?
+                            .into_iter()
+                            .filter_map(|(n, f)| match (n, f) {
+                                (1, Field::Bytes(b)) => Some(string(b)),
+                                _ => None,
+                            })
+                            .collect();
+                        if !finalizers.is_empty() {
+                            obj["spec"] = json!({"finalizers": finalizers});
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         _ => {
             return Err(ApiError::unsupported_media(format!(
-                "the simulator decodes protobuf only for v1 Secret, ConfigMap and DeleteOptions (got {api_version} {kind}); send JSON"
+                "the simulator decodes protobuf only for v1 Secret, ConfigMap, Namespace and DeleteOptions (got {api_version} {kind}); send JSON"
             )))
         }
     }
@@ -238,5 +260,22 @@ mod tests {
         assert_eq!(v["metadata"]["labels"]["owner"], "helm");
         assert_eq!(v["data"]["release"], "YWJj");
         assert_eq!(v["type"], "helm.sh/release.v1");
+    }
+
+    #[test]
+    fn decodes_a_namespace() {
+        let meta = field(1, b"apps");
+        let spec = field(1, b"kubernetes");
+        let mut ns = field(1, &meta);
+        ns.extend(field(2, &spec));
+        let mut tm = field(1, b"v1");
+        tm.extend(field(2, b"Namespace"));
+        let mut body = b"k8s\0".to_vec();
+        body.extend(field(1, &tm));
+        body.extend(field(2, &ns));
+        let v = decode(&body).unwrap();
+        assert_eq!(v["kind"], "Namespace");
+        assert_eq!(v["metadata"]["name"], "apps");
+        assert_eq!(v["spec"]["finalizers"][0], "kubernetes");
     }
 }

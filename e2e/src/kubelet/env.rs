@@ -140,14 +140,17 @@ pub struct PodContext<'a> {
 }
 
 impl PodContext<'_> {
-    /// Replaces mount paths by host directories and 0.0.0.0 by the pod IP.
+    /// Replaces a mount path by its host directory (the longest matching
+    /// mount, once: a host directory that happens to lie under another
+    /// mount path, e.g. a state dir under /tmp with a /tmp emptyDir, stays
+    /// as it is) and 0.0.0.0 by the pod IP.
     fn rewrite(&self, s: &str, mounts: &[(String, PathBuf)]) -> String {
-        let mut s = s.replace("0.0.0.0", &self.pod_ip);
+        let s = s.replace("0.0.0.0", &self.pod_ip);
         for (mount, host) in mounts {
             if s == *mount {
-                s = host.display().to_string();
+                return host.display().to_string();
             } else if let Some(rest) = s.strip_prefix(&format!("{mount}/")) {
-                s = host.join(rest).display().to_string();
+                return host.join(rest).display().to_string();
             }
         }
         s
@@ -213,8 +216,9 @@ impl PodContext<'_> {
             };
             set(name, value, &mut vars);
         }
-        let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k, self.rewrite(&v, &mounts))).collect();
+        // Arguments expand the values as written and are rewritten once, after expansion.
         let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+        let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k, self.rewrite(&v, &mounts))).collect();
 
         let (image_bin, _) = image_parts(container["image"].as_str().unwrap_or_default());
         let strs = |v: &Value| -> Vec<String> {
@@ -291,5 +295,23 @@ mod tests {
         assert_eq!(env["DIR"], "/state/v1/sub");
         let missing = json!({"envFrom": [{"configMapRef": {"name": "nope"}}]});
         assert!(ctx.launch(&missing).unwrap_err().contains("not found"));
+        // A host directory under another mount path is not rewritten again.
+        let volumes: BTreeMap<String, PathBuf> = [
+            ("data".to_string(), PathBuf::from("/tmp/state/volumes/v1")),
+            ("tmp".to_string(), PathBuf::from("/tmp/state/pods/p/tmp")),
+        ]
+        .into();
+        let under_tmp = PodContext { volumes: &volumes, ..ctx };
+        let c = json!({
+            "image": "keyraft/keyraft-node:v2",
+            "env": [{"name": "DIR", "value": "/var/lib/x"}, {"name": "T", "value": "/tmp/a"}],
+            "args": ["--dir", "$(DIR)/sub"],
+            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/x"}, {"name": "tmp", "mountPath": "/tmp"}],
+        });
+        let l = under_tmp.launch(&c).unwrap();
+        let env: BTreeMap<_, _> = l.env.into_iter().collect();
+        assert_eq!(env["DIR"], "/tmp/state/volumes/v1");
+        assert_eq!(env["T"], "/tmp/state/pods/p/tmp/a");
+        assert_eq!(l.args, vec!["--dir".to_string(), "/tmp/state/volumes/v1/sub".into()]);
     }
 }

@@ -269,8 +269,12 @@ impl Kubelet {
     }
 
     /// Removes this simulator's block from the hosts file.
+    /// The block is taken out first, so that a name update still in flight
+    /// when the tasks are aborted cannot write it back (seen as stale
+    /// blocks left behind by test processes).
     pub fn remove_dns(&self) {
-        if let Some(b) = self.inner.dns.lock().unwrap().as_mut() {
+        let block = self.inner.dns.lock().unwrap().take();
+        if let Some(mut b) = block {
             b.remove();
         }
     }

@@ -1,0 +1,370 @@
+//! Operator scenarios: a simulator with the operator installed by `helm
+//! install` of charts/keyraft-operator, KeyraftClusters applied with
+//! kubectl, their status read back, and a client workload that records every
+//! acknowledged write.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use keyraft_client::{pb, Client, ClientOptions, ConsistencyLevel};
+use keyraft_e2e::Simulator;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::Value;
+
+use super::{run, start, tool, wait_for, Out};
+
+/// Namespace the chart is installed into.
+pub const OPERATOR_NS: &str = "keyraft-system";
+
+/// A simulator with cluster DNS and the operator chart installed.
+pub struct Env {
+    pub sim: Simulator,
+    pub kubectl: PathBuf,
+    pub helm: PathBuf,
+    pub kube: kube::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// `None` (the test prints SKIPPED and passes) without tools/bin. The
+    /// node and operator binaries must be built: their absence fails.
+    pub async fn with_operator() -> Option<Env> {
+        let (Some(helm), Some(kubectl)) = (tool("helm"), tool("kubectl")) else { return None };
+        let bin = keyraft_e2e::sim::default_bin_dir();
+        for b in ["keyraft-node", "keyraft-operator"] {
+            assert!(
+                bin.join(b).is_file(),
+                "{} is missing: run `cargo build -p keyraft-node -p keyraft-operator` first",
+                bin.join(b).display()
+            );
+        }
+        let (sim, dir) = start(true).await;
+        let kube = super::client(&sim);
+        let env = Env { sim, kubectl, helm, kube, _dir: dir };
+        let chart = super::repo().join("charts/keyraft-operator");
+        let out = run(
+            &env.sim,
+            &env.helm,
+            &["install", "op", chart.to_str().unwrap(), "-n", OPERATOR_NS, "--create-namespace"],
+            None,
+        )
+        .await;
+        assert!(out.ok, "helm install: {}\n{}", out.stdout, out.stderr);
+        Some(env)
+    }
+
+    pub async fn kubectl(&self, args: &[&str]) -> Out {
+        run(&self.sim, &self.kubectl, args, None).await
+    }
+
+    pub async fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Out {
+        run(&self.sim, &self.kubectl, args, Some(stdin)).await
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub async fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).await;
+        assert!(out.ok, "kubectl {}: {}{}", args.join(" "), out.stdout, out.stderr);
+        out.stdout
+    }
+
+    pub async fn create_namespace(&self, ns: &str) {
+        self.kubectl_ok(&["create", "namespace", ns]).await;
+    }
+
+    /// `kubectl apply --server-side` of a file under the repository.
+    pub async fn apply_file(&self, ns: &str, path: &str) {
+        let path = super::repo().join(path);
+        self.kubectl_ok(&["apply", "--server-side", "-n", ns, "-f", path.to_str().unwrap()]).await;
+    }
+
+    /// `kubectl apply --server-side` of a manifest.
+    pub async fn apply(&self, ns: &str, manifest: &str) {
+        let out = self.kubectl_stdin(&["apply", "--server-side", "-n", ns, "-f", "-"], manifest).await;
+        assert!(out.ok, "apply: {}{}", out.stdout, out.stderr);
+    }
+
+    fn clusters(&self, ns: &str) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("keyraft.io", "v1alpha1", "KeyraftCluster");
+        Api::namespaced_with(self.kube.clone(), ns, &ApiResource::from_gvk(&gvk))
+    }
+
+    /// The KeyraftCluster as JSON, or `None` when it does not exist.
+    pub async fn cluster(&self, ns: &str, name: &str) -> Option<Value> {
+        let obj = self.clusters(ns).get_opt(name).await.expect("reading the KeyraftCluster")?;
+        Some(serde_json::to_value(obj).unwrap())
+    }
+
+    /// Waits until the operator reports the cluster settled at `replicas`
+    /// for the current generation (see [`settled`]); returns the object.
+    pub async fn wait_running(&self, ns: &str, name: &str, replicas: i64, limit: Duration) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(kr) = self.cluster(ns, name).await {
+                if settled(&kr, replicas) {
+                    return kr;
+                }
+                last = kr["status"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ns}/{name} not Running with {replicas} ready replicas after {limit:?}; last status:\n{}",
+                serde_json::to_string_pretty(&without_partitions(&last)).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The zone label of the Node a pod runs on.
+    pub async fn pod_zone(&self, ns: &str, pod: &str) -> String {
+        let pod = Api::<Pod>::namespaced(self.kube.clone(), ns).get(pod).await.unwrap();
+        let node = pod.spec.and_then(|s| s.node_name).expect("scheduled pod");
+        let node = Api::<Node>::all(self.kube.clone()).get(&node).await.unwrap();
+        node.metadata.labels.unwrap_or_default().get("topology.kubernetes.io/zone").cloned().unwrap_or_default()
+    }
+
+    /// Names of the objects of `kinds` labelled as cluster `name`'s.
+    pub async fn cluster_objects(&self, ns: &str, name: &str, kinds: &str) -> Vec<String> {
+        let selector = format!("app.kubernetes.io/instance={name}");
+        let out = self.kubectl_ok(&["get", kinds, "-n", ns, "-l", &selector, "-o", "name"]).await;
+        out.lines().map(String::from).collect()
+    }
+
+    /// Host directories of the volumes of `pod`, from the simulator's pod hook.
+    pub async fn volume_dirs(&self, ns: &str, pod: &str) -> Vec<PathBuf> {
+        let k = &self.sim.kubelet;
+        let info = wait_for("the pod's worker", Duration::from_secs(10), || async { k.pod_info(ns, pod).ok() }).await;
+        info["volumes"].as_object().map_or_else(Vec::new, |m| {
+            m.values()
+                .filter_map(|v| v.as_str())
+                .map(PathBuf::from)
+                .filter(|p| p.starts_with(self.volumes_root()))
+                .collect()
+        })
+    }
+
+    fn volumes_root(&self) -> PathBuf {
+        self.sim.kubeconfig.parent().unwrap().join("volumes")
+    }
+}
+
+/// Whether the status says: this generation observed, phase Running,
+/// `replicas` pods all ready, Available=True for this generation, and no
+/// rebalance under way.
+pub fn settled(kr: &Value, replicas: i64) -> bool {
+    let s = &kr["status"];
+    let generation = &kr["metadata"]["generation"];
+    s["observedGeneration"] == *generation
+        && s["phase"] == "Running"
+        && s["replicas"] == replicas
+        && s["readyReplicas"] == replicas
+        && s["members"].as_array().is_some_and(|m| m.len() as i64 == replicas && m.iter().all(|m| m["ready"] == true))
+        && condition(kr, "Available").is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == *generation)
+        && condition(kr, "Rebalancing").is_none_or(|c| c["status"] != "True")
+}
+
+/// A status condition by type.
+pub fn condition<'a>(kr: &'a Value, type_: &str) -> Option<&'a Value> {
+    kr["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// The status without its (long) partition table, for failure messages.
+pub fn without_partitions(status: &Value) -> Value {
+    let mut s = status.clone();
+    if let Some(o) = s.as_object_mut() {
+        o.remove("partitions");
+    }
+    s
+}
+
+/// Client address of pod `ordinal` through its cluster DNS name.
+pub fn pod_endpoint(ns: &str, name: &str, ordinal: usize) -> String {
+    format!("{name}-{ordinal}.{name}-headless.{ns}.svc:7000")
+}
+
+pub fn pod_endpoints(ns: &str, name: &str, replicas: usize) -> Vec<String> {
+    (0..replicas).map(|i| pod_endpoint(ns, name, i)).collect()
+}
+
+/// Client address of the cluster's client Service.
+pub fn service_endpoint(ns: &str, name: &str) -> String {
+    format!("{name}.{ns}.svc:7000")
+}
+
+pub fn client(endpoints: Vec<String>) -> Client {
+    Client::new(ClientOptions::new(endpoints)).expect("client")
+}
+
+/// Admin.Status of one node, straight from its address.
+pub async fn node_status(addr: &str) -> pb::StatusResponse {
+    let c = client(vec![addr.to_string()]);
+    let mut admin = c.admin(addr).expect("admin client");
+    admin.status(pb::StatusRequest {}).await.unwrap_or_else(|e| panic!("Admin.Status of {addr}: {e}")).into_inner()
+}
+
+/// What a workload saw.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// (key, value) of every acknowledged write.
+    pub acked: Vec<(String, String)>,
+    /// Errors of writes that were not acknowledged.
+    pub failed: Vec<String>,
+    /// Read-your-write checks that returned something else.
+    pub wrong_reads: Vec<String>,
+}
+
+/// Writers that put distinct keys until stopped, each reading back every
+/// tenth key it wrote; a write counts only once acknowledged.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+    tally: Arc<Mutex<Tally>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workload {
+    pub fn start(endpoints: Vec<String>, writers: usize, prefix: &str) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let c = client(endpoints);
+        let tasks = (0..writers)
+            .map(|w| {
+                let (c, stop, acked, tally) = (c.clone(), stop.clone(), acked.clone(), tally.clone());
+                let prefix = prefix.to_string();
+                tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("{prefix}/{w}/{i:06}");
+                        let value = format!("value {w} {i}");
+                        match c.put(key.clone(), value.clone()).await {
+                            Ok(_) => {
+                                tally.lock().unwrap().acked.push((key.clone(), value.clone()));
+                                acked.fetch_add(1, Ordering::Relaxed);
+                                if i.is_multiple_of(10) {
+                                    match c.get(key.clone(), None).await {
+                                        Ok(Some(v)) if v == value.as_bytes() => {}
+                                        other => tally.lock().unwrap().wrong_reads.push(format!("{key}: {other:?}")),
+                                    }
+                                }
+                            }
+                            Err(e) => tally.lock().unwrap().failed.push(format!("{key}: {e}")),
+                        }
+                        i += 1;
+                        // A steady rate, not a CPU hog on a shared machine.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            })
+            .collect();
+        Workload { stop, acked, tally, tasks }
+    }
+
+    /// Acknowledged writes so far.
+    pub fn acked(&self) -> usize {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` writes beyond the current count are acknowledged:
+    /// the cluster is serving now, not only at the start.
+    pub async fn progresses(&self, more: usize, limit: Duration) {
+        let target = self.acked() + more;
+        let deadline = Instant::now() + limit;
+        while self.acked() < target {
+            if Instant::now() >= deadline {
+                let t = self.tally.lock().unwrap();
+                let recent: Vec<&String> = t.failed.iter().rev().take(5).collect();
+                panic!(
+                    "the workload stalled: {} of {more} more writes acknowledged in {limit:?}; {} failed, latest: {recent:?}",
+                    self.acked() + more - target,
+                    t.failed.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("writer task");
+        }
+        Arc::try_unwrap(self.tally).expect("writers done").into_inner().unwrap()
+    }
+}
+
+/// Every acknowledged write reads back (linearizable) through `endpoints`.
+pub async fn assert_all_readable(endpoints: Vec<String>, acked: &[(String, String)]) {
+    let c = client(endpoints);
+    let mut lost = Vec::new();
+    for (k, v) in acked {
+        match c.get(k.clone(), Some(ConsistencyLevel::Linearizable)).await {
+            Ok(Some(got)) if got == v.as_bytes() => {}
+            other => lost.push(format!("{k}: {other:?}")),
+        }
+    }
+    assert!(lost.is_empty(), "{} of {} acknowledged writes not readable: {:?}", lost.len(), acked.len(), lost);
+}
+
+/// The status agrees with what the nodes themselves report and with the
+/// Kubernetes objects: member node ids, names, cluster id, zones, the
+/// partition table, versions and conditions.
+pub async fn assert_status_truthful(env: &Env, ns: &str, kr: &Value) {
+    let name = kr["metadata"]["name"].as_str().unwrap();
+    let s = &kr["status"];
+    let spec = &kr["spec"];
+    let replicas = spec["replicas"].as_i64().unwrap() as usize;
+    let cluster_id = s["clusterId"].as_str().expect("status.clusterId");
+    assert!(!cluster_id.is_empty());
+
+    let members = s["members"].as_array().expect("status.members");
+    let mut ids = BTreeSet::new();
+    for (i, m) in members.iter().enumerate() {
+        let pod = format!("{name}-{i}");
+        assert_eq!(m["pod"], pod.as_str(), "members in ordinal order: {m}");
+        let node = node_status(&pod_endpoint(ns, name, i)).await;
+        let info = node.node.expect("NodeInfo");
+        assert_eq!(m["nodeId"].as_u64(), Some(info.id), "{pod}: status nodeId vs the node's own id");
+        assert_eq!(info.name, pod);
+        assert_eq!(info.cluster_id, cluster_id, "{pod}: cluster id");
+        assert!(info.joined && info.ready, "{pod} joined and ready: {info:?}");
+        assert_eq!(m["state"], "active", "{pod}");
+        assert_eq!(m["version"], spec["version"], "{pod}");
+        assert_eq!(m["zone"], env.pod_zone(ns, &pod).await.as_str(), "{pod}: zone of its Node");
+        ids.insert(info.id);
+    }
+    assert_eq!(ids.len(), replicas, "distinct node ids");
+
+    let rf = spec["replicationFactor"].as_u64().unwrap() as usize;
+    let partitions = s["partitions"].as_array().expect("status.partitions");
+    assert_eq!(partitions.len() as u64, spec["partitions"].as_u64().unwrap(), "one entry per partition");
+    for p in partitions {
+        let reps: BTreeSet<u64> = p["replicas"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).collect();
+        assert_eq!(reps.len(), rf, "partition {}: {rf} distinct replicas", p["partition"]);
+        assert!(reps.is_subset(&ids), "partition {} on non-members: {reps:?} vs {ids:?}", p["partition"]);
+        if let Some(l) = p["leader"].as_u64() {
+            assert!(reps.contains(&l), "partition {}: leader {l} is not a replica", p["partition"]);
+        }
+    }
+
+    assert_eq!(s["currentVersion"], spec["version"]);
+    assert_eq!(s["targetVersion"], spec["version"]);
+    let generation = &kr["metadata"]["generation"];
+    for (type_, want) in [("Available", "True"), ("Degraded", "False"), ("Progressing", "False")] {
+        let c = condition(kr, type_).unwrap_or_else(|| panic!("condition {type_} missing"));
+        assert_eq!(c["status"], want, "{type_}: {c}");
+        assert_eq!(c["observedGeneration"], *generation, "{type_}: {c}");
+        assert!(c["reason"].as_str().is_some_and(|r| !r.is_empty()), "{type_} has a reason: {c}");
+    }
+
+    // The Kubernetes side agrees: the StatefulSet and its pods.
+    let ready = env
+        .kubectl_ok(&["get", "statefulset", name, "-n", ns, "-o", "jsonpath={.spec.replicas}/{.status.readyReplicas}"])
+        .await;
+    assert_eq!(ready, format!("{replicas}/{replicas}"), "StatefulSet replicas/ready");
+}

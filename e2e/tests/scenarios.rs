@@ -1,0 +1,361 @@
+//! Operator end-to-end scenarios on the simulator. Each installs the
+//! operator as users do (`helm install` of charts/keyraft-operator), applies
+//! KeyraftClusters with kubectl, runs a keyraft-client workload while it
+//! checks, and ends by reading back every acknowledged write and checking
+//! that status and conditions tell the truth.
+//!
+//! Every scenario uses its own namespace, suffixed with the process id:
+//! cluster DNS names go into the shared /etc/hosts, so two simulators must
+//! not both serve `basic-0.basic-headless.NS.svc`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{
+    assert_all_readable, assert_status_truthful, client, pod_endpoints, service_endpoint, Env, Workload,
+};
+use common::wait_for;
+
+/// Bound on a cluster going from `kubectl apply` to Running (a few seconds
+/// on an idle machine; CI shares two cores).
+const CREATE: Duration = Duration::from_secs(120);
+/// Bound on the workload making progress at a checkpoint.
+const PROGRESS: Duration = Duration::from_secs(60);
+
+/// A namespace unique to this test process: pod DNS names include it, and
+/// a hosts-file block left by a killed run must not shadow ours.
+fn namespace(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+/// `kubectl get kr` as rows of whitespace-separated cells, header first.
+fn table(out: &str) -> Vec<Vec<String>> {
+    out.lines().map(|l| l.split_whitespace().map(String::from).collect()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_from_the_example_becomes_available_and_keeps_every_acknowledged_write() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("create-basic");
+    env.create_namespace(ns).await;
+    let t0 = Instant::now();
+    env.apply_file(ns, "examples/basic.yaml").await;
+    let kr = env.wait_running(ns, "basic", 3, CREATE).await;
+    eprintln!("basic Running after {:?}", t0.elapsed());
+
+    // What a person sees.
+    env.kubectl_ok(&["wait", "--for=condition=Available", "kr/basic", "-n", ns, "--timeout=10s"]).await;
+    let rows = table(&env.kubectl_ok(&["get", "kr", "-n", ns]).await);
+    assert_eq!(rows[0], ["NAME", "REPLICAS", "READY", "VERSION", "PHASE", "AGE"], "{rows:?}");
+    let version = kr["spec"]["version"].as_str().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1][..5], ["basic", "3", "3", version, "Running"], "{rows:?}");
+
+    // A workload through the pods' DNS names, running while we check.
+    let work = Workload::start(pod_endpoints(ns, "basic", 3), 3, "create");
+    work.progresses(100, PROGRESS).await;
+    let kr = env.wait_running(ns, "basic", 3, Duration::from_secs(30)).await;
+    assert_status_truthful(&env, ns, &kr).await;
+    assert_eq!(
+        env.cluster_objects(ns, "basic", "pvc").await.len(),
+        3,
+        "one claim per member: {:?}",
+        env.cluster_objects(ns, "basic", "pvc").await
+    );
+    work.progresses(100, PROGRESS).await;
+    let tally = work.stop().await;
+    assert!(tally.failed.is_empty(), "writes failed on a healthy cluster: {:?}", tally.failed);
+    assert!(tally.wrong_reads.is_empty(), "read-your-writes: {:?}", tally.wrong_reads);
+
+    // Every acknowledged write, through the client Service this time.
+    assert_all_readable(vec![service_endpoint(ns, "basic")], &tally.acked).await;
+    // Nothing changed underneath: still Running, same cluster.
+    let after = env.wait_running(ns, "basic", 3, Duration::from_secs(30)).await;
+    assert_eq!(after["status"]["clusterId"], kr["status"]["clusterId"]);
+    eprintln!("{} writes acknowledged and read back; scenario took {:?}", tally.acked.len(), t0.elapsed());
+    env.sim.shutdown().await;
+}
+
+/// Lines of `kubectl describe` output as (key, value) after trimming.
+fn described(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| l.trim().split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_get_show_the_cluster_and_invalid_changes_are_rejected_while_it_serves() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("describe");
+    env.create_namespace(ns).await;
+    env.apply_file(ns, "examples/basic.yaml").await;
+    let kr = env.wait_running(ns, "basic", 3, CREATE).await;
+    let work = Workload::start(pod_endpoints(ns, "basic", 3), 2, "describe");
+    work.progresses(50, PROGRESS).await;
+
+    // describe: identity, spec with defaults, status, conditions, events.
+    let out = env.kubectl_ok(&["describe", "kr", "basic", "-n", ns]).await;
+    let kv = described(&out);
+    let has = |k: &str, v: &str| kv.iter().any(|(a, b)| a == k && b == v);
+    for (k, v) in [
+        ("Name", "basic"),
+        ("Namespace", ns),
+        ("Kind", "KeyraftCluster"),
+        ("API Version", "keyraft.io/v1alpha1"),
+        ("Replicas", "3"),
+        ("Replication Factor", "3"),
+        ("Partitions", "16"),
+        ("Default Read", "linearizable"),
+        ("Reclaim Policy", "Delete"),
+        ("Phase", "Running"),
+        ("Ready Replicas", "3"),
+        ("Cluster Id", kr["status"]["clusterId"].as_str().unwrap()),
+        ("Current Version", kr["spec"]["version"].as_str().unwrap()),
+    ] {
+        assert!(has(k, v), "describe should show {k}: {v}\n{out}");
+    }
+    // The Available condition, as a block: its Status line comes right before its Type line.
+    let avail = kv.iter().position(|(k, v)| k == "Type" && v == "Available").expect("an Available condition");
+    assert_eq!(kv[avail - 1], ("Status".to_string(), "True".to_string()), "{out}");
+    assert!(kv.iter().any(|(k, v)| k == "Reason" && v == "QuorumAvailable"), "{out}");
+    for i in 0..3 {
+        assert!(has("Pod", &format!("basic-{i}")), "member basic-{i} listed\n{out}");
+    }
+    assert!(out.contains("Finalizers:") && out.contains("keyraft.io/cleanup"), "{out}");
+    // The operator's Events (events.k8s.io/v1) under the object, as on a cluster.
+    let events = &out[out.find("\nEvents:").expect("an Events section")..];
+    let bootstrapped = events.lines().find(|l| l.contains("Bootstrapped")).unwrap_or_else(|| panic!("{events}"));
+    for part in ["Normal", "keyraft-operator", "bootstrapped through basic-0 with 3 nodes"] {
+        assert!(bootstrapped.contains(part), "{part:?} in {bootstrapped:?}");
+    }
+
+    // get: by name, -o wide, across namespaces, by short and full names.
+    let rows = table(&env.kubectl_ok(&["get", "keyraftclusters.keyraft.io", "basic", "-n", ns]).await);
+    assert_eq!(rows[1][..5], ["basic", "3", "3", kr["spec"]["version"].as_str().unwrap(), "Running"], "{rows:?}");
+    let rows = table(&env.kubectl_ok(&["get", "kr", "-A"]).await);
+    assert_eq!(rows[0][..2], ["NAMESPACE", "NAME"], "{rows:?}");
+    assert!(rows.iter().any(|r| r[..2] == [ns, "basic"]), "{rows:?}");
+    let name = env.kubectl_ok(&["get", "kr", "-n", ns, "-o", "name"]).await;
+    assert_eq!(name.trim(), "keyraftcluster.keyraft.io/basic");
+
+    // Changes the API server must refuse on a live cluster, with messages
+    // that say what is wrong (kubectl.rs covers bad manifests at creation).
+    let refused: [(&[&str], &str); 4] = [
+        (
+            &["patch", "kr", "basic", "-n", ns, "--type=merge", "-p", r#"{"spec":{"partitions":32}}"#],
+            "partitions is immutable",
+        ),
+        (&["scale", "kr/basic", "-n", ns, "--replicas=2"], "replicationFactor must not exceed replicas"),
+        (
+            &["patch", "kr", "basic", "-n", ns, "--type=merge", "-p", r#"{"spec":{"replicationFactor":2}}"#],
+            "spec.replicationFactor",
+        ),
+        (
+            &["patch", "kr", "basic", "-n", ns, "--type=merge", "-p", r#"{"spec":{"storage":{"size":"lots"}}}"#],
+            "spec.storage.size",
+        ),
+    ];
+    for (args, message) in refused {
+        let out = env.kubectl(args).await;
+        assert!(!out.ok, "kubectl {} was accepted", args.join(" "));
+        assert!(out.stderr.contains(message), "kubectl {}: should say {message:?}: {}", args.join(" "), out.stderr);
+    }
+    // A bad manifest through apply --server-side names the field too.
+    let bad = "apiVersion: keyraft.io/v1alpha1\nkind: KeyraftCluster\nmetadata:\n  name: other\nspec:\n  replicas: 3\n  failover: {timeout: soon}\n";
+    let out = env.kubectl_stdin(&["apply", "--server-side", "-n", ns, "-f", "-"], bad).await;
+    assert!(!out.ok && out.stderr.contains("spec.failover.timeout"), "{}", out.stderr);
+    assert!(env.cluster(ns, "other").await.is_none());
+
+    // Nothing of that reached the cluster: same generation and spec, still settled and serving.
+    let now = env.wait_running(ns, "basic", 3, Duration::from_secs(30)).await;
+    assert_eq!(now["metadata"]["generation"], kr["metadata"]["generation"]);
+    assert_eq!(now["spec"], kr["spec"]);
+    work.progresses(50, PROGRESS).await;
+    let tally = work.stop().await;
+    assert!(tally.failed.is_empty(), "writes failed: {:?}", tally.failed);
+    assert_all_readable(vec![service_endpoint(ns, "basic")], &tally.acked).await;
+    env.sim.shutdown().await;
+}
+
+/// A directory with at least one file somewhere below it.
+fn has_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| e.path().is_file() || has_files(&e.path()))
+}
+
+const KEPT: &str = "apiVersion: keyraft.io/v1alpha1
+kind: KeyraftCluster
+metadata:
+  name: kept
+spec:
+  replicas: 1
+  replicationFactor: 1
+  partitions: 4
+  storage:
+    reclaimPolicy: Retain
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_removes_its_objects_and_keeps_volumes_only_when_asked() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("delete");
+    env.create_namespace(ns).await;
+    env.apply_file(ns, "examples/basic.yaml").await;
+    env.apply(ns, KEPT).await;
+    let basic = env.wait_running(ns, "basic", 3, CREATE).await;
+    let kept = env.wait_running(ns, "kept", 1, CREATE).await;
+    for kr in [&basic, &kept] {
+        let finalizers = &kr["metadata"]["finalizers"];
+        assert!(
+            finalizers.as_array().is_some_and(|f| f.iter().any(|f| f == "keyraft.io/cleanup")),
+            "the operator's finalizer: {finalizers}"
+        );
+    }
+    let mut basic_dirs = Vec::new();
+    for i in 0..3 {
+        basic_dirs.extend(env.volume_dirs(ns, &format!("basic-{i}")).await);
+    }
+    let kept_dirs = env.volume_dirs(ns, "kept-0").await;
+    assert_eq!((basic_dirs.len(), kept_dirs.len()), (3, 1), "one data volume per pod");
+
+    // Data in both; a workload on basic while the other cluster is deleted.
+    let kept_client = client(pod_endpoints(ns, "kept", 1));
+    kept_client.put("kept-key", "survives").await.expect("write to kept");
+    let work = Workload::start(pod_endpoints(ns, "basic", 3), 2, "delete");
+    work.progresses(50, PROGRESS).await;
+    // The nodes keep their data on the claims' volumes (not in some pod-local directory).
+    for d in basic_dirs.iter().chain(&kept_dirs) {
+        assert!(has_files(d), "no data on volume {}", d.display());
+    }
+
+    // Retain: every object goes, the claim and its data stay.
+    env.kubectl_ok(&["delete", "kr", "kept", "-n", ns, "--timeout=60s"]).await;
+    assert!(env.cluster(ns, "kept").await.is_none(), "kubectl delete waits for the finalizer");
+    wait_for("kept's StatefulSet, Services, pods, ConfigMap, PDB gone", Duration::from_secs(60), || async {
+        env.cluster_objects(ns, "kept", "statefulset,service,pod,configmap,poddisruptionbudget")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.cluster_objects(ns, "kept", "pvc").await,
+        ["persistentvolumeclaim/data-kept-0"],
+        "Retain keeps the claim"
+    );
+    assert!(has_files(&kept_dirs[0]), "Retain keeps the data: {}", kept_dirs[0].display());
+    // The other cluster never noticed.
+    work.progresses(50, PROGRESS).await;
+
+    // Delete (the default): the claims go too, and their data with them.
+    let work_tally = work.stop().await;
+    env.kubectl_ok(&["delete", "kr", "basic", "-n", ns, "--timeout=60s"]).await;
+    assert!(env.cluster(ns, "basic").await.is_none());
+    wait_for("basic's objects and claims gone", Duration::from_secs(60), || async {
+        env.cluster_objects(ns, "basic", "statefulset,service,pod,configmap,poddisruptionbudget,pvc")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    wait_for("basic's volume directories removed", Duration::from_secs(30), || async {
+        basic_dirs.iter().all(|d| !d.exists()).then_some(())
+    })
+    .await;
+    assert!(work_tally.failed.is_empty(), "writes failed before deletion: {:?}", work_tally.failed);
+    let events = env
+        .kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={range .items[*]}{.regarding.name} {.reason}: {.note}{\"\\n\"}{end}",
+        ])
+        .await;
+    assert!(events.contains("kept Deleted: cluster deleted; volumes retained"), "{events}");
+    assert!(events.contains("basic Deleted: cluster deleted; volumes deleted"), "{events}");
+
+    env.sim.shutdown().await;
+}
+
+/// Retain keeps data for a purpose: a cluster created again under the same
+/// name finds its volumes, serves the old data, and says it is Running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "operator bug: a KeyraftCluster re-created over retained volumes serves its old data but stays in phase Bootstrapping with no status.clusterId (the cluster id is only taken from a Bootstrap it performed, never adopted from the nodes)"]
+async fn a_cluster_created_again_over_retained_volumes_serves_its_old_data() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("retain");
+    env.create_namespace(ns).await;
+    env.apply(ns, KEPT).await;
+    let first = env.wait_running(ns, "kept", 1, CREATE).await;
+    client(pod_endpoints(ns, "kept", 1)).put("kept-key", "survives").await.expect("write to kept");
+    env.kubectl_ok(&["delete", "kr", "kept", "-n", ns, "--timeout=60s"]).await;
+    wait_for("kept's pod gone", Duration::from_secs(60), || async {
+        env.cluster_objects(ns, "kept", "pod").await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(env.cluster_objects(ns, "kept", "pvc").await, ["persistentvolumeclaim/data-kept-0"]);
+
+    env.apply(ns, KEPT).await;
+    let c = client(pod_endpoints(ns, "kept", 1));
+    let got = wait_for("kept-key readable again", CREATE, || async { c.get("kept-key", None).await.ok() }).await;
+    assert_eq!(got.as_deref(), Some(&b"survives"[..]), "the retained claim's data");
+    let again = env.wait_running(ns, "kept", 1, CREATE).await;
+    assert_eq!(again["status"]["clusterId"], first["status"]["clusterId"], "the same Raft cluster");
+    assert_status_truthful(&env, ns, &again).await;
+    env.sim.shutdown().await;
+}
+
+/// 3 -> 5 -> 3 under a workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow and not settling reliably: 3 -> 5 settles in about 150 s; after 5 -> 3 one run settled, another kept Rebalancing=True (partitions moving: 0, 7) for over 5 minutes with phase Running; run with --ignored"]
+async fn scaling_three_to_five_and_back_keeps_serving_and_every_write() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("scale");
+    env.create_namespace(ns).await;
+    env.apply_file(ns, "examples/basic.yaml").await;
+    let kr = env.wait_running(ns, "basic", 3, CREATE).await;
+    let cluster_id = kr["status"]["clusterId"].clone();
+    let work = Workload::start(pod_endpoints(ns, "basic", 3), 2, "scale");
+    work.progresses(50, PROGRESS).await;
+
+    let t = Instant::now();
+    env.kubectl_ok(&["scale", "kr/basic", "-n", ns, "--replicas=5"]).await;
+    let five = env.wait_running(ns, "basic", 5, Duration::from_secs(300)).await;
+    eprintln!("3 -> 5 settled after {:?}", t.elapsed());
+    assert_status_truthful(&env, ns, &five).await;
+    // The new members carry data: every member holds some replica.
+    for m in five["status"]["members"].as_array().unwrap() {
+        let id = m["nodeId"].as_u64().unwrap();
+        assert!(
+            five["status"]["partitions"].as_array().unwrap().iter().any(|p| p["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == id)),
+            "member {} holds no replica after the rebalance",
+            m["pod"]
+        );
+    }
+    work.progresses(50, PROGRESS).await;
+
+    let t = Instant::now();
+    env.kubectl_ok(&["scale", "kr/basic", "-n", ns, "--replicas=3"]).await;
+    let three = env.wait_running(ns, "basic", 3, Duration::from_secs(300)).await;
+    eprintln!("5 -> 3 settled after {:?}", t.elapsed());
+    assert_status_truthful(&env, ns, &three).await;
+    assert_eq!(three["status"]["clusterId"], cluster_id);
+    wait_for("the removed members' claims deleted (reclaimPolicy Delete)", Duration::from_secs(60), || async {
+        (env.cluster_objects(ns, "basic", "pvc").await.len() == 3).then_some(())
+    })
+    .await;
+    work.progresses(50, PROGRESS).await;
+    let tally = work.stop().await;
+    assert!(tally.failed.is_empty(), "writes failed while scaling: {:?}", tally.failed);
+    assert!(tally.wrong_reads.is_empty(), "read-your-writes: {:?}", tally.wrong_reads);
+    let t = Instant::now();
+    assert_all_readable(vec![service_endpoint(ns, "basic")], &tally.acked).await;
+    eprintln!("{} acknowledged writes read back in {:?}", tally.acked.len(), t.elapsed());
+    env.sim.shutdown().await;
+}
