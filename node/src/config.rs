@@ -92,7 +92,9 @@ impl Config {
             election_timeout_max: self.election_timeout_ms * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_entries),
             max_in_snapshot_log_to_keep: self.keep_entries,
-            max_payload_entries: 512,
+            // openraft times one AppendEntries out after a heartbeat interval:
+            // keep a batch small enough to ship and fsync well within it.
+            max_payload_entries: 64,
             ..Default::default()
         }
     }

@@ -317,6 +317,7 @@ impl Wal {
             size,
             old: segs.into_iter().filter(|(s, _)| *s != next_seq).map(|(_, p)| p).collect(),
             shared: Arc::downgrade(&shared),
+            last_checkpoint: 0,
         };
         thread::Builder::new().name("keyraft-wal".into()).spawn(move || writer.run(rx)).map_err(io_err(dir))?;
         Ok(Wal { shared })
@@ -423,6 +424,8 @@ struct Writer {
     size: u64,
     old: Vec<PathBuf>,
     shared: std::sync::Weak<Shared>,
+    /// Size of the last checkpoint written.
+    last_checkpoint: u64,
 }
 
 impl Writer {
@@ -447,7 +450,10 @@ impl Writer {
             for p in batch {
                 p.done.complete(&res);
             }
-            if res.is_ok() && self.size >= self.opts.segment_bytes {
+            // Rewriting the live state costs its size: wait until the segment
+            // holds at least twice that, so compaction stays amortised even
+            // when most of the log is live.
+            if res.is_ok() && self.size >= self.opts.segment_bytes.max(2 * self.last_checkpoint) {
                 if let Err(e) = self.rotate(&rx) {
                     tracing::error!(error = %e, "write-ahead log compaction failed; will retry at the next write");
                 }
@@ -516,6 +522,7 @@ impl Writer {
         self.file = f;
         self.seq = seq;
         self.size = frames.len() as u64;
+        self.last_checkpoint = self.size;
         for p in drained {
             p.done.complete(&Ok(()));
         }
