@@ -4,10 +4,11 @@ CARGO ?= cargo
 RELEASE_BIN := target/release
 DEMO_DIR ?= keyraft-data
 
-.PHONY: run test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench clean help
+.PHONY: run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench clean help
 
 help:
-	@echo "make run        build, start a local 3-node cluster, write and read sample data (Ctrl-C stops it)"
+	@echo "make run        the operator on the local Kubernetes simulator: helm install, a 3-node cluster, data flowing (Ctrl-C stops it)"
+	@echo "make run-local  three node processes on loopback, no Kubernetes (Ctrl-C stops it)"
 	@echo "make test       everything CI runs: format check, unit, storage-suite, integration, CRD drift, chart checks"
 	@echo "make bench      start a local cluster and run keyraft bench with 1, 16 and 64 clients"
 	@echo "make crds       regenerate crds/ from the operator's Rust types"
@@ -22,8 +23,15 @@ release:
 build:
 	$(CARGO) build --workspace --all-targets
 
-# A local cluster of real node processes on loopback with sample data.
-run: release
+# The main job: the operator on the local Kubernetes simulator (real Helm
+# and kubectl), examples/basic.yaml applied, data written and read through
+# the client Service. Runs until Ctrl-C, then stops everything it started.
+run: tools
+	$(CARGO) build -p keyraft-node -p keyraft-operator -p keyraft-e2e -p keyraft-client
+	hack/run-demo.sh
+
+# Without Kubernetes: three node processes on loopback with sample data.
+run-local: release
 	$(RELEASE_BIN)/keyraft local up --nodes 3 --partitions 8 --replication-factor 3 --data-dir $(DEMO_DIR) --demo
 
 test: fmt-check tools unit integration e2e chart-lint
