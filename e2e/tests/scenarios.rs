@@ -282,7 +282,6 @@ async fn deleting_a_cluster_removes_its_objects_and_keeps_volumes_only_when_aske
 /// Retain keeps data for a purpose: a cluster created again under the same
 /// name finds its volumes, serves the old data, and says it is Running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "operator bug: a KeyraftCluster re-created over retained volumes serves its old data but stays in phase Bootstrapping with no status.clusterId (the cluster id is only taken from a Bootstrap it performed, never adopted from the nodes)"]
 async fn a_cluster_created_again_over_retained_volumes_serves_its_old_data() {
     let Some(env) = Env::with_operator().await else { return };
     let ns = &namespace("retain");

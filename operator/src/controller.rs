@@ -230,6 +230,12 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
         });
     }
     observed.sort_by_key(|p| p.ordinal);
+    // A cluster re-created over kept volumes is already bootstrapped: take
+    // its id from the nodes when the status (new object) has none.
+    let from_nodes = observed.iter().find_map(|p| match &p.node {
+        NodeObservation::Reachable(r) if !r.cluster_id.is_empty() => Some(r.cluster_id.clone()),
+        _ => None,
+    });
     let claim_templates = sts.as_ref().and_then(|s| s.spec.as_ref()).and_then(|s| s.volume_claim_templates.clone());
     Ok(Observed {
         claim_templates,
@@ -237,7 +243,7 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
             names: names.clone(),
             spec: kr.spec.clone(),
             paused: kr.is_paused(),
-            cluster_id: kr.status.as_ref().and_then(|s| s.cluster_id.clone()),
+            cluster_id: kr.status.as_ref().and_then(|s| s.cluster_id.clone()).or(from_nodes),
             statefulset_replicas: sts.and_then(|s| s.spec).and_then(|s| s.replicas),
             pods: observed,
             pvcs: pvcs.items.iter().map(|p| p.name_any()).collect(),
