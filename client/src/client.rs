@@ -271,15 +271,32 @@ impl Client {
         Ok(partition_for_key(key, self.partitions().await?))
     }
 
+    /// Sends `req` with `call` to a node, with the retry and routing rules
+    /// of [`Client::with_retries`].
+    async fn kv_call<Req, Resp, F, Fut>(
+        &self,
+        partition: Option<u32>,
+        prefer_leader: bool,
+        req: &Req,
+        call: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(KvClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.with_retries(partition, prefer_leader, |addr| {
+            let kv = self.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()));
+            let fut = kv.map(|c| call(c, req.clone()));
+            async move { fut?.await }
+        })
+        .await
+    }
+
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<WriteInfo, ClientError> {
         let req = pb::PutRequest { key: key.into(), value: value.into(), request_id: self.request_id() };
         let p = self.partition_of(&req.key).await?;
-        let resp = self
-            .with_retries(Some(p), true, |addr| {
-                let (this, req) = (self.clone(), req.clone());
-                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.put(req).await }
-            })
-            .await?;
+        let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.put(r).await }).await?;
         self.learn(&resp.header, true);
         Ok(Self::write_info(&resp.header))
     }
@@ -309,12 +326,7 @@ impl Client {
             session_token: token,
         };
         let to_leader = matches!(level, Some(ConsistencyLevel::Linearizable) | None);
-        let resp = self
-            .with_retries(Some(p), to_leader, |addr| {
-                let (this, req) = (self.clone(), req.clone());
-                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.get(req).await }
-            })
-            .await?;
+        let resp = self.kv_call(Some(p), to_leader, &req, |mut c, r| async move { c.get(r).await }).await?;
         self.learn(&resp.header, false);
         Ok(resp.found.then_some(resp.value))
     }
@@ -340,12 +352,7 @@ impl Client {
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, ClientError> {
         let req = pb::DeleteRequest { key: key.into(), request_id: self.request_id() };
         let p = self.partition_of(&req.key).await?;
-        let resp = self
-            .with_retries(Some(p), true, |addr| {
-                let (this, req) = (self.clone(), req.clone());
-                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.delete(req).await }
-            })
-            .await?;
+        let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.delete(r).await }).await?;
         self.learn(&resp.header, true);
         Ok(resp.existed)
     }
@@ -362,14 +369,7 @@ impl Client {
         let req =
             pb::CompareAndSwapRequest { key: key.into(), expected, new_value: new, request_id: self.request_id() };
         let p = self.partition_of(&req.key).await?;
-        let resp = self
-            .with_retries(Some(p), true, |addr| {
-                let (this, req) = (self.clone(), req.clone());
-                async move {
-                    this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.compare_and_swap(req).await
-                }
-            })
-            .await?;
+        let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.compare_and_swap(r).await }).await?;
         self.learn(&resp.header, true);
         Ok((resp.succeeded, resp.current))
     }
@@ -391,12 +391,7 @@ impl Client {
                 .collect(),
             request_id: self.request_id(),
         };
-        let resp = self
-            .with_retries(Some(p), true, |addr| {
-                let (this, req) = (self.clone(), req.clone());
-                async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.batch(req).await }
-            })
-            .await?;
+        let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.batch(r).await }).await?;
         self.learn(&resp.header, true);
         Ok(Self::write_info(&resp.header))
     }
@@ -404,11 +399,7 @@ impl Client {
     /// One page of a scan (see `ScanRequest`); `more` says whether to go on
     /// from the last key.
     pub async fn scan_page(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse, ClientError> {
-        self.with_retries(req.partition, false, |addr| {
-            let (this, req) = (self.clone(), req.clone());
-            async move { this.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?.scan(req).await }
-        })
-        .await
+        self.kv_call(req.partition, false, &req, |mut c, r| async move { c.scan(r).await }).await
     }
 
     /// Every key with `prefix`, in order, following pages.
