@@ -34,7 +34,7 @@ run: tools
 run-local: release
 	$(RELEASE_BIN)/keyraft local up --nodes 3 --partitions 8 --replication-factor 3 --data-dir $(DEMO_DIR) --demo
 
-test: fmt-check tools unit integration e2e chart-lint
+test: fmt-check lint tools unit integration e2e chart-lint
 
 fmt:
 	$(CARGO) fmt --all

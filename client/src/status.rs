@@ -165,8 +165,8 @@ pub fn render_placement(statuses: &[pb::StatusResponse]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<10} {:<32} {:<32} {:<14} {:<14} {}",
-        "PARTITION", "DESIRED", "ACTUAL VOTERS", "LEADER", "PREFERRED", "STATE"
+        "{:<10} {:<32} {:<32} {:<14} {:<14} STATE",
+        "PARTITION", "DESIRED", "ACTUAL VOTERS", "LEADER", "PREFERRED"
     );
     let mut moving = 0;
     for p in &cluster.placement {

@@ -76,7 +76,7 @@ async fn ten_thousand_writes_through_random_nodes_read_back_linearizably_from_ev
 async fn acknowledged_writes_survive_a_full_stop_and_restart() {
     let mut c = common::cluster("restart", 3, 8, 3, &[]).await;
     let client = c.client().unwrap();
-    write_through_random_nodes(&[client.clone()], 0..2_000, 32).await;
+    write_through_random_nodes(std::slice::from_ref(&client), 0..2_000, 32).await;
     // kill -9 every node: nothing gets a chance to flush on the way out.
     for i in 0..3 {
         c.kill(i);
@@ -107,7 +107,7 @@ async fn a_node_that_missed_compacted_writes_catches_up_by_snapshot() {
         .collect();
     c.kill(2);
     let client = c.client().unwrap();
-    write_through_random_nodes(&[client.clone()], 0..5_000, 32).await;
+    write_through_random_nodes(std::slice::from_ref(&client), 0..5_000, 32).await;
     // The survivors compacted their logs past where node 2 stopped, so the
     // log alone cannot bring it back.
     let st0 = common::status_of(&c, 0).await;

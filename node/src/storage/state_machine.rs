@@ -87,7 +87,7 @@ impl SmData {
                 s.results.pop_first();
             }
         }
-        if index % 4096 == 0 {
+        if index.is_multiple_of(4096) {
             self.sessions.retain(|_, s| s.last_index + SESSION_IDLE_ENTRIES > index);
         }
         res

@@ -402,11 +402,9 @@ impl Wal {
     /// Waits until everything queued so far is on disk.
     pub async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        let tx_guard = self.shared.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = tx_guard.as_ref() {
+        if let Some(s) = self.shared.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = s.send(Pending { frame: Vec::new(), done: Done::Notify(tx) });
         }
-        drop(tx_guard);
         rx.await.unwrap_or_else(|_| Err(io::Error::other("write-ahead log writer has stopped")))
     }
 
@@ -629,11 +627,8 @@ mod tests {
     #[tokio::test]
     async fn corruption_in_an_older_segment_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(
-            segment_path(dir.path(), 1),
-            encode(&Record::Vote { group: 1, vote: Vote::new(1, 1) })[..10].to_vec(),
-        )
-        .unwrap();
+        fs::write(segment_path(dir.path(), 1), &encode(&Record::Vote { group: 1, vote: Vote::new(1, 1) })[..10])
+            .unwrap();
         fs::write(segment_path(dir.path(), 2), encode(&Record::Vote { group: 1, vote: Vote::new(2, 1) })).unwrap();
         let err = Wal::open(dir.path(), WalOptions::default()).err().expect("must refuse");
         assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
