@@ -280,8 +280,17 @@ impl Node {
             return Ok(false);
         }
         let membership = m.membership_config.membership();
+        // A joint configuration left behind by a leader that crashed mid-change
+        // is not finished by openraft on its own: proposing the goal again
+        // moves it to the next coherent step (a change still in flight here
+        // is refused as in progress, and retried next pass).
         if membership.get_joint_config().len() > 1 {
-            return Ok(false); // a change is in flight; openraft finishes it
+            tracing::info!(group = g.id, to = ?voters, "finishing a joint membership change");
+            g.raft.change_membership(voters.clone(), false).await.map_err(|e| NodeError::NoLeader {
+                partition: partition_of_group(g.id).unwrap_or(u32::MAX),
+                detail: e.to_string(),
+            })?;
+            return Ok(false);
         }
         let cur_voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let cur_learners: BTreeSet<NodeId> = membership.learner_ids().collect();
