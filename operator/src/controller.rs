@@ -340,14 +340,7 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                 .await;
             }
             Action::DeletePvc { name } => {
-                match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
-                    .delete(&name, &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &name).await?;
                 publish(
                     ctx,
                     kr,
@@ -483,11 +476,7 @@ async fn cleanup(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
         let pvcs = api.list(&ListParams::default().labels(&builders::selector_string(&names.cluster))).await?;
         for pvc in pvcs.items {
-            match api.delete(&pvc.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_pvc(&api, &pvc.name_any()).await?;
         }
     }
     publish(
@@ -637,6 +626,15 @@ pub fn build_status(
         observed_generation: generation,
         cluster_id,
         selector: Some(builders::selector_string(&obs.names.cluster)),
+    }
+}
+
+/// Deletes a claim; one already gone counts as deleted (steps repeat after a crash).
+async fn delete_pvc(api: &Api<PersistentVolumeClaim>, name: &str) -> Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
