@@ -19,10 +19,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "${DIR}"; }
 trap cleanup EXIT
 
-"$K" local up --nodes 3 --partitions "${PARTS}" --replication-factor 3 --data-dir "${DIR}" --base-port "${PORT}" >"${DIR}/up.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 120); do grep -q "ready at" "${DIR}/up.log" && break; sleep 0.5; done
-grep -q "ready at" "${DIR}/up.log" || { cat "${DIR}/up.log"; exit 1; }
+# shellcheck source=hack/local-cluster.sh
+source "${ROOT}/hack/local-cluster.sh"
+start_local_cluster "${DIR}" "${PORT}" "${PARTS}" || { pids+=("${LOCAL_UP_PID}"); exit 1; }
+pids+=("${LOCAL_UP_PID}")
 
 echo "== loading ${KEYS} keys of ${VALUE} bytes"
 "$K" load --keys "${KEYS}" --value-size "${VALUE}" --clients 32
