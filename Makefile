@@ -3,8 +3,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE_BIN := target/release
 DEMO_DIR ?= keyraft-data
+# Tag of the container images: by default the node version the operator gives
+# KeyraftClusters that name none (DEFAULT_VERSION in operator/src/crd.rs).
+KEYRAFT_VERSION ?= $(shell sed -n 's/^pub const DEFAULT_VERSION: &str = "\(.*\)";$$/\1/p' operator/src/crd.rs)
 
-.PHONY: run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench clean help
+.PHONY: run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench clean help images kind-up kind-e2e kind-down
 
 help:
 	@echo "make run        the operator on the local Kubernetes simulator: helm install, a 3-node cluster, data flowing (Ctrl-C stops it)"
@@ -16,6 +19,10 @@ help:
 	@echo "make tools      fetch the pinned Helm and kubectl into tools/bin"
 	@echo "make e2e        simulator tests with the real kubectl and Helm"
 	@echo "make k8s-sim    run the local Kubernetes simulator (kubeconfig in ./kubeconfig)"
+	@echo "make images     docker build the node, operator and e2e images (tag KEYRAFT_VERSION, default the operator's node version)"
+	@echo "make kind-up    kind cluster keyraft (3 workers, zones a/b/c), images loaded, operator chart installed (needs docker, kind)"
+	@echo "make kind-e2e   kind-up, then the e2e scenarios as a Job inside the kind cluster"
+	@echo "make kind-down  delete the kind cluster keyraft"
 
 release:
 	$(CARGO) build --release -p keyraft-node -p keyraft-client
@@ -83,6 +90,24 @@ chart-lint: tools
 
 bench: release
 	hack/bench.sh
+
+# Container images (Docker with BuildKit; build context: the repository root).
+# No provenance attestation: it breaks `kind load docker-image` under the containerd image store.
+images:
+	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/node.Dockerfile -t keyraft/keyraft-node:$(KEYRAFT_VERSION) .
+	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/operator.Dockerfile -t keyraft/keyraft-operator:$(KEYRAFT_VERSION) .
+	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/e2e.Dockerfile -t keyraft/keyraft-e2e:$(KEYRAFT_VERSION) .
+
+# The same scenarios on a real cluster where docker and kind exist (e2e/kind/README.md).
+kind-up:
+	KEYRAFT_VERSION=$(KEYRAFT_VERSION) e2e/kind/kind-up.sh
+
+kind-e2e: kind-up
+	KEYRAFT_VERSION=$(KEYRAFT_VERSION) e2e/kind/kind-e2e.sh
+
+kind-down:
+	kind delete cluster --name keyraft
+	rm -f e2e/kind/kubeconfig
 
 clean:
 	$(CARGO) clean

@@ -68,6 +68,11 @@ pub enum MetaOp {
     },
     /// The desired placement of every partition.
     SetPlacement(Vec<Placement>),
+    /// Records a member's zone (for nodes started without one).
+    SetZone {
+        id: NodeId,
+        zone: String,
+    },
 }
 
 impl MetaOp {
@@ -80,8 +85,19 @@ impl MetaOp {
             }
             (MetaOp::Bootstrap(_), Some(m)) => Err(format!("cluster {} is already bootstrapped", m.cluster_id)),
             (_, None) => Err("cluster is not bootstrapped".into()),
-            (MetaOp::Register(mem), Some(m)) => {
+            (MetaOp::Register(mut mem), Some(m)) => {
+                // A node started without a zone keeps the one recorded for it.
+                if mem.zone.is_empty() {
+                    if let Some(old) = m.members.get(&mem.id) {
+                        mem.zone = old.zone.clone();
+                    }
+                }
                 m.members.insert(mem.id, mem);
+                Ok(())
+            }
+            (MetaOp::SetZone { id, zone }, Some(m)) => {
+                let mem = m.members.get_mut(&id).ok_or_else(|| format!("node {id} is not a member"))?;
+                mem.zone = zone;
                 Ok(())
             }
             (MetaOp::SetDefaultRead(level), Some(m)) => {

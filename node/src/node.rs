@@ -215,7 +215,11 @@ impl Node {
             id: me,
             name: self.cfg.name.clone(),
             advertise: self.cfg.advertise.clone(),
-            zone: self.cfg.zone.clone(),
+            // Without --zone, the zone recorded for this member (by the operator) stands.
+            zone: match meta.members.get(&me) {
+                Some(m) if self.cfg.zone.is_empty() => m.zone.clone(),
+                _ => self.cfg.zone.clone(),
+            },
             state: meta.members.get(&me).map_or(MemberState::Active, |m| m.state),
             version: self.cfg.reported_version.clone(),
             incarnation: self.identity().incarnation,
@@ -258,6 +262,7 @@ impl Node {
         mut peers: Vec<String>,
         partitions: u32,
         rf: u32,
+        zones: std::collections::HashMap<String, String>,
     ) -> Result<(String, bool), NodeError> {
         if let Some(m) = self.meta_rx.borrow().clone() {
             return Ok((m.cluster_id.clone(), true));
@@ -271,7 +276,7 @@ impl Node {
             // Only the first voter founds the meta group; ask it.
             let mut c = self.peers.admin(&peers[0]).map_err(|e| NodeError::Internal(e.to_string()))?;
             let resp = c
-                .bootstrap(keyraft_api::pb::BootstrapRequest { peers, partitions, replication_factor: rf })
+                .bootstrap(keyraft_api::pb::BootstrapRequest { peers, partitions, replication_factor: rf, zones })
                 .await
                 .map_err(|s| {
                     NodeError::FailedPrecondition(format!("bootstrap via {}: {}", "the first peer", s.message()))
@@ -298,7 +303,7 @@ impl Node {
                 id: info.id,
                 name: info.name,
                 advertise: addr.clone(),
-                zone: info.zone,
+                zone: zones.get(addr).filter(|z| !z.is_empty()).cloned().unwrap_or(info.zone),
                 state: MemberState::Active,
                 version: info.version,
                 incarnation: info.incarnation,

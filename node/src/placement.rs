@@ -66,6 +66,14 @@ impl Node {
         self.find_member(m.id, "")
     }
 
+    pub async fn set_member_zone(&self, id: NodeId, name: &str, zone: String) -> Result<Member, NodeError> {
+        let m = self.find_member(id, name)?;
+        if m.zone != zone {
+            self.propose_meta(MetaOp::SetZone { id: m.id, zone }).await?;
+        }
+        self.find_member(m.id, "")
+    }
+
     /// Plans a balanced placement with the shared planner; applies it unless
     /// `dry_run`. Returns the partitions that change.
     pub async fn rebalance(&self, dry_run: bool, max_moves: usize) -> Result<Vec<pb::Move>, NodeError> {

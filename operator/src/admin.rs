@@ -51,10 +51,11 @@ impl Admin {
         peers: Vec<String>,
         partitions: u32,
         replication_factor: u32,
+        zones: std::collections::HashMap<String, String>,
     ) -> Result<String> {
         let mut c = self.client(addr).await?;
         let resp = c
-            .bootstrap(pb::BootstrapRequest { peers, partitions, replication_factor })
+            .bootstrap(pb::BootstrapRequest { peers, partitions, replication_factor, zones })
             .await
             .map_err(|e| admin_err(addr, e.message()))?
             .into_inner();
@@ -85,6 +86,18 @@ impl Admin {
             .map_err(|e| admin_err(addr, e.message()))?
             .into_inner();
         let m = resp.member.ok_or_else(|| admin_err(addr, "SetMemberState answered without a member"))?;
+        Ok(member_report(m))
+    }
+
+    /// Admin.SetMemberZone through the node at `addr`; returns the member's new record.
+    pub async fn set_member_zone(&self, addr: &str, id: u64, zone: &str) -> Result<MemberReport> {
+        let mut c = self.client(addr).await?;
+        let resp = c
+            .set_member_zone(pb::SetMemberZoneRequest { id, name: String::new(), zone: zone.to_string() })
+            .await
+            .map_err(|e| admin_err(addr, e.message()))?
+            .into_inner();
+        let m = resp.member.ok_or_else(|| admin_err(addr, "SetMemberZone answered without a member"))?;
         Ok(member_report(m))
     }
 
@@ -230,6 +243,12 @@ pub(crate) mod fake {
                 member: Some(pb::MemberRecord { id, name: "kv-4".into(), state: req.state, ..Default::default() }),
             }))
         }
+        async fn set_member_zone(
+            &self,
+            _: tonic::Request<pb::SetMemberZoneRequest>,
+        ) -> Result<tonic::Response<pb::SetMemberZoneResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
         async fn rebalance(
             &self,
             req: tonic::Request<pb::RebalanceRequest>,
@@ -343,7 +362,7 @@ mod tests {
         let report = admin.status(&addr).await.unwrap();
         assert_eq!(report.node_id, 3);
         assert!(!report.joined);
-        let id = admin.bootstrap(&addr, vec!["a:7000".into(), "b:7000".into()], 16, 3).await.unwrap();
+        let id = admin.bootstrap(&addr, vec!["a:7000".into(), "b:7000".into()], 16, 3, Default::default()).await.unwrap();
         assert_eq!(id, "cid-1");
         let calls = node.bootstraps.lock().unwrap().clone();
         assert_eq!(calls.len(), 1);

@@ -177,7 +177,6 @@ fn pod_ready(pod: &Pod) -> (bool, Option<Duration>) {
 
 struct Observed {
     obs: Observation,
-    zones: BTreeMap<String, String>,
     /// volumeClaimTemplates of the existing StatefulSet (immutable).
     claim_templates: Option<Vec<PersistentVolumeClaim>>,
 }
@@ -199,7 +198,6 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
     .await;
 
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let mut zones = BTreeMap::new();
     let mut observed = Vec::new();
     for (pod, status) in pods.items.iter().zip(statuses) {
         let name = pod.name_any();
@@ -207,12 +205,11 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
         else {
             continue;
         };
+        let mut zone = None;
         if let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
             // A missing Node or a failed read only loses the zone.
             if let Ok(Some(node)) = nodes.get_opt(&node_name).await {
-                if let Some(z) = node.labels().get(&kr.spec.topology.zone_key) {
-                    zones.insert(name.clone(), z.clone());
-                }
+                zone = node.labels().get(&kr.spec.topology.zone_key).filter(|z| !z.is_empty()).cloned();
             }
         }
         let (ready, unready_for) = pod_ready(pod);
@@ -220,6 +217,7 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
             name,
             ordinal,
             version: pod_version(pod),
+            zone,
             ready,
             unready_for,
             terminating: pod.metadata.deletion_timestamp.is_some(),
@@ -248,7 +246,6 @@ async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<Ob
             pods: observed,
             pvcs: pvcs.items.iter().map(|p| p.name_any()).collect(),
         },
-        zones,
     })
 }
 
@@ -262,7 +259,7 @@ async fn publish(ctx: &Context, kr: &KeyraftCluster, type_: EventType, reason: &
 async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let names = Names::of(kr)?;
     let ns = names.namespace.clone();
-    let Observed { obs, zones, claim_templates } = observe(kr, ctx, &names).await?;
+    let Observed { obs, claim_templates } = observe(kr, ctx, &names).await?;
     let actions = planner::plan(&obs);
     tracing::debug!(cluster = %key(kr), ?actions, "planned");
 
@@ -301,9 +298,10 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                     .await;
                 }
             }
-            Action::Bootstrap { pod, peers, partitions, replication_factor } => {
+            Action::Bootstrap { pod, peers, partitions, replication_factor, zones } => {
                 let addr = names.pod_address(&pod);
-                let id = ctx.admin.bootstrap(&addr, peers.clone(), partitions, replication_factor).await?;
+                let zones = zones.into_iter().collect();
+                let id = ctx.admin.bootstrap(&addr, peers.clone(), partitions, replication_factor, zones).await?;
                 publish(
                     ctx,
                     kr,
@@ -351,6 +349,39 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                 )
                 .await;
             }
+            Action::SetZone { via, pod, node_id, zone } => {
+                ctx.admin.set_member_zone(&names.pod_address(&via), node_id, &zone).await?;
+                publish(
+                    ctx,
+                    kr,
+                    EventType::Normal,
+                    "ZoneRecorded",
+                    "SetZone",
+                    format!("member {pod} (node {node_id}) is in zone {zone} (label {})", kr.spec.topology.zone_key),
+                )
+                .await;
+            }
+            Action::ReclaimMember { pod, pvc } => {
+                // The claim first: it is released once the pod is gone, and
+                // the StatefulSet then creates the pod with a fresh one.
+                delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &pvc).await?;
+                match Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                publish(
+                    ctx,
+                    kr,
+                    EventType::Warning,
+                    "MemberReclaimed",
+                    "Failover",
+                    format!(
+                        "{pod} came back after its member was removed; deleted PVC {pvc} and the pod so it rejoins empty as a new member"
+                    ),
+                )
+                .await;
+            }
             Action::Rebalance { via, max_moves } => {
                 let resp = ctx.admin.rebalance(&names.pod_address(&via), false, max_moves).await?;
                 if !resp.moves.is_empty() {
@@ -384,7 +415,7 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
         }
     }
 
-    let status = build_status(kr, &obs, &zones, cluster_id, conditions);
+    let status = build_status(kr, &obs, cluster_id, conditions);
     let api: Api<KeyraftCluster> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch_status(&kr.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
 
@@ -503,7 +534,6 @@ async fn cleanup(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
 pub fn build_status(
     kr: &KeyraftCluster,
     obs: &Observation,
-    zones: &BTreeMap<String, String>,
     cluster_id: Option<String>,
     updates: Vec<ConditionUpdate>,
 ) -> KeyraftClusterStatus {
@@ -574,7 +604,7 @@ pub fn build_status(
             MemberStatus {
                 pod: p.name.clone(),
                 node_id: report.map(|r| r.node_id).filter(|id| *id != 0),
-                zone: zones.get(&p.name).cloned(),
+                zone: p.zone.clone(),
                 ready: p.ready,
                 version: Some(p.version.clone()).filter(|v| !v.is_empty()),
                 leaders: report.map_or(0, |r| r.leaders),
@@ -621,6 +651,7 @@ pub fn build_status(
         ready_replicas: ready,
         current_version,
         target_version: Some(kr.spec.version.clone()),
+        updated_replicas: obs.pods.iter().filter(|p| p.version == kr.spec.version).count() as i32,
         members,
         partitions,
         observed_generation: generation,
@@ -685,6 +716,7 @@ mod tests {
                 name: "kv-0".into(),
                 ordinal: 0,
                 version: "0.1.0".into(),
+                zone: None,
                 ready,
                 unready_for: None,
                 terminating: false,
@@ -697,7 +729,7 @@ mod tests {
     #[test]
     fn status_tracks_generation_phase_and_transitions() {
         let mut kr = cluster();
-        let s = build_status(&kr, &obs(&kr, true), &BTreeMap::new(), Some("c".into()), vec![]);
+        let s = build_status(&kr, &obs(&kr, true), Some("c".into()), vec![]);
         assert_eq!(s.observed_generation, Some(4));
         assert_eq!(s.phase, Some(Phase::Running));
         assert_eq!(s.current_version.as_deref(), Some("0.1.0"));
@@ -706,14 +738,13 @@ mod tests {
         // Same status again: the transition time does not move.
         kr.status = Some(s);
         std::thread::sleep(Duration::from_millis(1100));
-        let s2 = build_status(&kr, &obs(&kr, true), &BTreeMap::new(), Some("c".into()), vec![]);
+        let s2 = build_status(&kr, &obs(&kr, true), Some("c".into()), vec![]);
         let d2 = s2.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
         assert_eq!(d2.last_transition_time, degraded.last_transition_time);
         // A flip moves it, and the phase follows.
         let s3 = build_status(
             &kr,
             &obs(&kr, true),
-            &BTreeMap::new(),
             Some("c".into()),
             vec![ConditionUpdate { type_: cond::DEGRADED, status: true, reason: "X".into(), message: "m".into() }],
         );
@@ -721,7 +752,7 @@ mod tests {
         assert_ne!(d3.last_transition_time, degraded.last_transition_time);
         assert_eq!(s3.phase, Some(Phase::Degraded));
         // Unbootstrapped clusters are Bootstrapping.
-        let s4 = build_status(&cluster(), &obs(&kr, false), &BTreeMap::new(), None, vec![]);
+        let s4 = build_status(&cluster(), &obs(&kr, false), None, vec![]);
         assert_eq!(s4.phase, Some(Phase::Bootstrapping));
     }
 }

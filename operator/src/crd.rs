@@ -405,6 +405,9 @@ pub struct KeyraftClusterStatus {
     /// Version the cluster is moving to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_version: Option<String>,
+    /// Pods already running the target version (rolling upgrade progress).
+    #[serde(default)]
+    pub updated_replicas: i32,
     /// One entry per pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,

@@ -49,6 +49,8 @@ pub struct PodObservation {
     pub ordinal: u32,
     /// Image tag of the pod's node container.
     pub version: String,
+    /// Zone label of the Kubernetes Node the pod runs on.
+    pub zone: Option<String>,
     /// Kubernetes readiness.
     pub ready: bool,
     /// How long the pod has been unready (None when ready).
@@ -144,8 +146,17 @@ pub struct ConditionUpdate {
 pub enum Action {
     /// Server-side apply every owned object, the StatefulSet with this many replicas.
     Apply { statefulset_replicas: i32 },
-    /// Admin.Bootstrap on `pod` with every initial node as a peer.
-    Bootstrap { pod: String, peers: Vec<String>, partitions: u32, replication_factor: u32 },
+    /// Admin.Bootstrap on `pod` with every initial node as a peer and the
+    /// zones known for them (advertise address -> zone).
+    Bootstrap {
+        pod: String,
+        peers: Vec<String>,
+        partitions: u32,
+        replication_factor: u32,
+        zones: BTreeMap<String, String>,
+    },
+    /// Admin.SetMemberZone: record the zone of the pod's Kubernetes Node.
+    SetZone { via: String, pod: String, node_id: u64, zone: String },
     /// Admin.SetDefaultRead through `pod`.
     SetDefaultRead { pod: String, level: ReadConsistency },
     /// Admin.Rebalance (not a dry run) moving at most `max_moves` partitions.
@@ -165,6 +176,9 @@ pub enum Action {
     ReplaceMember { via: String, pod: String, node_id: u64 },
     /// Delete a PVC of a removed member (reclaimPolicy Delete).
     DeletePvc { name: String },
+    /// A pod that came back as a member already `removed`: delete its PVC,
+    /// then the pod, so it starts empty and joins as a new incarnation.
+    ReclaimMember { pod: String, pvc: String },
     /// Set a status condition.
     SetCondition(ConditionUpdate),
 }
@@ -289,7 +303,9 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
         if view.default_read.is_some_and(|d| d != spec.consistency.default_read) {
             actions.push(Action::SetDefaultRead { pod: via.name.clone(), level: spec.consistency.default_read });
         }
+        actions.extend(plan_zones(obs, view, &via.name));
         actions.extend(plan_rebalance(obs, view, &via.name, &joining));
+        actions.extend(plan_reclaim(obs, view, sts_replicas));
     }
 
     actions.extend(plan_failover(obs));
@@ -316,12 +332,19 @@ fn plan_bootstrap(obs: &Observation, desired: i32) -> Vec<Action> {
         )];
     }
     let peers = (0..desired as u32).map(|o| obs.names.pod_address(&obs.names.pod(o))).collect();
+    let zones = obs
+        .pods
+        .iter()
+        .filter(|p| p.ordinal < desired as u32)
+        .filter_map(|p| Some((obs.names.pod_address(&p.name), p.zone.clone()?)))
+        .collect();
     vec![
         Action::Bootstrap {
             pod: obs.names.pod(0),
             peers,
             partitions: obs.spec.partitions,
             replication_factor: obs.spec.replication_factor,
+            zones,
         },
         condition(cond::PROGRESSING, true, "Bootstrapping", format!("bootstrapping {desired} nodes")),
     ]
@@ -422,6 +445,45 @@ pub fn unbalanced_partitions(view: &ClusterViewReport, replication_factor: u32) 
     placement.iter().zip(current.iter().zip(&target)).filter(|(_, (a, b))| a != b).map(|((p, _), _)| *p).collect()
 }
 
+/// Records each member's zone from its pod's Node, so placement can spread
+/// replicas over zones.
+fn plan_zones(obs: &Observation, view: &ClusterViewReport, via: &str) -> Vec<Action> {
+    obs.pods
+        .iter()
+        .filter_map(|p| {
+            let zone = p.zone.as_ref()?;
+            let m = view.member(&p.name).filter(|m| m.state != "removed" && &m.zone != zone)?;
+            Some(Action::SetZone { via: via.to_string(), pod: p.name.clone(), node_id: m.id, zone: zone.clone() })
+        })
+        .collect()
+}
+
+/// A pod whose own node id is a `removed` member (it came back after its
+/// replicas were re-created elsewhere) can never serve again with that
+/// data: reclaim it so it rejoins empty as a new incarnation.
+fn plan_reclaim(obs: &Observation, view: &ClusterViewReport, sts_replicas: i32) -> Vec<Action> {
+    obs.pods
+        .iter()
+        .filter(|p| (p.ordinal as i32) < sts_replicas && !p.terminating)
+        .filter(|p| {
+            p.report().is_some_and(|r| {
+                r.node_id != 0 && view.members.iter().any(|m| m.id == r.node_id && m.state == "removed")
+            })
+        })
+        .flat_map(|p| {
+            vec![
+                Action::ReclaimMember { pod: p.name.clone(), pvc: obs.names.pvc(&p.name) },
+                condition(
+                    cond::PROGRESSING,
+                    true,
+                    "ReclaimingMember",
+                    format!("{} came back as a removed member; restarting it empty as a new incarnation", p.name),
+                ),
+            ]
+        })
+        .collect()
+}
+
 /// Rebalance after scale-out: only while every member is active and every
 /// earlier move is finished, at most `maxConcurrentMoves` partitions a call.
 fn plan_rebalance(obs: &Observation, view: &ClusterViewReport, via: &str, joining: &[String]) -> Vec<Action> {
@@ -477,7 +539,17 @@ fn plan_failover(obs: &Observation) -> Vec<Action> {
         v.members.iter().filter(|m| NodeState::parse(&m.state).is_some_and(NodeState::holds_replicas)).count()
     });
     let rf = obs.spec.replication_factor as usize;
-    obs.pods
+    // A failed member whose pod is back with its data before its replicas
+    // were all re-created elsewhere: it may hold replicas again.
+    let back = obs.pods.iter().filter_map(|p| {
+        let r = p.report().filter(|r| r.joined && r.ready && p.ready && !p.terminating)?;
+        let m = view?.member(&p.name).filter(|m| m.state == "failed" && m.id == r.node_id)?;
+        let via = obs.via(&p.name)?;
+        Some(Action::ActivateMember { via: via.name.clone(), pod: p.name.clone(), node_id: m.id })
+    });
+    let back: Vec<Action> = back.collect();
+    let replace = obs
+        .pods
         .iter()
         .filter(|p| p.unready_for.is_some_and(|d| d >= timeout))
         .flat_map(|p| {
@@ -506,8 +578,8 @@ fn plan_failover(obs: &Observation) -> Vec<Action> {
                 Action::ReplaceMember { via: via.name.clone(), pod: p.name.clone(), node_id: m.id },
                 degraded(format!("{unready}; marked failed, its replicas are re-created elsewhere")),
             ]
-        })
-        .collect()
+        });
+    back.into_iter().chain(replace).collect()
 }
 
 /// Rolling upgrade, one pod at a time, leaders last: drain the pod
@@ -562,7 +634,10 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
     if outdated.is_empty() {
         return vec![condition(cond::UPGRADING, false, "UpToDate", format!("every pod runs {target}"))];
     }
+    let total = obs.pods.iter().filter(|p| (p.ordinal as i32) < sts_replicas).count();
+    let progress = format!("{}/{total} pods updated", total.saturating_sub(outdated.len()));
     let names = outdated.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+    let names = format!("{progress}; left: {names}");
     if obs.spec.update_strategy.paused {
         return vec![condition(
             cond::UPGRADING,
@@ -571,13 +646,26 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
             format!("updateStrategy.paused is set; not yet on {target}: {names}"),
         )];
     }
+    // An outdated pod that is not serving anyway (e.g. a failed version
+    // being rolled back) restarts at once: waiting for it would never end.
+    if let Some(p) = outdated.iter().find(|p| !p.ready && !p.terminating) {
+        return vec![
+            Action::RestartPod { pod: p.name.clone() },
+            condition(
+                cond::UPGRADING,
+                true,
+                "RollingUpdate",
+                format!("restarting {} on {target}: it is not ready on {}; {names}", p.name, p.version),
+            ),
+        ];
+    }
     // One pod at a time: wait until every pod is ready before the next.
     if let Some(p) = obs.pods.iter().find(|p| !p.ready || p.terminating) {
         return vec![condition(
             cond::UPGRADING,
             true,
             "WaitingForReady",
-            format!("waiting for {} to be ready before restarting the next pod; left: {names}", p.name),
+            format!("waiting for {} to be ready on {} before restarting the next pod; {names}", p.name, p.version),
         )];
     }
     let leaders = |p: &PodObservation| report(p).map_or(0, |r| r.leaders);
@@ -587,6 +675,19 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
         .find(|p| state_of(&p.name) == Some("draining"))
         .or_else(|| outdated.iter().min_by_key(|p| (leaders(p), std::cmp::Reverse(p.ordinal))))
         .unwrap();
+    // Never take the last healthy majority of a partition down.
+    let at_risk = view.map_or_else(Vec::new, |v| partitions_at_risk(obs, v, &next.name));
+    if !at_risk.is_empty() {
+        let list = at_risk.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let halted = format!(
+            "upgrade halted before restarting {}: partitions {list} would lack a majority of healthy replicas; resumes when they recover",
+            next.name
+        );
+        return vec![
+            condition(cond::DEGRADED, true, "QuorumAtRisk", halted.clone()),
+            condition(cond::UPGRADING, true, "Halted", format!("{halted}; {names}")),
+        ];
+    }
     let restart = |detail: String| {
         vec![
             Action::RestartPod { pod: next.name.clone() },
@@ -594,7 +695,7 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
                 cond::UPGRADING,
                 true,
                 "RollingUpdate",
-                format!("restarting {} on {target}{detail}; left: {names}", next.name),
+                format!("restarting {} on {target}{detail}; {names}", next.name),
             ),
         ]
     };
@@ -609,7 +710,7 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
             true,
             "DrainingLeaders",
             format!(
-                "waiting for {} to hand over {} leaderships before restarting it; left: {names}",
+                "waiting for {} to hand over {} leaderships before restarting it; {names}",
                 next.name,
                 leaders(next)
             ),
@@ -621,7 +722,7 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
                     cond::UPGRADING,
                     true,
                     "DrainingLeaders",
-                    format!("draining {} before restarting it on {target}; left: {names}", next.name),
+                    format!("draining {} before restarting it on {target}; {names}", next.name),
                 ),
             ],
             None => restart(String::new()),
@@ -629,6 +730,27 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
         // No member to hand over to (a single node), or not a member: restart as is.
         _ => restart(String::new()),
     }
+}
+
+/// Partitions that would keep fewer than a majority of healthy replicas
+/// (pod ready, node ready) once `restarting` goes down. A single replica
+/// (replicationFactor 1) has no majority to keep: restarts cost its downtime.
+fn partitions_at_risk(obs: &Observation, view: &ClusterViewReport, restarting: &str) -> Vec<u32> {
+    let rf = obs.spec.replication_factor as usize;
+    if rf < 3 {
+        return Vec::new();
+    }
+    let healthy: BTreeSet<u64> = obs
+        .pods
+        .iter()
+        .filter(|p| p.name != restarting && p.ready && !p.terminating)
+        .filter_map(|p| p.report().filter(|r| r.ready).map(|r| r.node_id))
+        .collect();
+    view.placement
+        .iter()
+        .filter(|(_, replicas)| replicas.iter().filter(|id| healthy.contains(id)).count() < rf / 2 + 1)
+        .map(|(p, _)| *p)
+        .collect()
 }
 
 fn availability(obs: &Observation) -> Action {
@@ -691,6 +813,7 @@ mod tests {
             name: format!("kv-{ordinal}"),
             ordinal,
             version: "0.1.0".into(),
+            zone: None,
             ready: matches!(&node, NodeObservation::Reachable(r) if r.ready),
             unready_for: None,
             terminating: false,
@@ -802,8 +925,10 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_names_every_initial_peer_once() {
-        let pods = (0..3).map(|o| pod(o, node(o as u64 + 1, false))).collect();
+    fn bootstrap_names_every_initial_peer_once_with_the_zones_known() {
+        let mut pods: Vec<PodObservation> = (0..3).map(|o| pod(o, node(o as u64 + 1, false))).collect();
+        pods[0].zone = Some("zone-a".into());
+        pods[2].zone = Some("zone-c".into());
         let actions = plan(&fresh(pods, 3));
         assert_eq!(
             bootstraps(&actions)[0],
@@ -816,6 +941,11 @@ mod tests {
                 ],
                 partitions: 16,
                 replication_factor: 3,
+                zones: [
+                    ("kv-0.kv-headless.ns.svc:7000".to_string(), "zone-a".to_string()),
+                    ("kv-2.kv-headless.ns.svc:7000".to_string(), "zone-c".to_string()),
+                ]
+                .into(),
             }
         );
     }
@@ -1112,13 +1242,45 @@ mod tests {
                 "Reactivating",
             ),
             (
-                "an unready pod holds the rollout",
+                "an unready pod on the new version holds the rollout",
                 |o| {
                     o.spec.version = "0.2.0".into();
+                    o.pods[0].version = "0.2.0".into();
                     o.pods[0].ready = false;
                 },
                 vec![],
                 "WaitingForReady",
+            ),
+            (
+                "an outdated pod that is not ready restarts at once",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    o.pods[0].ready = false;
+                },
+                vec![restart("kv-0")],
+                "RollingUpdate",
+            ),
+            (
+                "rollback: the pod stuck on the reverted version restarts on the old one",
+                |o| {
+                    o.pods[2].version = "0.2.0-broken".into();
+                    o.pods[2].ready = false;
+                    o.pods[2].node = NodeObservation::Unreachable("connection refused".into());
+                    set_state(o, "kv-2", "draining");
+                },
+                vec![restart("kv-2")],
+                "RollingUpdate",
+            ),
+            (
+                "a partition would lose its majority: halt",
+                |o| {
+                    o.spec.version = "0.2.0".into();
+                    if let NodeObservation::Reachable(r) = &mut o.pods[0].node {
+                        r.ready = false;
+                    }
+                },
+                vec![],
+                "Halted",
             ),
             (
                 "updateStrategy.paused restarts nothing",
@@ -1135,7 +1297,7 @@ mod tests {
                     o.spec.version = "0.2.0".into();
                     o.pods[0].version = "0.2.0".into();
                     o.pods[1].version = "0.2.0".into();
-                    set_state(o, "kv-0", "failed");
+                    set_state(o, "kv-0", "decommissioning");
                     set_state(o, "kv-1", "decommissioning");
                 },
                 vec![restart("kv-2")],
@@ -1148,8 +1310,70 @@ mod tests {
             setup(&mut obs);
             let actions = plan(&obs);
             assert_eq!(member_actions(&actions), want.iter().collect::<Vec<_>>(), "{case}");
-            assert_eq!(condition_of(&actions, cond::UPGRADING).unwrap().reason, reason, "{case}: {actions:?}");
+            let upgrading = condition_of(&actions, cond::UPGRADING).unwrap();
+            assert_eq!(upgrading.reason, reason, "{case}: {actions:?}");
+            let degraded = condition_of(&actions, cond::DEGRADED).map(|c| c.reason.as_str());
+            assert_eq!(degraded == Some("QuorumAtRisk"), reason == "Halted", "{case}: {actions:?}");
         }
+    }
+
+    #[test]
+    fn upgrade_reports_progress_and_names_partitions_at_risk() {
+        let m = active(3);
+        let mut obs = running(3, &members(&m), vec![(0, vec![1, 2, 3]), (1, vec![1, 2, 4])]);
+        obs.spec.version = "0.2.0".into();
+        obs.pods[2].version = "0.2.0".into();
+        let actions = plan(&obs);
+        let msg = &condition_of(&actions, cond::UPGRADING).unwrap().message;
+        assert!(msg.contains("1/3 pods updated"), "{msg}");
+        if let NodeObservation::Reachable(r) = &mut obs.pods[1].node {
+            r.ready = false;
+        }
+        let msg = condition_of(&plan(&obs), cond::DEGRADED).unwrap().message.clone();
+        assert!(msg.contains("restarting kv-1: partitions 1 would lack a majority"), "{msg}");
+        // Replication factor 1 has no majority to keep: restarts go ahead.
+        obs.spec.replication_factor = 1;
+        assert!(condition_of(&plan(&obs), cond::DEGRADED).is_none_or(|c| c.reason != "QuorumAtRisk"));
+    }
+
+    #[test]
+    fn zones_of_the_pods_nodes_are_recorded_once() {
+        let m = active(3);
+        let mut obs = running(3, &members(&m), vec![(0, vec![1, 2, 3])]);
+        obs.pods[1].zone = Some("zone-b".into());
+        let set = |a: &Action| matches!(a, Action::SetZone { .. });
+        let actions = plan(&obs);
+        let expected = Action::SetZone { via: "kv-0".into(), pod: "kv-1".into(), node_id: 2, zone: "zone-b".into() };
+        assert_eq!(of_kind(&actions, set), vec![&expected]);
+        // Recorded: nothing more to do.
+        if let NodeObservation::Reachable(r) = &mut obs.pods[0].node {
+            r.view.as_mut().unwrap().members[1].zone = "zone-b".into();
+        }
+        assert!(of_kind(&plan(&obs), set).is_empty());
+    }
+
+    #[test]
+    fn a_member_back_before_removal_is_reactivated_and_one_back_after_is_reclaimed() {
+        let mut m = active(4);
+        m[2].1 = "failed".into();
+        let obs = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
+        let actions = plan(&obs);
+        let back = Action::ActivateMember { via: "kv-0".into(), pod: "kv-2".into(), node_id: 3 };
+        assert_eq!(member_actions(&actions), vec![&back]);
+
+        m[2].1 = "removed".into();
+        let obs = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
+        let actions = plan(&obs);
+        let reclaim = Action::ReclaimMember { pod: "kv-2".into(), pvc: "data-kv-2".into() };
+        assert_eq!(of_kind(&actions, |a| matches!(a, Action::ReclaimMember { .. })), vec![&reclaim]);
+        assert!(member_actions(&actions).is_empty(), "{actions:?}");
+
+        // A new incarnation (new id) under the same name is not reclaimed.
+        let mut obs = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
+        if let NodeObservation::Reachable(r) = &mut obs.pods[2].node {
+            r.node_id = 9;
+        }
+        assert!(of_kind(&plan(&obs), |a| matches!(a, Action::ReclaimMember { .. })).is_empty());
     }
 
     #[test]

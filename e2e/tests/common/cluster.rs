@@ -15,7 +15,7 @@ use keyraft_e2e::Simulator;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-use super::{run, start, tool, wait_for, Out};
+use super::{run, tool, wait_for, Out};
 
 /// Namespace the chart is installed into.
 pub const OPERATOR_NS: &str = "keyraft-system";
@@ -33,6 +33,12 @@ impl Env {
     /// `None` (the test prints SKIPPED and passes) without tools/bin. The
     /// node and operator binaries must be built: their absence fails.
     pub async fn with_operator() -> Option<Env> {
+        Env::with_operator_on(|_| {}).await
+    }
+
+    /// [`Env::with_operator`] on a simulator configured by `configure`
+    /// (more Nodes, image tags that run other builds).
+    pub async fn with_operator_on(configure: impl FnOnce(&mut keyraft_e2e::SimConfig)) -> Option<Env> {
         let (Some(helm), Some(kubectl)) = (tool("helm"), tool("kubectl")) else { return None };
         let bin = keyraft_e2e::sim::default_bin_dir();
         for b in ["keyraft-node", "keyraft-operator"] {
@@ -42,7 +48,7 @@ impl Env {
                 bin.join(b).display()
             );
         }
-        let (sim, dir) = start(true).await;
+        let (sim, dir) = super::start_with(true, configure).await;
         let kube = super::client(&sim);
         let env = Env { sim, kubectl, helm, kube, _dir: dir };
         let chart = super::repo().join("charts/keyraft-operator");
@@ -148,6 +154,52 @@ impl Env {
         })
     }
 
+    /// Sends `sig` to every process of a pod (SIGKILL, SIGSTOP, SIGCONT).
+    pub fn signal(&self, ns: &str, pod: &str, sig: i32) {
+        self.sim.kubelet.signal_pod(ns, pod, sig).unwrap_or_else(|e| panic!("signalling {pod}: {e:?}"));
+    }
+
+    /// Marks a simulated Node NotReady (its pods turn unready, their
+    /// processes keep running) or Ready again.
+    pub fn set_node_ready(&self, node: &str, ready: bool) {
+        keyraft_e2e::controllers::nodes::set_ready(&self.sim.objects, node, ready)
+            .unwrap_or_else(|e| panic!("setting {node} ready={ready}: {e:?}"));
+    }
+
+    /// The Node a pod is scheduled on.
+    pub async fn pod_node(&self, ns: &str, pod: &str) -> String {
+        let pod = Api::<Pod>::namespaced(self.kube.clone(), ns).get(pod).await.unwrap();
+        pod.spec.and_then(|s| s.node_name).expect("scheduled pod")
+    }
+
+    /// Wipes a claim's data and kills the pods using it.
+    pub fn lose_volume(&self, ns: &str, claim: &str) {
+        self.sim.kubelet.lose_volume(ns, claim).unwrap_or_else(|e| panic!("losing {claim}: {e:?}"));
+    }
+
+    /// Merge-patches the KeyraftCluster's spec.
+    pub async fn patch_spec(&self, ns: &str, name: &str, spec: Value) {
+        let patch = serde_json::json!({ "spec": spec }).to_string();
+        self.kubectl_ok(&["patch", "kr", name, "-n", ns, "--type=merge", "-p", &patch]).await;
+    }
+
+    /// Event reasons recorded for the cluster, oldest first.
+    pub async fn event_reasons(&self, ns: &str, name: &str) -> Vec<String> {
+        let out = self
+            .kubectl_ok(&[
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+            ])
+            .await;
+        out.lines().map(String::from).collect()
+    }
+
     fn volumes_root(&self) -> PathBuf {
         self.sim.kubeconfig.parent().unwrap().join("volumes")
     }
@@ -200,11 +252,21 @@ pub fn client(endpoints: Vec<String>) -> Client {
     Client::new(ClientOptions::new(endpoints)).expect("client")
 }
 
-/// Admin.Status of one node, straight from its address.
+/// Admin.Status of one node, straight from its address: each call bounded
+/// by 5 s, retried for 30 s on a fresh connection.
 pub async fn node_status(addr: &str) -> pb::StatusResponse {
-    let c = client(vec![addr.to_string()]);
-    let mut admin = c.admin(addr).expect("admin client");
-    admin.status(pb::StatusRequest {}).await.unwrap_or_else(|e| panic!("Admin.Status of {addr}: {e}")).into_inner()
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = client(vec![addr.to_string()]);
+        let mut admin = c.admin(addr).expect("admin client");
+        let err = match tokio::time::timeout(Duration::from_secs(5), admin.status(pb::StatusRequest {})).await {
+            Ok(Ok(r)) => return r.into_inner(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5 s".to_string(),
+        };
+        assert!(Instant::now() < deadline, "Admin.Status of {addr}: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// What a workload saw.
@@ -216,6 +278,27 @@ pub struct Tally {
     pub failed: Vec<String>,
     /// Read-your-write checks that returned something else.
     pub wrong_reads: Vec<String>,
+    /// (writer, when) of every acknowledgement, in order per writer.
+    pub acks: Vec<(usize, Instant)>,
+    /// Requests the client retried (what a user sees as latency, not errors).
+    pub retries: u64,
+}
+
+impl Tally {
+    /// The longest time any writer waited between two acknowledgements that
+    /// straddle or follow `from`: how long writes were unavailable to it.
+    pub fn longest_gap_after(&self, from: Instant) -> Duration {
+        let mut last: std::collections::HashMap<usize, Instant> = std::collections::HashMap::new();
+        let mut longest = Duration::ZERO;
+        for (w, at) in &self.acks {
+            if let Some(prev) = last.insert(*w, *at) {
+                if *at > from {
+                    longest = longest.max(at.duration_since(prev.max(from)));
+                }
+            }
+        }
+        longest
+    }
 }
 
 /// Writers that put distinct keys until stopped, each reading back every
@@ -225,6 +308,7 @@ pub struct Workload {
     acked: Arc<AtomicUsize>,
     tally: Arc<Mutex<Tally>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    client: Client,
 }
 
 impl Workload {
@@ -244,7 +328,11 @@ impl Workload {
                         let value = format!("value {w} {i}");
                         match c.put(key.clone(), value.clone()).await {
                             Ok(_) => {
-                                tally.lock().unwrap().acked.push((key.clone(), value.clone()));
+                                {
+                                    let mut t = tally.lock().unwrap();
+                                    t.acked.push((key.clone(), value.clone()));
+                                    t.acks.push((w, Instant::now()));
+                                }
                                 acked.fetch_add(1, Ordering::Relaxed);
                                 if i.is_multiple_of(10) {
                                     match c.get(key.clone(), None).await {
@@ -262,7 +350,7 @@ impl Workload {
                 })
             })
             .collect();
-        Workload { stop, acked, tally, tasks }
+        Workload { stop, acked, tally, tasks, client: c }
     }
 
     /// Acknowledged writes so far.
@@ -294,20 +382,31 @@ impl Workload {
         for t in self.tasks {
             t.await.expect("writer task");
         }
-        Arc::try_unwrap(self.tally).expect("writers done").into_inner().unwrap()
+        let mut tally = Arc::try_unwrap(self.tally).expect("writers done").into_inner().unwrap();
+        tally.retries = self.client.stats().retries.load(Ordering::Relaxed);
+        tally
     }
 }
 
-/// Every acknowledged write reads back (linearizable) through `endpoints`.
+/// Every acknowledged write reads back (linearizable) through `endpoints`,
+/// 16 reads in flight at a time.
 pub async fn assert_all_readable(endpoints: Vec<String>, acked: &[(String, String)]) {
+    use futures::StreamExt;
     let c = client(endpoints);
-    let mut lost = Vec::new();
-    for (k, v) in acked {
-        match c.get(k.clone(), Some(ConsistencyLevel::Linearizable)).await {
-            Ok(Some(got)) if got == v.as_bytes() => {}
-            other => lost.push(format!("{k}: {other:?}")),
-        }
-    }
+    let lost: Vec<String> = futures::stream::iter(acked)
+        .map(|(k, v)| {
+            let c = c.clone();
+            async move {
+                match c.get(k.clone(), Some(ConsistencyLevel::Linearizable)).await {
+                    Ok(Some(got)) if got == v.as_bytes() => None,
+                    other => Some(format!("{k}: {other:?}")),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|r| async move { r })
+        .collect()
+        .await;
     assert!(lost.is_empty(), "{} of {} acknowledged writes not readable: {:?}", lost.len(), acked.len(), lost);
 }
 

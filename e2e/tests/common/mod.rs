@@ -30,11 +30,17 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 /// A simulator in a temporary state directory. Cluster DNS is off unless
 /// `dns` (tests that need no names leave /etc/hosts alone).
 pub async fn start(dns: bool) -> (Simulator, tempfile::TempDir) {
+    start_with(dns, |_| {}).await
+}
+
+/// [`start`] with changes to the simulator's configuration.
+pub async fn start_with(dns: bool, configure: impl FnOnce(&mut SimConfig)) -> (Simulator, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = SimConfig::new(dir.path());
     if !dns {
         cfg.hosts_file = None;
     }
+    configure(&mut cfg);
     let sim = Simulator::start(cfg).await.expect("simulator starts");
     (sim, dir)
 }

@@ -88,7 +88,7 @@ impl Admin for AdminService {
     async fn bootstrap(&self, req: Request<pb::BootstrapRequest>) -> Result<Response<pb::BootstrapResponse>, Status> {
         observe(&self.node, "bootstrap", async {
             let r = req.into_inner();
-            let (cluster_id, already) = self.node.bootstrap(r.peers, r.partitions, r.replication_factor).await?;
+            let (cluster_id, already) = self.node.bootstrap(r.peers, r.partitions, r.replication_factor, r.zones).await?;
             if already {
                 tracing::info!(%cluster_id, "bootstrap requested, but the cluster already exists; nothing changed");
             } else {
@@ -174,6 +174,21 @@ impl Admin for AdminService {
             })?;
             let m = self.node.set_member_state(r.id, &r.name, state).await?;
             Ok(Response::new(pb::SetMemberStateResponse { member: Some(member_record(&m)) }))
+        })
+        .await
+    }
+
+    async fn set_member_zone(
+        &self,
+        req: Request<pb::SetMemberZoneRequest>,
+    ) -> Result<Response<pb::SetMemberZoneResponse>, Status> {
+        observe(&self.node, "set_member_zone", async {
+            let r = req.into_inner();
+            if r.zone.is_empty() || r.zone.len() > 253 {
+                return Err(NodeError::invalid("zone", "must be 1 to 253 bytes").into());
+            }
+            let m = self.node.set_member_zone(r.id, &r.name, r.zone).await?;
+            Ok(Response::new(pb::SetMemberZoneResponse { member: Some(member_record(&m)) }))
         })
         .await
     }
