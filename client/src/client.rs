@@ -26,6 +26,9 @@ pub struct ClientOptions {
     pub endpoints: Vec<String>,
     /// How long one operation may take, retries included.
     pub timeout: Duration,
+    /// How long one attempt may take before the next node is tried: a node
+    /// that hangs (stopped, cut off) must not use up the whole timeout.
+    pub attempt_timeout: Duration,
     /// Send requests straight to the leader a node named, even if it is not
     /// among `endpoints`.
     pub follow_leader_hints: bool,
@@ -33,7 +36,12 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     pub fn new(endpoints: Vec<String>) -> Self {
-        Self { endpoints, timeout: Duration::from_secs(15), follow_leader_hints: true }
+        Self {
+            endpoints,
+            timeout: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(4),
+            follow_leader_hints: true,
+        }
     }
 }
 
@@ -171,7 +179,8 @@ impl Client {
                 .filter(|_| prefer_leader && self.inner.opts.follow_leader_hints)
                 .and_then(|p| self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&p).cloned());
             let target = cached.unwrap_or_else(|| self.rotate_endpoint());
-            let remaining = self.inner.opts.timeout.saturating_sub(start.elapsed());
+            let remaining =
+                self.inner.opts.timeout.saturating_sub(start.elapsed()).min(self.inner.opts.attempt_timeout);
             let res = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt(target.clone())).await
             {
                 Ok(r) => r,

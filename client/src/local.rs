@@ -270,7 +270,12 @@ impl LocalCluster {
         let c = self.client_of(0).map_err(|e| e.to_string())?;
         let mut a = c.admin(&self.nodes[0].grpc.to_string()).map_err(|e| e.to_string())?;
         let r = a
-            .bootstrap(pb::BootstrapRequest { peers: self.endpoints(), partitions, replication_factor: rf, zones: Default::default() })
+            .bootstrap(pb::BootstrapRequest {
+                peers: self.endpoints(),
+                partitions,
+                replication_factor: rf,
+                zones: Default::default(),
+            })
             .await
             .map_err(|s| format!("bootstrap: {}", s.message()))?;
         Ok(r.into_inner())

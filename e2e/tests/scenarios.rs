@@ -74,7 +74,7 @@ async fn a_three_node_cluster_from_the_example_becomes_available_and_keeps_every
     let after = env.wait_running(ns, "basic", 3, Duration::from_secs(30)).await;
     assert_eq!(after["status"]["clusterId"], kr["status"]["clusterId"]);
     eprintln!("{} writes acknowledged and read back; scenario took {:?}", tally.acked.len(), t0.elapsed());
-    env.sim.shutdown().await;
+    env.shutdown().await;
 }
 
 /// Lines of `kubectl describe` output as (key, value) after trimming.
@@ -175,7 +175,7 @@ async fn describe_and_get_show_the_cluster_and_invalid_changes_are_rejected_whil
     let tally = work.stop().await;
     assert!(tally.failed.is_empty(), "writes failed: {:?}", tally.failed);
     assert_all_readable(vec![service_endpoint(ns, "basic")], &tally.acked).await;
-    env.sim.shutdown().await;
+    env.shutdown().await;
 }
 
 /// A directory with at least one file somewhere below it.
@@ -198,6 +198,9 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_cluster_removes_its_objects_and_keeps_volumes_only_when_asked() {
     let Some(env) = Env::with_operator().await else { return };
+    if env.faults("reading the volumes' directories").is_none() {
+        return;
+    }
     let ns = &namespace("delete");
     env.create_namespace(ns).await;
     env.apply_file(ns, "examples/basic.yaml").await;
@@ -276,7 +279,7 @@ async fn deleting_a_cluster_removes_its_objects_and_keeps_volumes_only_when_aske
     assert!(events.contains("kept Deleted: cluster deleted; volumes retained"), "{events}");
     assert!(events.contains("basic Deleted: cluster deleted; volumes deleted"), "{events}");
 
-    env.sim.shutdown().await;
+    env.shutdown().await;
 }
 
 /// Retain keeps data for a purpose: a cluster created again under the same
@@ -303,7 +306,7 @@ async fn a_cluster_created_again_over_retained_volumes_serves_its_old_data() {
     let again = env.wait_running(ns, "kept", 1, CREATE).await;
     assert_eq!(again["status"]["clusterId"], first["status"]["clusterId"], "the same Raft cluster");
     assert_status_truthful(&env, ns, &again).await;
-    env.sim.shutdown().await;
+    env.shutdown().await;
 }
 
 /// 3 -> 5 -> 3 under a workload.
@@ -356,5 +359,5 @@ async fn scaling_three_to_five_and_back_keeps_serving_and_every_write() {
     let t = Instant::now();
     assert_all_readable(vec![service_endpoint(ns, "basic")], &tally.acked).await;
     eprintln!("{} acknowledged writes read back in {:?}", tally.acked.len(), t.elapsed());
-    env.sim.shutdown().await;
+    env.shutdown().await;
 }

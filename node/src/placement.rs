@@ -302,6 +302,12 @@ impl Node {
         }
         let cur_voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let cur_learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let me = self.id();
+        // A leader whose own removal committed steps down by itself; openraft
+        // must not get membership changes from it meanwhile.
+        if !cur_voters.contains(&me) {
+            return Ok(false);
+        }
         let raft_err = |e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>| {
             NodeError::NoLeader { partition: partition_of_group(g.id).unwrap_or(u32::MAX), detail: e.to_string() }
         };
@@ -323,6 +329,27 @@ impl Node {
                 .collect();
             if !lagging.is_empty() {
                 tracing::debug!(group = g.id, ?lagging, "waiting for learners to catch up");
+                return Ok(false);
+            }
+            if !voters.contains(&me) {
+                // This leader leaves the group: hand leadership to a voter
+                // that stays, which then makes the change. With none, first
+                // make the new voters voters alongside this one.
+                let last = m.last_log_index.unwrap_or(0);
+                let caught_up =
+                    |id: &&NodeId| repl.get(*id).cloned().flatten().is_some_and(|l| l.index + CAUGHT_UP_LAG >= last);
+                let stays: Vec<NodeId> = voters.intersection(&cur_voters).filter(caught_up).copied().collect();
+                let prefer_active =
+                    stays.iter().find(|id| meta.members.get(id).is_some_and(|m| m.state == MemberState::Active));
+                match prefer_active.or(stays.first()) {
+                    Some(target) => self.hand_over(g, meta, *target).await,
+                    None => {
+                        let mut with_me = voters.clone();
+                        with_me.insert(me);
+                        tracing::info!(group = g.id, from = ?cur_voters, to = ?with_me, "changing voters before leaving");
+                        g.raft.change_membership(with_me, false).await.map_err(raft_err)?;
+                    }
+                }
                 return Ok(false);
             }
             tracing::info!(group = g.id, from = ?cur_voters, to = ?voters, "changing voters");
@@ -363,8 +390,16 @@ impl Node {
         } else {
             None
         };
-        let Some(target) = target else { return Ok(()) };
-        let Some(addr) = meta.member_addr(target) else { return Ok(()) };
+        if let Some(target) = target {
+            self.hand_over(g, meta, target).await;
+        }
+        Ok(())
+    }
+
+    /// Makes `target` campaign for leadership of `g` after this leader
+    /// stops heartbeats (openraft 0.9 has no leader transfer).
+    async fn hand_over(&self, g: &Arc<Group>, meta: &ClusterMeta, target: NodeId) {
+        let Some(addr) = meta.member_addr(target) else { return };
         tracing::info!(group = g.id, to = target, "handing over leadership");
         // Stop heartbeats and new proposals so followers' leases lapse and
         // the target can win an election with an up-to-date log.
@@ -382,7 +417,6 @@ impl Node {
             Ok(Ok(r)) if r.get_ref().leader => tracing::info!(group = g.id, to = target, "leadership handed over"),
             other => tracing::debug!(group = g.id, to = target, ?other, "leadership hand-over did not complete"),
         }
-        Ok(())
     }
 
     /// Deletes local replicas of partitions placed elsewhere, once a leader
@@ -430,12 +464,9 @@ impl Node {
 /// Up to 3 voters (5 from 5 eligible members), spread over zones, keeping
 /// current voters where possible.
 pub fn meta_voters(meta: &ClusterMeta, current: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
-    let eligible: Vec<&Member> = meta.members.values().filter(|m| m.state == MemberState::Active).collect();
-    let eligible = if eligible.is_empty() {
-        meta.members.values().filter(|m| m.state.holds_replicas()).collect()
-    } else {
-        eligible
-    };
+    // Draining members stay eligible: a restart for an upgrade must not
+    // shrink the meta group (and move its leader) only to grow it again.
+    let eligible: Vec<&Member> = meta.members.values().filter(|m| m.state.holds_replicas()).collect();
     let want = if eligible.len() >= 5 { 5 } else { eligible.len().min(3) };
     let mut chosen: Vec<&Member> = Vec::new();
     let mut zones: HashSet<&str> = HashSet::new();

@@ -139,7 +139,12 @@ async fn bootstrap_is_idempotent() {
     // Again, and through another node: same cluster, nothing changed.
     let mut a = c.client().unwrap().admin(&c.nodes[2].grpc.to_string()).unwrap();
     let r = a
-        .bootstrap(pb::BootstrapRequest { peers: c.endpoints(), partitions: 16, replication_factor: 1, zones: Default::default() })
+        .bootstrap(pb::BootstrapRequest {
+            peers: c.endpoints(),
+            partitions: 16,
+            replication_factor: 1,
+            zones: Default::default(),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -362,7 +362,8 @@ mod tests {
         let report = admin.status(&addr).await.unwrap();
         assert_eq!(report.node_id, 3);
         assert!(!report.joined);
-        let id = admin.bootstrap(&addr, vec!["a:7000".into(), "b:7000".into()], 16, 3, Default::default()).await.unwrap();
+        let id =
+            admin.bootstrap(&addr, vec!["a:7000".into(), "b:7000".into()], 16, 3, Default::default()).await.unwrap();
         assert_eq!(id, "cid-1");
         let calls = node.bootstraps.lock().unwrap().clone();
         assert_eq!(calls.len(), 1);

@@ -548,37 +548,33 @@ fn plan_failover(obs: &Observation) -> Vec<Action> {
         Some(Action::ActivateMember { via: via.name.clone(), pod: p.name.clone(), node_id: m.id })
     });
     let back: Vec<Action> = back.collect();
-    let replace = obs
-        .pods
-        .iter()
-        .filter(|p| p.unready_for.is_some_and(|d| d >= timeout))
-        .flat_map(|p| {
-            let member = view.and_then(|v| v.member(&p.name)).filter(|m| m.state != "removed");
-            let unready = format!(
-                "{} has been unready for {}s (failover.timeout {})",
-                p.name,
-                p.unready_for.unwrap_or_default().as_secs(),
-                obs.spec.failover.timeout
-            );
-            let degraded = |msg: String| condition(cond::DEGRADED, true, "MemberUnready", msg);
-            let Some(m) = member else { return vec![degraded(unready)] };
-            if m.state == "failed" || m.state == "decommissioning" {
-                return vec![degraded(format!("{unready}; its replicas are being re-created elsewhere"))];
-            }
-            if eligible <= rf {
-                return vec![degraded(format!(
-                    "{unready}; not failing it over: no spare member to re-create its replicas on (replicationFactor={rf})"
-                ))];
-            }
-            let Some(via) = obs.via(&p.name) else {
-                return vec![degraded(format!("{unready}; no ready member to fail it over through"))];
-            };
-            eligible -= 1;
-            vec![
-                Action::ReplaceMember { via: via.name.clone(), pod: p.name.clone(), node_id: m.id },
-                degraded(format!("{unready}; marked failed, its replicas are re-created elsewhere")),
-            ]
-        });
+    let replace = obs.pods.iter().filter(|p| p.unready_for.is_some_and(|d| d >= timeout)).flat_map(|p| {
+        let member = view.and_then(|v| v.member(&p.name)).filter(|m| m.state != "removed");
+        let unready = format!(
+            "{} has been unready for {}s (failover.timeout {})",
+            p.name,
+            p.unready_for.unwrap_or_default().as_secs(),
+            obs.spec.failover.timeout
+        );
+        let degraded = |msg: String| condition(cond::DEGRADED, true, "MemberUnready", msg);
+        let Some(m) = member else { return vec![degraded(unready)] };
+        if m.state == "failed" || m.state == "decommissioning" {
+            return vec![degraded(format!("{unready}; its replicas are being re-created elsewhere"))];
+        }
+        if eligible <= rf {
+            return vec![degraded(format!(
+                "{unready}; not failing it over: no spare member to re-create its replicas on (replicationFactor={rf})"
+            ))];
+        }
+        let Some(via) = obs.via(&p.name) else {
+            return vec![degraded(format!("{unready}; no ready member to fail it over through"))];
+        };
+        eligible -= 1;
+        vec![
+            Action::ReplaceMember { via: via.name.clone(), pod: p.name.clone(), node_id: m.id },
+            degraded(format!("{unready}; marked failed, its replicas are re-created elsewhere")),
+        ]
+    });
     back.into_iter().chain(replace).collect()
 }
 
@@ -606,7 +602,7 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
                     cond::UPGRADING,
                     true,
                     "WaitingForCatchUp",
-                    format!("waiting for {} to be ready and caught up before it leads again", p.name),
+                    format!("waiting for {} to be ready on {target} and caught up before it leads again", p.name),
                 )]
             }
         }
@@ -733,31 +729,41 @@ fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, sts_replica
 }
 
 /// Partitions that would keep fewer than a majority of healthy replicas
-/// (pod ready, node ready) once `restarting` goes down. A single replica
-/// (replicationFactor 1) has no majority to keep: restarts cost its downtime.
+/// once `restarting` goes down. A single replica (replicationFactor 1) has
+/// no majority to keep: restarts cost its downtime.
 fn partitions_at_risk(obs: &Observation, view: &ClusterViewReport, restarting: &str) -> Vec<u32> {
-    let rf = obs.spec.replication_factor as usize;
-    if rf < 3 {
+    if obs.spec.replication_factor < 3 {
         return Vec::new();
     }
+    partitions_without_majority(obs, view, Some(restarting))
+}
+
+/// Partitions without a majority of replicas on ready pods whose node is
+/// ready, not counting the pod `except`.
+fn partitions_without_majority(obs: &Observation, view: &ClusterViewReport, except: Option<&str>) -> Vec<u32> {
     let healthy: BTreeSet<u64> = obs
         .pods
         .iter()
-        .filter(|p| p.name != restarting && p.ready && !p.terminating)
+        .filter(|p| Some(p.name.as_str()) != except && p.ready && !p.terminating)
         .filter_map(|p| p.report().filter(|r| r.ready).map(|r| r.node_id))
         .collect();
     view.placement
         .iter()
-        .filter(|(_, replicas)| replicas.iter().filter(|id| healthy.contains(id)).count() < rf / 2 + 1)
+        .filter(|(_, replicas)| replicas.iter().filter(|id| healthy.contains(id)).count() < replicas.len() / 2 + 1)
         .map(|(p, _)| *p)
         .collect()
 }
 
+/// Available while every partition keeps a majority of ready replicas
+/// (losing a whole zone leaves partitions spread over zones available).
+/// Without a placement to look at, counts unready pods against what one
+/// partition tolerates.
 fn availability(obs: &Observation) -> Action {
     let unready: Vec<&str> = obs.pods.iter().filter(|p| !p.ready).map(|p| p.name.as_str()).collect();
-    // A partition keeps a majority when fewer than half its replicas are down.
+    let lost = obs.view().filter(|v| !v.placement.is_empty()).map(|v| partitions_without_majority(obs, v, None));
     let tolerated = (obs.spec.replication_factor as usize - 1) / 2;
-    if unready.len() <= tolerated {
+    let available = lost.as_ref().map_or(unready.len() <= tolerated, Vec::is_empty);
+    if available {
         condition(
             cond::AVAILABLE,
             true,
@@ -765,19 +771,22 @@ fn availability(obs: &Observation) -> Action {
             if unready.is_empty() {
                 "every member is ready".into()
             } else {
-                format!("serving; unready: {}", unready.join(", "))
+                format!("every partition has a majority; unready: {}", unready.join(", "))
             },
         )
     } else {
+        let what = match lost {
+            Some(l) => format!(
+                "partitions {} lack a majority of ready replicas",
+                l.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            None => "some partitions may have lost their majority".into(),
+        };
         condition(
             cond::AVAILABLE,
             false,
-            "QuorumAtRisk",
-            format!(
-                "{} members unready ({}); some partitions may have lost their majority",
-                unready.len(),
-                unready.join(", ")
-            ),
+            "QuorumLost",
+            format!("{what}; {} members unready ({})", unready.len(), unready.join(", ")),
         )
     }
 }
@@ -1334,6 +1343,25 @@ mod tests {
         // Replication factor 1 has no majority to keep: restarts go ahead.
         obs.spec.replication_factor = 1;
         assert!(condition_of(&plan(&obs), cond::DEGRADED).is_none_or(|c| c.reason != "QuorumAtRisk"));
+    }
+
+    #[test]
+    fn availability_is_judged_per_partition() {
+        // Six members, every partition on one member of each "zone" (1/4, 2/5, 3/6).
+        let placement = vec![(0, vec![1, 2, 3]), (1, vec![4, 5, 6]), (2, vec![1, 5, 3])];
+        let mut obs = running(6, &members(&active(6)), placement);
+        // A whole zone down (members 1 and 4): every partition keeps two of three.
+        for o in [0, 3] {
+            obs.pods[o].ready = false;
+        }
+        let a = condition_of(&plan(&obs), cond::AVAILABLE).unwrap().clone();
+        assert!(a.status && a.reason == "QuorumAvailable", "{a:?}");
+        assert!(a.message.contains("kv-0, kv-3"), "{a:?}");
+        // Member 3 too: partitions 0 and 2 are down to one replica.
+        obs.pods[2].ready = false;
+        let a = condition_of(&plan(&obs), cond::AVAILABLE).unwrap().clone();
+        assert!(!a.status && a.reason == "QuorumLost", "{a:?}");
+        assert!(a.message.contains("partitions 0, 2 lack a majority"), "{a:?}");
     }
 
     #[test]

@@ -15,18 +15,20 @@ use keyraft_e2e::Simulator;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-use super::{run, tool, wait_for, Out};
+use super::{tool, wait_for, Out};
 
 /// Namespace the chart is installed into.
 pub const OPERATOR_NS: &str = "keyraft-system";
 
-/// A simulator with cluster DNS and the operator chart installed.
+/// A simulator with cluster DNS and the operator chart installed, or the
+/// external cluster of `KEYRAFT_E2E_CLUSTER=external` with the operator
+/// already installed (e2e/kind).
 pub struct Env {
-    pub sim: Simulator,
+    sim: Option<Simulator>,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
     pub kube: kube::Client,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Env {
@@ -40,6 +42,13 @@ impl Env {
     /// (more Nodes, image tags that run other builds).
     pub async fn with_operator_on(configure: impl FnOnce(&mut keyraft_e2e::SimConfig)) -> Option<Env> {
         let (Some(helm), Some(kubectl)) = (tool("helm"), tool("kubectl")) else { return None };
+        if super::external() {
+            let kube = kube::Client::try_default().await.expect("a kubeconfig or in-cluster account");
+            let env = Env { sim: None, kubectl, helm, kube, _dir: None };
+            let out = env.helm(&["status", "op", "-n", OPERATOR_NS]).await;
+            assert!(out.ok, "the operator must be installed as release op in {OPERATOR_NS}: {}", out.stderr);
+            return Some(env);
+        }
         let bin = keyraft_e2e::sim::default_bin_dir();
         for b in ["keyraft-node", "keyraft-operator"] {
             assert!(
@@ -50,25 +59,48 @@ impl Env {
         }
         let (sim, dir) = super::start_with(true, configure).await;
         let kube = super::client(&sim);
-        let env = Env { sim, kubectl, helm, kube, _dir: dir };
+        let env = Env { sim: Some(sim), kubectl, helm, kube, _dir: Some(dir) };
         let chart = super::repo().join("charts/keyraft-operator");
-        let out = run(
-            &env.sim,
-            &env.helm,
-            &["install", "op", chart.to_str().unwrap(), "-n", OPERATOR_NS, "--create-namespace"],
-            None,
-        )
-        .await;
+        let out = env.helm(&["install", "op", chart.to_str().unwrap(), "-n", OPERATOR_NS, "--create-namespace"]).await;
         assert!(out.ok, "helm install: {}\n{}", out.stdout, out.stderr);
         Some(env)
     }
 
+    fn kubeconfig(&self) -> Option<&std::path::Path> {
+        self.sim.as_ref().map(|s| s.kubeconfig.as_path())
+    }
+
+    /// The simulator's fault hooks, or `None` on an external cluster (the
+    /// caller prints SKIPPED naming `what` and returns).
+    pub fn faults(&self, what: &str) -> Option<&Simulator> {
+        if self.sim.is_none() {
+            eprintln!("SKIPPED: {what} needs the simulator's fault hooks");
+        }
+        self.sim.as_ref()
+    }
+
+    fn sim(&self) -> &Simulator {
+        self.sim.as_ref().expect("a simulator fault hook on an external cluster: check Env::faults first")
+    }
+
+    /// Stops the simulator and every process it started; nothing on an
+    /// external cluster.
+    pub async fn shutdown(self) {
+        if let Some(sim) = self.sim {
+            sim.shutdown().await;
+        }
+    }
+
+    pub async fn helm(&self, args: &[&str]) -> Out {
+        super::run_with(self.kubeconfig(), &self.helm, args, None).await
+    }
+
     pub async fn kubectl(&self, args: &[&str]) -> Out {
-        run(&self.sim, &self.kubectl, args, None).await
+        super::run_with(self.kubeconfig(), &self.kubectl, args, None).await
     }
 
     pub async fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Out {
-        run(&self.sim, &self.kubectl, args, Some(stdin)).await
+        super::run_with(self.kubeconfig(), &self.kubectl, args, Some(stdin)).await
     }
 
     /// kubectl that must succeed; its stdout.
@@ -78,8 +110,11 @@ impl Env {
         out.stdout
     }
 
+    /// Creates a scenario namespace, labelled so e2e/kind/kind-e2e.sh can
+    /// remove what an earlier run left.
     pub async fn create_namespace(&self, ns: &str) {
         self.kubectl_ok(&["create", "namespace", ns]).await;
+        self.kubectl_ok(&["label", "namespace", ns, "keyraft.io/e2e=scenario"]).await;
     }
 
     /// `kubectl apply --server-side` of a file under the repository.
@@ -143,7 +178,7 @@ impl Env {
 
     /// Host directories of the volumes of `pod`, from the simulator's pod hook.
     pub async fn volume_dirs(&self, ns: &str, pod: &str) -> Vec<PathBuf> {
-        let k = &self.sim.kubelet;
+        let k = &self.sim().kubelet;
         let info = wait_for("the pod's worker", Duration::from_secs(10), || async { k.pod_info(ns, pod).ok() }).await;
         info["volumes"].as_object().map_or_else(Vec::new, |m| {
             m.values()
@@ -156,13 +191,13 @@ impl Env {
 
     /// Sends `sig` to every process of a pod (SIGKILL, SIGSTOP, SIGCONT).
     pub fn signal(&self, ns: &str, pod: &str, sig: i32) {
-        self.sim.kubelet.signal_pod(ns, pod, sig).unwrap_or_else(|e| panic!("signalling {pod}: {e:?}"));
+        self.sim().kubelet.signal_pod(ns, pod, sig).unwrap_or_else(|e| panic!("signalling {pod}: {e:?}"));
     }
 
     /// Marks a simulated Node NotReady (its pods turn unready, their
     /// processes keep running) or Ready again.
     pub fn set_node_ready(&self, node: &str, ready: bool) {
-        keyraft_e2e::controllers::nodes::set_ready(&self.sim.objects, node, ready)
+        keyraft_e2e::controllers::nodes::set_ready(&self.sim().objects, node, ready)
             .unwrap_or_else(|e| panic!("setting {node} ready={ready}: {e:?}"));
     }
 
@@ -174,7 +209,7 @@ impl Env {
 
     /// Wipes a claim's data and kills the pods using it.
     pub fn lose_volume(&self, ns: &str, claim: &str) {
-        self.sim.kubelet.lose_volume(ns, claim).unwrap_or_else(|e| panic!("losing {claim}: {e:?}"));
+        self.sim().kubelet.lose_volume(ns, claim).unwrap_or_else(|e| panic!("losing {claim}: {e:?}"));
     }
 
     /// Merge-patches the KeyraftCluster's spec.
@@ -201,7 +236,7 @@ impl Env {
     }
 
     fn volumes_root(&self) -> PathBuf {
-        self.sim.kubeconfig.parent().unwrap().join("volumes")
+        self.sim().kubeconfig.parent().unwrap().join("volumes")
     }
 }
 
@@ -285,17 +320,15 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// The longest time any writer waited between two acknowledgements that
-    /// straddle or follow `from`: how long writes were unavailable to it.
-    pub fn longest_gap_after(&self, from: Instant) -> Duration {
+    /// The longest time any writer waited, from `from` or its last
+    /// acknowledgement after it, for an acknowledgement before `to`: how
+    /// long writes were unavailable to it after an event at `from`.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
         let mut last: std::collections::HashMap<usize, Instant> = std::collections::HashMap::new();
         let mut longest = Duration::ZERO;
-        for (w, at) in &self.acks {
-            if let Some(prev) = last.insert(*w, *at) {
-                if *at > from {
-                    longest = longest.max(at.duration_since(prev.max(from)));
-                }
-            }
+        for (w, at) in self.acks.iter().filter(|(_, at)| *at > from && *at <= to) {
+            let prev = last.insert(*w, *at).unwrap_or(from);
+            longest = longest.max(at.duration_since(prev));
         }
         longest
     }

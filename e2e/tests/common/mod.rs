@@ -5,19 +5,33 @@
 
 pub mod cluster;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keyraft_e2e::{SimConfig, Simulator};
 
-/// The repository root.
+/// The repository root: `KEYRAFT_E2E_REPO` when set (the scenarios built
+/// into an image), else the source tree they were compiled from.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    match std::env::var_os("KEYRAFT_E2E_REPO") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
 }
 
-/// A real client binary from tools/bin, or `None` (the caller skips with a message).
+/// `KEYRAFT_E2E_CLUSTER=external`: the scenarios run against the cluster
+/// of the ambient kubeconfig (in-cluster on kind) instead of a simulator.
+pub fn external() -> bool {
+    std::env::var("KEYRAFT_E2E_CLUSTER").is_ok_and(|v| v == "external")
+}
+
+/// A real client binary from tools/bin (from PATH against an external
+/// cluster), or `None` (the caller skips with a message).
 pub fn tool(name: &str) -> Option<PathBuf> {
+    if external() {
+        return Some(PathBuf::from(name));
+    }
     let p = repo().join("tools/bin").join(name);
     if p.is_file() {
         Some(p)
@@ -54,16 +68,24 @@ pub struct Out {
 
 /// Runs `bin args` with the simulator's kubeconfig.
 pub async fn run(sim: &Simulator, bin: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Out {
-    let kubeconfig = sim.kubeconfig.clone();
+    run_with(Some(&sim.kubeconfig), bin, args, stdin).await
+}
+
+/// Runs `bin args` with `kubeconfig` (and HOME beside it), or with the
+/// process environment as it is when `None`.
+pub async fn run_with(kubeconfig: Option<&Path>, bin: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    let kubeconfig = kubeconfig.map(Path::to_path_buf);
     let bin = bin.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let stdin = stdin.map(String::from);
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        if let Some(k) = &kubeconfig {
+            cmd.env("KUBECONFIG", k).env("HOME", k.parent().unwrap());
+        }
+        let mut child = cmd
             .args(&args)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("HOME", kubeconfig.parent().unwrap())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -88,7 +88,8 @@ impl Admin for AdminService {
     async fn bootstrap(&self, req: Request<pb::BootstrapRequest>) -> Result<Response<pb::BootstrapResponse>, Status> {
         observe(&self.node, "bootstrap", async {
             let r = req.into_inner();
-            let (cluster_id, already) = self.node.bootstrap(r.peers, r.partitions, r.replication_factor, r.zones).await?;
+            let (cluster_id, already) =
+                self.node.bootstrap(r.peers, r.partitions, r.replication_factor, r.zones).await?;
             if already {
                 tracing::info!(%cluster_id, "bootstrap requested, but the cluster already exists; nothing changed");
             } else {
