@@ -298,119 +298,14 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
                     .await;
                 }
             }
-            Action::Bootstrap { pod, peers, partitions, replication_factor, zones } => {
-                let addr = names.pod_address(&pod);
-                let zones = zones.into_iter().collect();
-                let id = ctx.admin.bootstrap(&addr, peers.clone(), partitions, replication_factor, zones).await?;
-                publish(
-                    ctx,
-                    kr,
-                    EventType::Normal,
-                    "Bootstrapped",
-                    "Bootstrap",
-                    format!("cluster {id} bootstrapped through {pod} with {} nodes", peers.len()),
-                )
-                .await;
-                cluster_id = Some(id);
-            }
-            Action::SetDefaultRead { pod, level } => {
-                ctx.admin.set_default_read(&names.pod_address(&pod), level).await?;
-                publish(
-                    ctx,
-                    kr,
-                    EventType::Normal,
-                    "DefaultReadChanged",
-                    "SetDefaultRead",
-                    format!("default read consistency set to {}", level.as_str()),
-                )
-                .await;
-            }
-            Action::RestartPod { pod } => {
-                Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await?;
-                publish(
-                    ctx,
-                    kr,
-                    EventType::Normal,
-                    "RestartingPod",
-                    "Upgrade",
-                    format!("deleted {pod} to restart it on version {}", kr.spec.version),
-                )
-                .await;
-            }
-            Action::DeletePvc { name } => {
-                delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &name).await?;
-                publish(
-                    ctx,
-                    kr,
-                    EventType::Normal,
-                    "VolumeDeleted",
-                    "ScaleIn",
-                    format!("deleted PVC {name} of a removed member (reclaimPolicy Delete)"),
-                )
-                .await;
-            }
-            Action::SetZone { via, pod, node_id, zone } => {
-                ctx.admin.set_member_zone(&names.pod_address(&via), node_id, &zone).await?;
-                publish(
-                    ctx,
-                    kr,
-                    EventType::Normal,
-                    "ZoneRecorded",
-                    "SetZone",
-                    format!("member {pod} (node {node_id}) is in zone {zone} (label {})", kr.spec.topology.zone_key),
-                )
-                .await;
-            }
-            Action::ReclaimMember { pod, pvc } => {
-                // The claim first: it is released once the pod is gone, and
-                // the StatefulSet then creates the pod with a fresh one.
-                delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &pvc).await?;
-                match Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(e.into()),
+            other => {
+                // A node call that fails is reported and retried next pass;
+                // it must not keep the status from being written.
+                if let Err(e) = act(ctx, kr, &names, other, &mut cluster_id).await {
+                    ctx.metrics.errors.with_label_values(&[&ns]).inc();
+                    tracing::warn!(cluster = %key(kr), action = %kind, error = %e, "action failed; retrying next pass");
+                    publish(ctx, kr, EventType::Warning, "ActionFailed", &kind, format!("{kind} failed: {e}")).await;
                 }
-                publish(
-                    ctx,
-                    kr,
-                    EventType::Warning,
-                    "MemberReclaimed",
-                    "Failover",
-                    format!(
-                        "{pod} came back after its member was removed; deleted PVC {pvc} and the pod so it rejoins empty as a new member"
-                    ),
-                )
-                .await;
-            }
-            Action::Rebalance { via, max_moves } => {
-                let resp = ctx.admin.rebalance(&names.pod_address(&via), false, max_moves).await?;
-                if !resp.moves.is_empty() {
-                    publish(
-                        ctx,
-                        kr,
-                        EventType::Normal,
-                        "Rebalancing",
-                        "Rebalance",
-                        format!(
-                            "moving {} partitions (at most {max_moves} at a time): {}",
-                            resp.moves.len(),
-                            crate::admin::describe_moves(&resp.moves)
-                        ),
-                    )
-                    .await;
-                }
-            }
-            Action::Decommission { via, pod, node_id } => {
-                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Decommissioning).await?;
-            }
-            Action::DrainLeaders { via, pod, node_id } => {
-                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Draining).await?;
-            }
-            Action::ActivateMember { via, pod, node_id } => {
-                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Active).await?;
-            }
-            Action::ReplaceMember { via, pod, node_id } => {
-                set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Failed).await?;
             }
         }
     }
@@ -421,6 +316,135 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
 
     let settled = status.phase == Some(Phase::Running) && !busy;
     Ok(Requeue::requeue(if settled { Duration::from_secs(30) } else { Duration::from_secs(5) }))
+}
+
+/// Carries out one action against the nodes or the pods.
+async fn act(
+    ctx: &Context,
+    kr: &KeyraftCluster,
+    names: &Names,
+    action: Action,
+    cluster_id: &mut Option<String>,
+) -> Result<()> {
+    let ns = &names.namespace;
+    match action {
+        Action::Bootstrap { pod, peers, partitions, replication_factor, zones } => {
+            let addr = names.pod_address(&pod);
+            let zones = zones.into_iter().collect();
+            let id = ctx.admin.bootstrap(&addr, peers.clone(), partitions, replication_factor, zones).await?;
+            publish(
+                ctx,
+                kr,
+                EventType::Normal,
+                "Bootstrapped",
+                "Bootstrap",
+                format!("cluster {id} bootstrapped through {pod} with {} nodes", peers.len()),
+            )
+            .await;
+            *cluster_id = Some(id);
+        }
+        Action::SetDefaultRead { pod, level } => {
+            ctx.admin.set_default_read(&names.pod_address(&pod), level).await?;
+            publish(
+                ctx,
+                kr,
+                EventType::Normal,
+                "DefaultReadChanged",
+                "SetDefaultRead",
+                format!("default read consistency set to {}", level.as_str()),
+            )
+            .await;
+        }
+        Action::RestartPod { pod } => {
+            Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await?;
+            publish(
+                ctx,
+                kr,
+                EventType::Normal,
+                "RestartingPod",
+                "Upgrade",
+                format!("deleted {pod} to restart it on version {}", kr.spec.version),
+            )
+            .await;
+        }
+        Action::DeletePvc { name } => {
+            delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &name).await?;
+            publish(
+                ctx,
+                kr,
+                EventType::Normal,
+                "VolumeDeleted",
+                "ScaleIn",
+                format!("deleted PVC {name} of a removed member (reclaimPolicy Delete)"),
+            )
+            .await;
+        }
+        Action::SetZone { via, pod, node_id, zone } => {
+            ctx.admin.set_member_zone(&names.pod_address(&via), node_id, &zone).await?;
+            publish(
+                ctx,
+                kr,
+                EventType::Normal,
+                "ZoneRecorded",
+                "SetZone",
+                format!("member {pod} (node {node_id}) is in zone {zone} (label {})", kr.spec.topology.zone_key),
+            )
+            .await;
+        }
+        Action::ReclaimMember { pod, pvc } => {
+            // The claim first: it is released once the pod is gone, and
+            // the StatefulSet then creates the pod with a fresh one.
+            delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &pvc).await?;
+            match Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            publish(
+                ctx,
+                kr,
+                EventType::Warning,
+                "MemberReclaimed",
+                "Failover",
+                format!(
+                    "{pod} came back after its member was removed; deleted PVC {pvc} and the pod so it rejoins empty as a new member"
+                ),
+            )
+            .await;
+        }
+        Action::Rebalance { via, max_moves } => {
+            let resp = ctx.admin.rebalance(&names.pod_address(&via), false, max_moves).await?;
+            if !resp.moves.is_empty() {
+                publish(
+                    ctx,
+                    kr,
+                    EventType::Normal,
+                    "Rebalancing",
+                    "Rebalance",
+                    format!(
+                        "moving {} partitions (at most {max_moves} at a time): {}",
+                        resp.moves.len(),
+                        crate::admin::describe_moves(&resp.moves)
+                    ),
+                )
+                .await;
+            }
+        }
+        Action::Decommission { via, pod, node_id } => {
+            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Decommissioning).await?;
+        }
+        Action::DrainLeaders { via, pod, node_id } => {
+            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Draining).await?;
+        }
+        Action::ActivateMember { via, pod, node_id } => {
+            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Active).await?;
+        }
+        Action::ReplaceMember { via, pod, node_id } => {
+            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Failed).await?;
+        }
+        Action::SetCondition(_) | Action::Apply { .. } => {}
+    }
+    Ok(())
 }
 
 /// Admin.SetMemberState through `via`, with an Event saying why.
@@ -439,7 +463,7 @@ async fn set_member_state(
             ("Decommissioning", "ScaleIn", "its replicas move to other members before the pod goes")
         }
         NodeState::Draining => ("DrainingLeaders", "Upgrade", "it hands its leaderships over before the pod restarts"),
-        NodeState::Active => ("MemberActive", "Upgrade", "it is back and caught up, and may lead again"),
+        NodeState::Active => ("MemberActive", "Activate", "it is back, ready and caught up, and may lead again"),
         NodeState::Failed => {
             ("MemberFailed", "Failover", "unready past failover.timeout: its replicas are re-created elsewhere")
         }
