@@ -632,7 +632,13 @@ pub fn build_status(
                 ready: p.ready,
                 version: Some(p.version.clone()).filter(|v| !v.is_empty()),
                 leaders: report.map_or(0, |r| r.leaders),
-                state: view.and_then(|v| v.member(&p.name)).map(|m| m.state.clone()),
+                // The record of the id the pod's node reports, else the live one under its name.
+                state: view
+                    .and_then(|v| {
+                        let own = report.and_then(|r| v.members.iter().find(|m| m.id == r.node_id));
+                        own.or_else(|| v.member(&p.name))
+                    })
+                    .map(|m| m.state.clone()),
             }
         })
         .collect();

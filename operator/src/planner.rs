@@ -119,9 +119,15 @@ pub struct MemberReport {
 impl ClusterViewReport {
     /// The member registered under a pod name. A node that came back with a
     /// new identity leaves its old record behind (failed, then removed):
-    /// the live record wins, then the newest id.
+    /// the live record wins (active or draining, then failed or
+    /// decommissioning, then removed), then the newest id.
     pub fn member(&self, name: &str) -> Option<&MemberReport> {
-        self.members.iter().filter(|m| m.name == name).max_by_key(|m| (m.state != "removed", m.id))
+        let rank = |m: &MemberReport| match m.state.as_str() {
+            "active" | "draining" => 2,
+            "removed" => 0,
+            _ => 1,
+        };
+        self.members.iter().filter(|m| m.name == name).max_by_key(|m| (rank(m), m.id))
     }
 
     /// Partitions whose placement lists `id`.
@@ -1555,6 +1561,19 @@ mod tests {
             member_actions(&actions),
             [&Action::Decommission { via: "kv-0".into(), pod: "kv-4".into(), node_id: 6 }]
         );
+    }
+
+    #[test]
+    fn the_live_record_of_a_name_wins_over_an_old_failed_one_with_a_higher_id() {
+        let view = ClusterViewReport {
+            members: vec![
+                MemberReport { id: 9, name: "kv-1".into(), state: "failed".into(), zone: String::new() },
+                MemberReport { id: 3, name: "kv-1".into(), state: "active".into(), zone: String::new() },
+                MemberReport { id: 12, name: "kv-1".into(), state: "removed".into(), zone: String::new() },
+            ],
+            ..ClusterViewReport::default()
+        };
+        assert_eq!(view.member("kv-1").map(|m| m.id), Some(3));
     }
 
     #[test]
