@@ -19,9 +19,9 @@ help:
 	@echo "make tools      fetch the pinned Helm and kubectl into tools/bin"
 	@echo "make e2e        simulator tests with the real kubectl and Helm"
 	@echo "make k8s-sim    run the local Kubernetes simulator (kubeconfig in ./kubeconfig)"
-	@echo "make images     docker build the node, operator and e2e images (tag KEYRAFT_VERSION, default the operator's node version)"
+	@echo "make images     docker build the node, operator and e2e images (tag KEYRAFT_VERSION, default the operator's node version) and the upgrade scenario's node images 0.2.0, 0.3.0-broken"
 	@echo "make kind-up    kind cluster keyraft (3 workers, zones a/b/c), images loaded, operator chart installed (needs docker, kind)"
-	@echo "make kind-e2e   kind-up, then the e2e scenarios as a Job inside the kind cluster"
+	@echo "make kind-e2e   kind-up, then the e2e scenarios and day2 tests as a Job inside the kind cluster"
 	@echo "make kind-down  delete the kind cluster keyraft"
 
 release:
@@ -95,6 +95,8 @@ bench: release
 # No provenance attestation: it breaks `kind load docker-image` under the containerd image store.
 images:
 	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/node.Dockerfile -t keyraft/keyraft-node:$(KEYRAFT_VERSION) .
+	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/node-variant.Dockerfile --build-arg BASE=keyraft/keyraft-node:$(KEYRAFT_VERSION) --target v0.2.0 -t keyraft/keyraft-node:0.2.0 .
+	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/node-variant.Dockerfile --build-arg BASE=keyraft/keyraft-node:$(KEYRAFT_VERSION) --target v0.3.0-broken -t keyraft/keyraft-node:0.3.0-broken .
 	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/operator.Dockerfile -t keyraft/keyraft-operator:$(KEYRAFT_VERSION) .
 	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/e2e.Dockerfile -t keyraft/keyraft-e2e:$(KEYRAFT_VERSION) .
 

@@ -202,54 +202,64 @@ pub fn plan(nodes: &[NodeView], current: &[PartitionTarget], s: PlanSettings) ->
         }
     }
 
-    // 3. Balance replica counts: move one replica at a time from the most to
-    // the least loaded node, never losing zone spread.
-    loop {
+    // 3. Balance replica counts: move one replica at a time from a more to
+    // a less loaded node, never losing zone spread. The most and least
+    // loaded pair first; when zones forbid it (the least loaded node is in
+    // a zone every candidate partition already uses), the next pairs.
+    'balance: loop {
         let l = load(&target, &ctx.eligible);
-        let (Some((&max_n, &max_c)), Some((&min_n, &min_c))) =
-            (l.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n))), l.iter().min_by_key(|(n, c)| (**c, **n)))
-        else {
-            break;
-        };
-        if max_c <= min_c + 1 {
-            break;
-        }
-        // Prefer partitions already changing (no extra move), then any.
-        let candidates =
-            (0..target.len()).filter(|p| target[*p].replicas.contains(&max_n) && !target[*p].replicas.contains(&min_n));
-        let mut chosen: Option<(usize, Vec<NodeId>, bool)> = None;
-        for p in candidates {
-            let mut reps = target[p].replicas.clone();
-            let pos = reps.iter().position(|r| *r == max_n).expect("contains max");
-            let before = ctx.zones_of(&reps).len();
-            reps[pos] = min_n;
-            if ctx.zones_of(&reps).len() < before {
-                continue;
-            }
-            let free = changed.contains(&p);
-            if free || budget > 0 {
-                let better = match chosen {
-                    None => true,
-                    Some((_, _, was_free)) => free && !was_free,
-                };
-                if better {
-                    chosen = Some((p, reps, free));
-                }
-                if free {
-                    break;
+        let mut sources: Vec<(NodeId, usize)> = l.iter().map(|(n, c)| (*n, *c)).collect();
+        sources.sort_by_key(|(n, c)| (std::cmp::Reverse(*c), *n));
+        let mut dests = sources.clone();
+        dests.sort_by_key(|(n, c)| (*c, *n));
+        for &(max_n, max_c) in &sources {
+            for &(min_n, _) in dests.iter().take_while(|(_, c)| max_c > *c + 1) {
+                if let Some((p, reps, free)) = balance_move(&ctx, &target, &changed, budget, max_n, min_n) {
+                    target[p].replicas = reps;
+                    if !free {
+                        changed.insert(p);
+                        budget -= 1;
+                    }
+                    continue 'balance;
                 }
             }
         }
-        let Some((p, reps, free)) = chosen else { break };
-        target[p].replicas = reps;
-        if !free {
-            changed.insert(p);
-            budget -= 1;
-        }
+        break;
     }
 
     assign_leaders(nodes, &mut target);
     target
+}
+
+/// One replica of some partition moved from `from` to `to` without losing
+/// zone spread: a partition already changing first (no extra move), else
+/// any while the move budget lasts. Returns (partition, replicas, free).
+fn balance_move(
+    ctx: &Ctx,
+    target: &[PartitionTarget],
+    changed: &BTreeSet<usize>,
+    budget: usize,
+    from: NodeId,
+    to: NodeId,
+) -> Option<(usize, Vec<NodeId>, bool)> {
+    let mut chosen: Option<(usize, Vec<NodeId>, bool)> = None;
+    for p in (0..target.len()).filter(|p| target[*p].replicas.contains(&from) && !target[*p].replicas.contains(&to)) {
+        let mut reps = target[p].replicas.clone();
+        let pos = reps.iter().position(|r| *r == from).expect("contains from");
+        let before = ctx.zones_of(&reps).len();
+        reps[pos] = to;
+        if ctx.zones_of(&reps).len() < before {
+            continue;
+        }
+        let free = changed.contains(&p);
+        if free {
+            return Some((p, reps, true));
+        }
+        if budget > 0 && chosen.is_none() {
+            chosen = Some((p, reps, false));
+        }
+    }
+    chosen
 }
 
 /// Keeps each preferred leader where possible; moves preferred leaders off
@@ -361,6 +371,29 @@ mod tests {
         // 48 replicas over 5 nodes: at least 19 must move onto 4 and 5, and
         // no partition needs more than one move for that.
         assert!(moves(&start, &t).len() <= 19, "moved {} partitions", moves(&start, &t).len());
+    }
+
+    #[test]
+    fn scale_out_within_zones_spreads_replicas_when_the_least_loaded_node_shares_zones() {
+        // Nodes 1 (a), 3 (c), 6 (b) hold everything; 2 (c), 4 (a), 5 (b) are
+        // new. The most loaded node by id (1, zone a) cannot give a replica to
+        // the least loaded (2, zone c) without doubling zone c: other pairs must.
+        let zones = ["a", "c", "c", "a", "b", "b"];
+        let nodes: Vec<NodeView> =
+            zones.iter().enumerate().map(|(i, z)| node(i as NodeId + 1, z, NodeState::Active)).collect();
+        let holders = [1, 3, 6];
+        let current: Vec<PartitionTarget> = (0..8)
+            .map(|p| PartitionTarget {
+                replicas: (0..3).map(|k| holders[(p + k) % 3]).collect(),
+                preferred_leader: holders[p % 3],
+            })
+            .collect();
+        let target = plan(&nodes, &current, settings(3));
+        assert!(spread(&replica_load(&nodes, &target)) <= 1, "{:?}", replica_load(&nodes, &target));
+        for p in &target {
+            let used: BTreeSet<&str> = p.replicas.iter().map(|r| zones[*r as usize - 1]).collect();
+            assert_eq!(used.len(), 3, "{p:?}");
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Runs the e2e scenarios inside the kind cluster made by e2e/kind/kind-up.sh
+# Runs the e2e tests inside the kind cluster made by e2e/kind/kind-up.sh
 # (make kind-e2e runs kind-up first): applies e2e/kind/e2e-job.yaml with the
-# e2e image of this build, streams the Job's log, and exits 0 when the Job
-# completed, 1 when it failed (printing the cluster's Keyraft objects and the
-# operator's log).
+# e2e image of this build, streams the log of its initContainer `scenarios`
+# (e2e/tests/scenarios.rs), then of its container `day2` (e2e/tests/day2.rs),
+# and exits 0 when the Job completed (both passed), 1 when it failed (either
+# failed; printing the containers' states, the cluster's Keyraft objects and
+# the operator's log).
 #
 # Environment:
 #   KEYRAFT_VERSION      tag of the keyraft/keyraft-e2e image (default as in kind-up.sh)
-#   KEYRAFT_E2E_TIMEOUT  seconds to wait for the Job after it started (default 5700:
-#                        the Job's activeDeadlineSeconds of 5400 plus a margin)
+#   KEYRAFT_E2E_TIMEOUT  seconds to wait for the Job after its pod started (default 7500:
+#                        the Job's activeDeadlineSeconds of 7200 plus a margin)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,7 +21,7 @@ NS=keyraft-e2e
 JOB=keyraft-e2e
 OPERATOR_NS=keyraft-system
 OPERATOR_DEPLOYMENT=op-keyraft-operator
-TIMEOUT="${KEYRAFT_E2E_TIMEOUT:-5700}"
+TIMEOUT="${KEYRAFT_E2E_TIMEOUT:-7500}"
 
 die() {
   echo "kind-e2e: $*" >&2
@@ -52,55 +54,122 @@ kubectl delete namespace -l keyraft.io/e2e=scenario --ignore-not-found --wait=tr
 sed -e "s|image: keyraft/keyraft-e2e:.*|image: keyraft/keyraft-e2e:${VERSION}|" e2e/kind/e2e-job.yaml |
   kubectl apply -f -
 
-# Wait for the pod to leave Pending, failing fast when its image is not there.
-echo "waiting for the ${JOB} pod to start (image keyraft/keyraft-e2e:${VERSION})"
 selector="batch.kubernetes.io/job-name=${JOB}"
-deadline=$((SECONDS + 300))
-while :; do
-  phase="$(kubectl -n "${NS}" get pods -l "${selector}" -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true)"
-  waiting="$(kubectl -n "${NS}" get pods -l "${selector}" \
-    -o jsonpath='{.items[0].status.containerStatuses[0].state.waiting.reason}' 2>/dev/null || true)"
-  case "${phase}" in
-    Running | Succeeded | Failed) break ;;
+
+# State of container $2 of the Job's pod (there is one: backoffLimit 0), from
+# its status list $1 (initContainerStatuses or containerStatuses): "running",
+# "exited CODE", "waiting REASON", or empty while there is no pod or no status.
+container_state() {
+  local f=".items[0].status.$1[?(@.name==\"$2\")].state" out running code reason
+  out="$(kubectl -n "${NS}" get pods -l "${selector}" \
+    -o jsonpath="{${f}.running.startedAt}|{${f}.terminated.exitCode}|{${f}.waiting.reason}" 2>/dev/null || true)"
+  IFS='|' read -r running code reason <<<"${out}"
+  if [[ -n "${code}" ]]; then
+    echo "exited ${code}"
+  elif [[ -n "${running}" ]]; then
+    echo running
+  elif [[ -n "${reason}" ]]; then
+    echo "waiting ${reason}"
+  fi
+}
+
+pod_phase() {
+  kubectl -n "${NS}" get pods -l "${selector}" -o jsonpath='{.items[0].status.phase}' 2>/dev/null || true
+}
+
+# "passed" once the Job completed, "failed" once it failed, else empty.
+job_result() {
+  local conditions
+  conditions=" $(kubectl -n "${NS}" get job "${JOB}" \
+    -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}{" "}{end}' || true) "
+  case "${conditions}" in
+    *" Complete "*) echo passed ;;
+    *" Failed "*) echo failed ;;
   esac
-  case "${waiting}" in
-    ErrImagePull | ImagePullBackOff | ErrImageNeverPull | InvalidImageName | CreateContainerConfigError | CreateContainerError)
+}
+
+# Dies when a container state says it can never start (its image is not there).
+die_if_cannot_start() {
+  case "$1" in
+    "waiting ErrImagePull" | "waiting ImagePullBackOff" | "waiting ErrImageNeverPull" | "waiting InvalidImageName" | \
+      "waiting CreateContainerConfigError" | "waiting CreateContainerError")
       kubectl -n "${NS}" describe pods -l "${selector}" >&2 || true
-      die "the ${JOB} pod cannot start (${waiting}): was keyraft/keyraft-e2e:${VERSION} built and loaded by 'make kind-up'?"
+      die "the ${JOB} pod cannot start (${1#waiting }): was keyraft/keyraft-e2e:${VERSION} built and loaded by 'make kind-up'?"
       ;;
   esac
-  ((SECONDS < deadline)) || {
+}
+
+# Follows a container's log as it is written; the stream may end early (API
+# server hiccup), so the Job's conditions, not the log, decide the result.
+stream() {
+  echo "kind-e2e: --- log of $1 (e2e/tests/$1.rs) ---"
+  kubectl -n "${NS}" logs -f "job/${JOB}" -c "$1" || echo "kind-e2e: the log stream of $1 ended" >&2
+}
+
+# Wait for the initContainer `scenarios` to start (the pod stays Pending while
+# it runs), failing fast when its image is not there.
+echo "waiting for the ${JOB} pod to start (image keyraft/keyraft-e2e:${VERSION})"
+start_deadline=$((SECONDS + 300))
+while :; do
+  state="$(container_state initContainerStatuses scenarios)"
+  case "${state}" in
+    running | exited*) break ;;
+  esac
+  die_if_cannot_start "${state}"
+  case "$(pod_phase)" in
+    Succeeded | Failed) break ;;
+  esac
+  [[ -z "$(job_result)" ]] || break
+  ((SECONDS < start_deadline)) || {
     kubectl -n "${NS}" describe pods -l "${selector}" >&2 || true
     die "the ${JOB} pod did not start within 300 s"
   }
   sleep 2
 done
 
-# The log as it is written; the stream may end early (API server hiccup), so
-# the Job's conditions, not the log, decide the result.
-kubectl -n "${NS}" logs -f "job/${JOB}" || echo "kind-e2e: the log stream ended; waiting for the Job" >&2
-
 deadline=$((SECONDS + TIMEOUT))
-result=""
-while [[ -z "${result}" ]]; do
-  conditions=" $(kubectl -n "${NS}" get job "${JOB}" \
-    -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}{" "}{end}' || true) "
-  case "${conditions}" in
-    *" Complete "*) result=passed ;;
-    *" Failed "*) result=failed ;;
-    *)
-      ((SECONDS < deadline)) || die "the Job ${NS}/${JOB} neither completed nor failed within ${TIMEOUT} s"
-      sleep 5
+stream scenarios
+
+# The container `day2` starts once `scenarios` exited 0 (the stream above may
+# have ended before that); it never starts when `scenarios` failed.
+while :; do
+  state="$(container_state containerStatuses day2)"
+  case "${state}" in
+    running | exited*)
+      stream day2
+      break
       ;;
   esac
+  die_if_cannot_start "${state}"
+  init="$(container_state initContainerStatuses scenarios)"
+  if [[ "${init}" == "exited "* && "${init}" != "exited 0" ]]; then
+    echo "kind-e2e: scenarios failed (${init}); day2 does not run" >&2
+    break
+  fi
+  case "$(pod_phase)" in
+    Succeeded | Failed) break ;;
+  esac
+  [[ -z "$(job_result)" ]] || break
+  ((SECONDS < deadline)) || break # the loop below reports the timeout
+  sleep 5
+done
+
+result=""
+while [[ -z "${result}" ]]; do
+  result="$(job_result)"
+  if [[ -z "${result}" ]]; then
+    ((SECONDS < deadline)) || die "the Job ${NS}/${JOB} neither completed nor failed within ${TIMEOUT} s"
+    sleep 5
+  fi
 done
 
 if [[ "${result}" == passed ]]; then
-  echo "kind-e2e: the e2e scenarios passed"
+  echo "kind-e2e: the e2e scenarios and day2 tests passed"
   exit 0
 fi
 
-echo "kind-e2e: the e2e scenarios failed; state of the cluster:" >&2
+echo "kind-e2e: the e2e tests failed; state of the cluster:" >&2
+kubectl -n "${NS}" get pods -l "${selector}" -o jsonpath='{range .items[*]}{range .status.initContainerStatuses[*]}{"initContainer "}{.name}{": "}{.state}{"\n"}{end}{range .status.containerStatuses[*]}{"container "}{.name}{": "}{.state}{"\n"}{end}{end}' >&2 || true
 kubectl get keyraftclusters -A >&2 || true
 kubectl get statefulsets,pods,pvc -A -o wide -l app.kubernetes.io/name=keyraft >&2 || true
 kubectl -n "${OPERATOR_NS}" logs -l app.kubernetes.io/instance=op --prefix --tail=200 >&2 || true

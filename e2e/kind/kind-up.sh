@@ -4,7 +4,10 @@
 #      zones zone-a/b/c), or reuses it when it exists;
 #   2. writes its kubeconfig to e2e/kind/kubeconfig (git-ignored);
 #   3. builds the node, operator and e2e images (images/*.Dockerfile) tagged
-#      KEYRAFT_VERSION and loads them into the cluster's nodes;
+#      KEYRAFT_VERSION, and the node images 0.2.0 and 0.3.0-broken the
+#      rolling-upgrade scenario of e2e/tests/day2.rs upgrades to
+#      (images/node-variant.Dockerfile over the node image), and loads them all
+#      into the cluster's nodes;
 #   4. installs or upgrades the operator chart as release `op` in
 #      keyraft-system, running the loaded operator image, and waits for it.
 # Idempotent: a second run rebuilds and reloads the images and rolls the
@@ -71,6 +74,9 @@ VERSION="${KEYRAFT_VERSION:-${DEFAULT_VERSION}}"
 NODE_IMAGE="keyraft/keyraft-node:${VERSION}"
 OPERATOR_IMAGE="keyraft/keyraft-operator:${VERSION}"
 E2E_IMAGE="keyraft/keyraft-e2e:${VERSION}"
+# Node images the rolling-upgrade scenario (e2e/tests/day2.rs) moves a cluster
+# to, by spec.version: the tag is the Dockerfile stage `v<tag>`.
+NODE_VARIANT_TAGS=(0.2.0 0.3.0-broken)
 
 # --- cluster -----------------------------------------------------------------
 
@@ -106,8 +112,17 @@ for name in node operator e2e; do
   echo "building keyraft/keyraft-${name}:${VERSION} from images/${name}.Dockerfile"
   docker build --provenance=false -f "images/${name}.Dockerfile" -t "keyraft/keyraft-${name}:${VERSION}" .
 done
+# Layered on the node image just built (a local image: the default `docker`
+# buildx driver builds FROM it without pulling).
+variant_images=()
+for tag in "${NODE_VARIANT_TAGS[@]}"; do
+  echo "building keyraft/keyraft-node:${tag} from images/node-variant.Dockerfile over ${NODE_IMAGE}"
+  docker build --provenance=false -f images/node-variant.Dockerfile \
+    --build-arg "BASE=${NODE_IMAGE}" --target "v${tag}" -t "keyraft/keyraft-node:${tag}" .
+  variant_images+=("keyraft/keyraft-node:${tag}")
+done
 # Pods use imagePullPolicy IfNotPresent: these tags are never pulled from a registry.
-kind load docker-image --name "${CLUSTER}" "${NODE_IMAGE}" "${OPERATOR_IMAGE}" "${E2E_IMAGE}"
+kind load docker-image --name "${CLUSTER}" "${NODE_IMAGE}" "${variant_images[@]}" "${OPERATOR_IMAGE}" "${E2E_IMAGE}"
 
 # --- operator ----------------------------------------------------------------
 
@@ -134,9 +149,10 @@ if [[ "${VERSION}" != "${DEFAULT_VERSION}" ]]; then
 fi
 cat <<EOF
 
-kind cluster ${CLUSTER} is up: operator ${OPERATOR_IMAGE} in ${OPERATOR_NS}, node image ${NODE_IMAGE} loaded.
+kind cluster ${CLUSTER} is up: operator ${OPERATOR_IMAGE} in ${OPERATOR_NS}, node image ${NODE_IMAGE} loaded
+(and ${variant_images[*]} for the rolling-upgrade scenario).
   export KUBECONFIG=${KUBECONFIG_OUT#"${ROOT}"/}
   kubectl apply --server-side -f examples/basic.yaml && kubectl get kr -w
-  make kind-e2e     # the e2e scenarios as a Job in the cluster
+  make kind-e2e     # the e2e scenarios and day2 tests as a Job in the cluster
   make kind-down    # delete the cluster
 EOF

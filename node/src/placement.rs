@@ -321,27 +321,24 @@ impl Node {
         if *voters != cur_voters {
             let last = m.last_log_index.unwrap_or(0);
             let repl = m.replication.clone().unwrap_or_default();
-            let lagging: Vec<NodeId> = voters
-                .iter()
-                .filter(|id| !cur_voters.contains(id))
-                .filter(|id| repl.get(id).cloned().flatten().map_or(0, |l| l.index) + CAUGHT_UP_LAG < last)
-                .copied()
-                .collect();
+            let caught_up =
+                |id: &NodeId| repl.get(id).cloned().flatten().is_some_and(|l| l.index + CAUGHT_UP_LAG >= last);
+            let lagging: Vec<NodeId> =
+                voters.iter().filter(|id| !cur_voters.contains(id) && !caught_up(id)).copied().collect();
             if !lagging.is_empty() {
                 tracing::debug!(group = g.id, ?lagging, "waiting for learners to catch up");
                 return Ok(false);
             }
-            if !voters.contains(&me) {
-                // This leader leaves the group: hand leadership to a voter
-                // that stays, which then makes the change. With none, first
-                // make the new voters voters alongside this one.
-                let last = m.last_log_index.unwrap_or(0);
-                let caught_up =
-                    |id: &&NodeId| repl.get(*id).cloned().flatten().is_some_and(|l| l.index + CAUGHT_UP_LAG >= last);
-                let stays: Vec<NodeId> = voters.intersection(&cur_voters).filter(caught_up).copied().collect();
-                let prefer_active =
-                    stays.iter().find(|id| meta.members.get(id).is_some_and(|m| m.state == MemberState::Active));
-                match prefer_active.or(stays.first()) {
+            // This leader leaves the group: with every other voter live, hand
+            // leadership to one that stays (or first make the new voters
+            // voters alongside this one), so the group never waits for an
+            // election. With a voter down a hand-over may never win; the
+            // leader then removes itself, and the guard above keeps it from
+            // proposing anything more.
+            if !voters.contains(&me) && cur_voters.iter().filter(|id| **id != me).all(caught_up) {
+                let stays: Vec<NodeId> = voters.intersection(&cur_voters).filter(|id| caught_up(id)).copied().collect();
+                let active = |id: &&NodeId| meta.members.get(*id).is_some_and(|m| m.state == MemberState::Active);
+                match stays.iter().find(active).or(stays.first()) {
                     Some(target) => self.hand_over(g, meta, *target).await,
                     None => {
                         let mut with_me = voters.clone();

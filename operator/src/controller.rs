@@ -356,7 +356,7 @@ async fn act(
             .await;
         }
         Action::RestartPod { pod } => {
-            Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await?;
+            Api::<Pod>::namespaced(ctx.client.clone(), ns).delete(&pod, &DeleteParams::default()).await?;
             publish(
                 ctx,
                 kr,
@@ -368,7 +368,7 @@ async fn act(
             .await;
         }
         Action::DeletePvc { name } => {
-            delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &name).await?;
+            delete_pvc(&Api::namespaced(ctx.client.clone(), ns), &name).await?;
             publish(
                 ctx,
                 kr,
@@ -394,8 +394,8 @@ async fn act(
         Action::ReclaimMember { pod, pvc } => {
             // The claim first: it is released once the pod is gone, and
             // the StatefulSet then creates the pod with a fresh one.
-            delete_pvc(&Api::namespaced(ctx.client.clone(), &ns), &pvc).await?;
-            match Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await {
+            delete_pvc(&Api::namespaced(ctx.client.clone(), ns), &pvc).await?;
+            match Api::<Pod>::namespaced(ctx.client.clone(), ns).delete(&pod, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
@@ -431,16 +431,16 @@ async fn act(
             }
         }
         Action::Decommission { via, pod, node_id } => {
-            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Decommissioning).await?;
+            set_member_state(ctx, kr, names, &via, &pod, node_id, NodeState::Decommissioning).await?;
         }
         Action::DrainLeaders { via, pod, node_id } => {
-            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Draining).await?;
+            set_member_state(ctx, kr, names, &via, &pod, node_id, NodeState::Draining).await?;
         }
         Action::ActivateMember { via, pod, node_id } => {
-            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Active).await?;
+            set_member_state(ctx, kr, names, &via, &pod, node_id, NodeState::Active).await?;
         }
         Action::ReplaceMember { via, pod, node_id } => {
-            set_member_state(ctx, kr, &names, &via, &pod, node_id, NodeState::Failed).await?;
+            set_member_state(ctx, kr, names, &via, &pod, node_id, NodeState::Failed).await?;
         }
         Action::SetCondition(_) | Action::Apply { .. } => {}
     }
