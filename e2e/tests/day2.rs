@@ -241,7 +241,7 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     let outage = Instant::now();
     env.set_node_ready(node, false);
     let removed = wait_status(&env, ns, "kv", &format!("{lonely} failed over and removed"), SETTLE, |kr| {
-        member(kr, &lonely)["state"] == "removed"
+        members(kr).iter().any(|m| m["pod"] == lonely.as_str() && m["state"] == "removed")
             && kr["status"]["partitions"].as_array().is_some_and(|ps| {
                 ps.iter().all(|p| p["replicas"].as_array().unwrap().iter().all(|r| r.as_u64() != Some(lonely_id)))
             })
@@ -252,7 +252,7 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     work.progresses(100, PROGRESS).await;
     env.set_node_ready(node, true);
     let rejoined = wait_status(&env, ns, "kv", &format!("{lonely} back as a new member"), SETTLE, |kr| {
-        settled(kr, 4) && member(kr, &lonely)["nodeId"].as_u64().is_some_and(|id| id != lonely_id)
+        settled(kr, 4) && node_id(kr, &lonely) != lonely_id
     })
     .await;
     eprintln!("{lonely} rejoined as a new member {:?} after the outage began", outage.elapsed());
@@ -265,7 +265,7 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     let lost = Instant::now();
     env.lose_volume(ns, &format!("data-{victim}"));
     let replaced = wait_status(&env, ns, "kv", &format!("{victim} back as a new incarnation"), SETTLE, |kr| {
-        settled(kr, 4) && member(kr, &victim)["nodeId"].as_u64().is_some_and(|id| id != victim_id)
+        settled(kr, 4) && node_id(kr, &victim) != victim_id
     })
     .await;
     eprintln!("{victim} lost its volume; replaced and settled after {:?}", lost.elapsed());

@@ -470,7 +470,8 @@ fn plan_zones(obs: &Observation, view: &ClusterViewReport, via: &str) -> Vec<Act
 fn plan_reclaim(obs: &Observation, view: &ClusterViewReport, sts_replicas: i32) -> Vec<Action> {
     obs.pods
         .iter()
-        .filter(|p| (p.ordinal as i32) < sts_replicas && !p.terminating)
+        // Only once it is back (ready): a pod on a lost Node cannot be deleted cleanly.
+        .filter(|p| (p.ordinal as i32) < sts_replicas && !p.terminating && p.ready)
         .filter(|p| {
             p.report().is_some_and(|r| {
                 r.node_id != 0 && view.members.iter().any(|m| m.id == r.node_id && m.state == "removed")
@@ -1401,6 +1402,10 @@ mod tests {
         let reclaim = Action::ReclaimMember { pod: "kv-2".into(), pvc: "data-kv-2".into() };
         assert_eq!(of_kind(&actions, |a| matches!(a, Action::ReclaimMember { .. })), vec![&reclaim]);
         assert!(member_actions(&actions).is_empty(), "{actions:?}");
+        // Not while its pod is still unready (its Node lost): only once it is back.
+        let mut away = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
+        away.pods[2].ready = false;
+        assert!(of_kind(&plan(&away), |a| matches!(a, Action::ReclaimMember { .. })).is_empty());
 
         // A new incarnation (new id) under the same name is not reclaimed.
         let mut obs = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
