@@ -194,6 +194,11 @@ fn busiest(kr: &Value) -> String {
     m["pod"].as_str().unwrap().to_string()
 }
 
+/// The pod's member reports a node id other than `old`.
+fn new_id(kr: &Value, pod: &str, old: u64) -> bool {
+    members(kr).iter().any(|m| m["pod"] == pod && m["nodeId"].as_u64().is_some_and(|id| id != old))
+}
+
 fn node_id(kr: &Value, pod: &str) -> u64 {
     member(kr, pod)["nodeId"].as_u64().unwrap_or_else(|| panic!("{pod} has no node id: {}", member(kr, pod)))
 }
@@ -252,7 +257,7 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     work.progresses(100, PROGRESS).await;
     env.set_node_ready(node, true);
     let rejoined = wait_status(&env, ns, "kv", &format!("{lonely} back as a new member"), SETTLE, |kr| {
-        settled(kr, 4) && node_id(kr, &lonely) != lonely_id
+        settled(kr, 4) && new_id(kr, &lonely, lonely_id)
     })
     .await;
     eprintln!("{lonely} rejoined as a new member {:?} after the outage began", outage.elapsed());
@@ -265,7 +270,7 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     let lost = Instant::now();
     env.lose_volume(ns, &format!("data-{victim}"));
     let replaced = wait_status(&env, ns, "kv", &format!("{victim} back as a new incarnation"), SETTLE, |kr| {
-        settled(kr, 4) && node_id(kr, &victim) != victim_id
+        settled(kr, 4) && new_id(kr, &victim, victim_id)
     })
     .await;
     eprintln!("{victim} lost its volume; replaced and settled after {:?}", lost.elapsed());
@@ -457,7 +462,7 @@ async fn the_default_read_level_follows_the_spec_eventual_reads_a_follower_and_l
     c.put(key, "v0").await.expect("first write");
     let leader = wait_for("a leader of the key's partition", PROGRESS, || leader_of(ns, 3, partition)).await;
     let follower = (leader + 1) % 3;
-    let (l_addr, f_addr) = (pod_endpoint(ns, "kv", leader), pod_endpoint(ns, "kv", follower));
+    let f_addr = pod_endpoint(ns, "kv", follower);
     let f_id = node_id(&kr, &format!("kv-{follower}"));
     wait_for("the follower to apply v0", PROGRESS, || async {
         get_default(&f_addr, key).await.ok().filter(|r| r.found && r.value == b"v0").map(|_| ())
@@ -470,34 +475,36 @@ async fn the_default_read_level_follows_the_spec_eventual_reads_a_follower_and_l
     assert_eq!((r.found, r.value.as_slice()), (true, &b"v0"[..]));
     assert_eq!(r.header.unwrap().served_by, f_id, "served by the follower itself");
 
-    // Back to linearizable, live: same pods, same processes.
+    env.signal(ns, &format!("kv-{leader}"), libc::SIGCONT);
+
+    // Back to linearizable, live: same pods, same processes. A node learns
+    // the default through the meta group, so wait until every node has it.
     let uids = env.kubectl_ok(&["get", "pods", "-n", ns, "-o", "jsonpath={.items[*].metadata.uid}"]).await;
     env.patch_spec(ns, "kv", json!({"consistency": {"defaultRead": "linearizable"}})).await;
-    wait_for("every node to default to linearizable", PROGRESS, || async {
-        // The stopped leader cannot answer; ask the other two.
-        let mut ok = true;
-        for i in (0..3).filter(|i| *i != leader) {
-            let s = node_status(&pod_endpoint(ns, "kv", i)).await;
-            ok &= s.cluster.is_some_and(|c| c.default_read == Consistency::Linearizable as i32);
-        }
-        ok.then_some(())
+    wait_for("every node to default to linearizable", PROGRESS, || {
+        nodes_report_default(ns, 3, Consistency::Linearizable)
     })
     .await;
 
-    // Writes go on under a new leader while the old one is stopped.
+    // A leader change: stop the partition's leader, write on under the new one.
+    let leader = wait_for("a leader of the key's partition", PROGRESS, || leader_of(ns, 3, partition)).await;
+    let others: Vec<String> = (0..3).filter(|i| *i != leader).map(|i| pod_endpoint(ns, "kv", i)).collect();
+    let l_addr = pod_endpoint(ns, "kv", leader);
+    env.signal(ns, &format!("kv-{leader}"), libc::SIGSTOP);
+    let c = client(others.clone());
     let mut acked = 0u64;
     for n in 1..=20u64 {
         c.put(key, format!("v{n}")).await.unwrap_or_else(|e| panic!("write v{n} under the new leader: {e}"));
         acked = n;
     }
-    // The old leader resumes still believing it leads: reads naming no
-    // level (linearizable now) never return a value older than the last
-    // acknowledged write, from any node, while leadership settles.
+    // The old leader resumes still believing it leads: reads naming no level
+    // never return a value older than the last acknowledged write, from any
+    // node, while leadership settles.
     env.signal(ns, &format!("kv-{leader}"), libc::SIGCONT);
     let until = Instant::now() + Duration::from_secs(4);
     let (mut answered, mut refused) = (0, 0);
     while Instant::now() < until {
-        for addr in [&l_addr, &f_addr] {
+        for addr in std::iter::once(&l_addr).chain(&others) {
             let floor = acked;
             match get_default(addr, key).await {
                 Ok(r) => {
