@@ -19,7 +19,7 @@ help:
 	@echo "make tools      fetch the pinned Helm and kubectl into tools/bin"
 	@echo "make e2e        simulator tests with the real kubectl and Helm"
 	@echo "make k8s-sim    run the local Kubernetes simulator (kubeconfig in ./kubeconfig)"
-	@echo "make images     docker build the node, operator and e2e images (tag KEYRAFT_VERSION, default the operator's node version) and the upgrade scenario's node images 0.2.0, 0.3.0-broken"
+	@echo "make images     docker build the node, operator and e2e images (tag KEYRAFT_VERSION, default the operator's node version) plus the upgrade scenarios' node 0.2.0, 0.3.0-broken and operator 0.2.0-next"
 	@echo "make kind-up    kind cluster keyraft (3 workers, zones a/b/c), images loaded, operator chart installed (needs docker, kind)"
 	@echo "make kind-e2e   kind-up, then the e2e scenarios and day2 tests as a Job inside the kind cluster"
 	@echo "make kind-down  delete the kind cluster keyraft"
@@ -98,6 +98,7 @@ images:
 	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/node-variant.Dockerfile --build-arg BASE=keyraft/keyraft-node:$(KEYRAFT_VERSION) --target v0.2.0 -t keyraft/keyraft-node:0.2.0 .
 	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/node-variant.Dockerfile --build-arg BASE=keyraft/keyraft-node:$(KEYRAFT_VERSION) --target v0.3.0-broken -t keyraft/keyraft-node:0.3.0-broken .
 	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/operator.Dockerfile -t keyraft/keyraft-operator:$(KEYRAFT_VERSION) .
+	docker tag keyraft/keyraft-operator:$(KEYRAFT_VERSION) keyraft/keyraft-operator:0.2.0-next
 	DOCKER_BUILDKIT=1 docker build --provenance=false -f images/e2e.Dockerfile -t keyraft/keyraft-e2e:$(KEYRAFT_VERSION) .
 
 # The same scenarios on a real cluster where docker and kind exist (e2e/kind/README.md).

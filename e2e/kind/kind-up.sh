@@ -6,7 +6,9 @@
 #   3. builds the node, operator and e2e images (images/*.Dockerfile) tagged
 #      KEYRAFT_VERSION, and the node images 0.2.0 and 0.3.0-broken the
 #      rolling-upgrade scenario of e2e/tests/day2.rs upgrades to
-#      (images/node-variant.Dockerfile over the node image), and loads them all
+#      (images/node-variant.Dockerfile over the node image), tags the operator
+#      image 0.2.0-next as well (the helm-upgrade scenario of
+#      e2e/tests/scenarios.rs upgrades the release to it), and loads them all
 #      into the cluster's nodes;
 #   4. installs or upgrades the operator chart as release `op` in
 #      keyraft-system, running the loaded operator image, and waits for it.
@@ -77,6 +79,9 @@ E2E_IMAGE="keyraft/keyraft-e2e:${VERSION}"
 # Node images the rolling-upgrade scenario (e2e/tests/day2.rs) moves a cluster
 # to, by spec.version: the tag is the Dockerfile stage `v<tag>`.
 NODE_VARIANT_TAGS=(0.2.0 0.3.0-broken)
+# The operator "build" the helm-upgrade scenario (e2e/tests/scenarios.rs)
+# upgrades release op to (`--set image.tag=0.2.0-next`): this build, re-tagged.
+OPERATOR_NEXT_IMAGE="keyraft/keyraft-operator:0.2.0-next"
 
 # --- cluster -----------------------------------------------------------------
 
@@ -121,8 +126,10 @@ for tag in "${NODE_VARIANT_TAGS[@]}"; do
     --build-arg "BASE=${NODE_IMAGE}" --target "v${tag}" -t "keyraft/keyraft-node:${tag}" .
   variant_images+=("keyraft/keyraft-node:${tag}")
 done
+docker tag "${OPERATOR_IMAGE}" "${OPERATOR_NEXT_IMAGE}"
 # Pods use imagePullPolicy IfNotPresent: these tags are never pulled from a registry.
-kind load docker-image --name "${CLUSTER}" "${NODE_IMAGE}" "${variant_images[@]}" "${OPERATOR_IMAGE}" "${E2E_IMAGE}"
+kind load docker-image --name "${CLUSTER}" "${NODE_IMAGE}" "${variant_images[@]}" \
+  "${OPERATOR_IMAGE}" "${OPERATOR_NEXT_IMAGE}" "${E2E_IMAGE}"
 
 # --- operator ----------------------------------------------------------------
 
@@ -150,7 +157,7 @@ fi
 cat <<EOF
 
 kind cluster ${CLUSTER} is up: operator ${OPERATOR_IMAGE} in ${OPERATOR_NS}, node image ${NODE_IMAGE} loaded
-(and ${variant_images[*]} for the rolling-upgrade scenario).
+(and ${variant_images[*]} for the rolling-upgrade scenario, ${OPERATOR_NEXT_IMAGE} for the helm-upgrade one).
   export KUBECONFIG=${KUBECONFIG_OUT#"${ROOT}"/}
   kubectl apply --server-side -f examples/basic.yaml && kubectl get kr -w
   make kind-e2e     # the e2e scenarios and day2 tests as a Job in the cluster
