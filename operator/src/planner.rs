@@ -496,6 +496,20 @@ fn plan_reclaim(obs: &Observation, view: &ClusterViewReport, sts_replicas: i32) 
 fn plan_rebalance(obs: &Observation, view: &ClusterViewReport, via: &str, joining: &[String]) -> Vec<Action> {
     let rebalancing =
         |status: bool, reason: &str, message: String| condition(cond::REBALANCING, status, reason, message);
+    // Replicas on members that may not hold them (failed, decommissioning,
+    // gone): the nodes re-create them elsewhere by themselves.
+    let holds = |id: &u64| {
+        view.members.iter().any(|m| m.id == *id && NodeState::parse(&m.state).is_some_and(NodeState::holds_replicas))
+    };
+    let repairing: Vec<String> =
+        view.placement.iter().filter(|(_, replicas)| !replicas.iter().all(holds)).map(|(p, _)| p.to_string()).collect();
+    if !repairing.is_empty() {
+        return vec![rebalancing(
+            true,
+            "Repairing",
+            format!("moving replicas of partitions {} off failed or leaving members", repairing.join(", ")),
+        )];
+    }
     let moving = obs.moving_partitions(view);
     if !moving.is_empty() {
         let list = moving.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
@@ -1538,6 +1552,15 @@ mod tests {
             assert_eq!(rebalances, if want { vec![&expected] } else { vec![] }, "{case}");
             assert_eq!(condition_of(&actions, cond::REBALANCING).unwrap().reason, reason, "{case}");
         }
+    }
+
+    #[test]
+    fn replicas_on_a_failed_member_show_as_repairing() {
+        let mut m = active(4);
+        m[3].1 = "failed".into();
+        let obs = running(4, &members(&m), vec![(0, vec![1, 2, 3]), (1, vec![4, 1, 2])]);
+        let c = condition_of(&plan(&obs), cond::REBALANCING).unwrap().clone();
+        assert!(c.status && c.reason == "Repairing" && c.message.contains("partitions 1 "), "{c:?}");
     }
 
     #[test]
