@@ -76,7 +76,7 @@ impl GroupNetwork {
             "failpoint network::send"
         )))));
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let msg = RaftMessage { group: self.f.group, payload, cluster: self.f.cluster.clone() };
+        let msg = RaftMessage { group: self.f.group, payload, cluster: self.f.cluster.clone(), target: self.target };
         let mut client = self.f.peers.raft(&self.addr()).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let fut = async move {
             match rpc {

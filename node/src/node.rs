@@ -467,7 +467,7 @@ impl Node {
             .ok_or_else(|| ForwardError::Failed(format!("node {target} has no known address")))?;
         let payload = bincode::serialize(cmd).map_err(|e| ForwardError::Fatal(NodeError::Internal(e.to_string())))?;
         let mut c = self.peers.raft(&addr).map_err(|e| ForwardError::Failed(e.to_string()))?;
-        let msg = RaftMessage { group, payload, cluster: self.cfg.cluster.clone() };
+        let msg = RaftMessage { group, payload, cluster: self.cfg.cluster.clone(), target: 0 };
         let resp = tokio::time::timeout(FORWARD_ATTEMPT, c.propose(msg))
             .await
             .map_err(|_| ForwardError::Failed(format!("node {target} did not answer")))?

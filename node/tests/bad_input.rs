@@ -129,6 +129,14 @@ async fn a_node_that_has_not_joined_says_so() {
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
     let live = reqwest_free_get(&c.nodes[0].http.to_string(), "/healthz");
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    // A Raft message meant for another node id (the predecessor at this
+    // address) is refused, never answered with this node's log.
+    let mut raft =
+        keyraft_client::pb::raft_client::RaftClient::connect(format!("http://{}", c.nodes[0].grpc)).await.unwrap();
+    let msg = keyraft_client::pb::RaftMessage { group: 0, payload: vec![], cluster: "test".into(), target: 999 };
+    let err = raft.append_entries(msg).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().starts_with("target: message for node 999"), "{}", err.message());
     common::cleanup(&mut c);
 }
 

@@ -301,7 +301,8 @@ impl Kubelet {
         Ok(pids)
     }
 
-    /// Wipes a claim's volume and kills the processes of pods using it.
+    /// Kills the processes of pods using a claim, then wipes its volume (a
+    /// process still running must not write into the fresh volume).
     pub fn lose_volume(&self, ns: &str, claim: &str) -> ApiResult<Value> {
         let objects = &self.inner.cfg.objects;
         let pvc = objects
@@ -309,8 +310,6 @@ impl Kubelet {
             .get(&key("persistentvolumeclaims"), ns, claim)
             .ok_or_else(|| ApiError::not_found("persistentvolumeclaims", claim))?;
         let dir = controllers::volumes::volume_dir(&self.inner.cfg.state_dir, &pvc);
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::create_dir_all(&dir);
         let users: Vec<String> = objects
             .store
             .list(&key("pods"), Some(ns))
@@ -323,9 +322,18 @@ impl Kubelet {
             })
             .map(|p| name(p).to_string())
             .collect();
+        let mut pids = Vec::new();
         for u in &users {
-            let _ = self.signal_pod(ns, u, libc::SIGKILL);
+            pids.extend(self.signal_pod(ns, u, libc::SIGKILL).unwrap_or_default());
         }
+        // Wait (bounded) until the killed processes are gone; the kubelet
+        // restarts containers after a back-off of at least a second.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while pids.iter().any(|p| process_alive(*p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
         Ok(json!({"claim": claim, "wiped": dir, "killedPods": users}))
     }
 
@@ -376,5 +384,13 @@ impl SimHooks for Kubelet {
                 (m, s) => Err(ApiError::no_route(&format!("{m} /sim/{}", s.join("/")))),
             }
         })
+    }
+}
+
+/// Whether a process still runs (a zombie waiting to be reaped counts as gone).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
 }

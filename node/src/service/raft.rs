@@ -22,7 +22,7 @@ fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> {
 
 fn encode<T: Serialize>(group: u64, v: &T) -> Result<Response<RaftMessage>, Status> {
     let payload = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftMessage { group, payload, cluster: String::new() }))
+    Ok(Response::new(RaftMessage { group, payload, cluster: String::new(), target: 0 }))
 }
 
 impl RaftService {
@@ -32,6 +32,13 @@ impl RaftService {
             return Err(Status::failed_precondition(format!(
                 "cluster: message for cluster {:?} reached a node of cluster {:?}",
                 m.cluster, self.node.cfg.cluster
+            )));
+        }
+        if m.target != 0 && m.target != self.node.id() {
+            return Err(Status::failed_precondition(format!(
+                "target: message for node {} reached node {} at that address (a new incarnation)",
+                m.target,
+                self.node.id()
             )));
         }
         if let Some(g) = self.node.groups.get(m.group) {
