@@ -91,6 +91,13 @@ pub struct KeyraftClusterSpec {
     /// where the topology has them, a distinct zone.
     #[serde(default = "default_replication_factor")]
     #[schemars(extend("enum" = [1, 3, 5]))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self == oldSelf",
+            "message": "replicationFactor is immutable: every partition's replica count is fixed when the cluster is created; create a new cluster to change it",
+            "reason": "FieldValueForbidden"
+        }
+    ]))]
     pub replication_factor: u32,
 
     /// Read consistency settings.

@@ -117,6 +117,10 @@ fn partitions_are_immutable() {
     let new = manifest("replicas: 3\npartitions: 32");
     let errs = errors(&new, Some(&old));
     assert!(errs.iter().any(|e| e.contains("partitions is immutable")), "changing partitions was accepted: {errs:?}");
+    let old_rf = manifest("replicas: 5\npartitions: 16\nreplicationFactor: 3");
+    let new_rf = manifest("replicas: 5\npartitions: 16\nreplicationFactor: 5");
+    let errs = errors(&new_rf, Some(&old_rf));
+    assert!(errs.iter().any(|e| e.contains("replicationFactor is immutable")), "changing RF was accepted: {errs:?}");
     // Scaling is a legal update.
     let scaled = manifest("replicas: 5\npartitions: 16");
     let errs = errors(&scaled, Some(&old));
