@@ -227,6 +227,22 @@ impl Observation {
         self.pods.iter().filter(usable).find(|p| p.name != avoid).or_else(|| self.pods.iter().find(usable))
     }
 
+    /// Partitions whose actual voters (as their leaders report) include any
+    /// of `ids`; `None` while some partition has no reporting leader.
+    fn partitions_voting(&self, view: &ClusterViewReport, ids: &[u64]) -> Option<Vec<u32>> {
+        let led: BTreeMap<u32, &Vec<u64>> = self
+            .pods
+            .iter()
+            .filter_map(PodObservation::report)
+            .flat_map(|r| &r.led_voters)
+            .map(|(p, v)| (*p, v))
+            .collect();
+        if view.placement.iter().any(|(p, _)| !led.contains_key(p)) {
+            return None;
+        }
+        Some(led.iter().filter(|(_, v)| v.iter().any(|id| ids.contains(id))).map(|(p, _)| *p).collect())
+    }
+
     /// Partitions whose leader reports voters that differ from the placement:
     /// a move (or repair) the nodes are still carrying out.
     fn moving_partitions(&self, view: &ClusterViewReport) -> BTreeSet<u32> {
@@ -356,6 +372,10 @@ fn plan_bootstrap(obs: &Observation, desired: i32) -> Vec<Action> {
     ]
 }
 
+fn list(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// Returns the StatefulSet replicas to keep and the actions toward `desired`.
 ///
 /// The highest pod may go once it is empty: it is no member (never joined),
@@ -397,15 +417,27 @@ fn plan_scale_in(
             )],
         );
     };
+    // The placement is the goal, not the Raft memberships: a pod may only go
+    // once no partition's actual voters include it (a joint configuration
+    // still counting it would lose its majority with the pod).
+    let ids: Vec<u64> = view.members.iter().filter(|m| m.name == pod).map(|m| m.id).collect();
+    let voting = obs.partitions_voting(view, &ids);
+    let wait_voting = |why: String| (current, vec![progress(why)]);
     let Some(m) = view.member(&pod).filter(|m| m.state != "removed") else {
         // Never joined, or already removed from meta: nothing to move.
-        return (current - 1, vec![progress(format!("{pod} holds no data; removing it"))]);
+        return match voting {
+            Some(v) if v.is_empty() => (current - 1, vec![progress(format!("{pod} holds no data; removing it"))]),
+            Some(v) => wait_voting(format!("{pod} is removed but still a voter of partitions {}", list(&v))),
+            None => wait_voting(format!("waiting for every partition to have a leader before removing {pod}")),
+        };
     };
     let held = view.holds(m.id);
     match m.state.as_str() {
-        "decommissioning" | "failed" if held == 0 => {
-            (current - 1, vec![progress(format!("{pod} is decommissioned; removing it"))])
-        }
+        "decommissioning" | "failed" if held == 0 => match voting {
+            Some(v) if v.is_empty() => (current - 1, vec![progress(format!("{pod} is decommissioned; removing it"))]),
+            Some(v) => wait_voting(format!("decommissioning {pod}: partitions {} still count it as a voter", list(&v))),
+            None => wait_voting(format!("decommissioning {pod}: waiting for every partition to have a leader")),
+        },
         "decommissioning" | "failed" => {
             (current, vec![progress(format!("decommissioning {pod}: {held} partition replicas left to move"))])
         }
@@ -872,6 +904,13 @@ mod tests {
             default_read: Some(ReadConsistency::Linearizable),
         };
         let mut pods: Vec<PodObservation> = (0..n).map(|o| pod(o, node(o as u64 + 1, true))).collect();
+        // Settled: each partition's first replica leads it with the placed voters.
+        for (p, replicas) in &view.placement {
+            let leader = (replicas[0] as usize).checked_sub(1).filter(|i| *i < n as usize).unwrap_or(0);
+            if let NodeObservation::Reachable(r) = &mut pods[leader].node {
+                r.led_voters.push((*p, replicas.clone()));
+            }
+        }
         if let NodeObservation::Reachable(r) = &mut pods[0].node {
             r.view = Some(view);
         }
@@ -1072,6 +1111,29 @@ mod tests {
             // The PVC stays while the pod exists.
             assert!(!actions.iter().any(|a| matches!(a, Action::DeletePvc { .. })), "{case}");
         }
+    }
+
+    #[test]
+    fn scale_in_waits_until_no_partition_still_counts_the_member_as_a_voter() {
+        let mut m = active(4);
+        m.push(("kv-4".into(), "decommissioning".into()));
+        let placement = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 4])];
+        let mut obs = running(5, &members(&m), placement);
+        obs.spec.replicas = 4;
+        assert_eq!(sts_replicas(&plan(&obs)), 4, "placement and voters agree: shrink");
+        // Partition 1's leader still runs a joint configuration with kv-4 (id 5).
+        if let NodeObservation::Reachable(r) = &mut obs.pods[1].node {
+            r.led_voters = vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 4, 5])];
+        }
+        let actions = plan(&obs);
+        assert_eq!(sts_replicas(&actions), 5, "{actions:?}");
+        let c = condition_of(&actions, cond::PROGRESSING).unwrap();
+        assert!(c.message.contains("partitions 1 still count it as a voter"), "{c:?}");
+        // A partition without a reporting leader: wait too.
+        if let NodeObservation::Reachable(r) = &mut obs.pods[1].node {
+            r.led_voters = vec![(0, vec![1, 2, 3])];
+        }
+        assert_eq!(sts_replicas(&plan(&obs)), 5);
     }
 
     #[test]
