@@ -506,7 +506,10 @@ fn plan_reclaim(obs: &Observation, view: &ClusterViewReport, sts_replicas: i32) 
         .filter(|p| (p.ordinal as i32) < sts_replicas && !p.terminating && p.ready)
         .filter(|p| {
             p.report().is_some_and(|r| {
-                r.node_id != 0 && view.members.iter().any(|m| m.id == r.node_id && m.state == "removed")
+                r.node_id != 0
+                    && view.members.iter().any(|m| m.id == r.node_id && m.state == "removed")
+                    // Its id must count in no partition's voters any more.
+                    && obs.partitions_voting(view, &[r.node_id]).is_some_and(|v| v.is_empty())
             })
         })
         .flat_map(|p| {
