@@ -75,8 +75,14 @@ struct Inner {
     client_id: u64,
     seq: AtomicU64,
     next_endpoint: AtomicUsize,
+    /// Addresses that recently gave no answer in time, and since when: a
+    /// stopped or cut-off node is skipped (leader hints included) for a while.
+    silent: Mutex<HashMap<String, Instant>>,
     stats: ClientStats,
 }
+
+/// How long an address that gave no answer in time is passed over.
+const SILENT_FOR: Duration = Duration::from_secs(5);
 
 /// Whether a failed attempt may succeed on another try or node.
 fn retryable(s: &Status) -> bool {
@@ -110,6 +116,7 @@ impl Client {
                 client_id: rand::random::<u64>() | 1,
                 seq: AtomicU64::new(1),
                 next_endpoint: AtomicUsize::new(rand::random::<u32>() as usize),
+                silent: Mutex::new(HashMap::new()),
                 stats: ClientStats::default(),
             }),
         })
@@ -152,9 +159,21 @@ impl Client {
         Ok(AdminClient::new(self.channel(addr)?))
     }
 
+    fn is_silent(&self, addr: &str) -> bool {
+        let silent = self.inner.silent.lock().unwrap_or_else(|e| e.into_inner());
+        silent.get(addr).is_some_and(|since| since.elapsed() < SILENT_FOR)
+    }
+
+    /// The next endpoint in turn, passing over those that were silent lately
+    /// (all silent: the next one anyway).
     fn rotate_endpoint(&self) -> String {
         let eps = &self.inner.opts.endpoints;
-        eps[self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed) % eps.len()].clone()
+        let start = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        (0..eps.len())
+            .map(|i| &eps[(start + i) % eps.len()])
+            .find(|e| !self.is_silent(e))
+            .unwrap_or(&eps[start % eps.len()])
+            .clone()
     }
 
     /// Runs `attempt` against a node until it succeeds, fails for good, or
@@ -177,23 +196,30 @@ impl Client {
             attempts += 1;
             let cached = partition
                 .filter(|_| prefer_leader && self.inner.opts.follow_leader_hints)
-                .and_then(|p| self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&p).cloned());
+                .and_then(|p| self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&p).cloned())
+                .filter(|addr| !self.is_silent(addr));
             let target = cached.unwrap_or_else(|| self.rotate_endpoint());
             let remaining =
                 self.inner.opts.timeout.saturating_sub(start.elapsed()).min(self.inner.opts.attempt_timeout);
             let res = match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt(target.clone())).await
             {
                 Ok(r) => r,
-                Err(_) => Err(Status::deadline_exceeded(format!("no answer from {target} in time"))),
+                Err(_) => {
+                    self.inner.silent.lock().unwrap_or_else(|e| e.into_inner()).insert(target.clone(), Instant::now());
+                    Err(Status::deadline_exceeded(format!("no answer from {target} in time")))
+                }
             };
             match res {
-                Ok(resp) => return Ok(resp.into_inner()),
+                Ok(resp) => {
+                    self.inner.silent.lock().unwrap_or_else(|e| e.into_inner()).remove(&target);
+                    return Ok(resp.into_inner());
+                }
                 Err(s) if retryable(&s) && start.elapsed() < self.inner.opts.timeout => {
                     self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
                     if let Some(p) = partition {
                         let mut leaders = self.inner.leaders.lock().unwrap_or_else(|e| e.into_inner());
                         match s.metadata().get(LEADER_HINT_HEADER).and_then(|v| v.to_str().ok()) {
-                            Some(hint) if self.inner.opts.follow_leader_hints => {
+                            Some(hint) if self.inner.opts.follow_leader_hints && !self.is_silent(hint) => {
                                 leaders.insert(p, hint.to_string());
                                 continue;
                             }
@@ -456,5 +482,22 @@ impl Client {
                 _ => return Ok(out),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_endpoint_that_gave_no_answer_is_passed_over_for_a_while() {
+        let c = Client::new(ClientOptions::new(vec!["a:1".into(), "b:1".into(), "c:1".into()])).unwrap();
+        c.inner.silent.lock().unwrap().insert("b:1".into(), Instant::now());
+        let picked: Vec<String> = (0..9).map(|_| c.rotate_endpoint()).collect();
+        assert!(!picked.iter().any(|e| e == "b:1"), "{picked:?}");
+        assert!(picked.iter().any(|e| e == "a:1") && picked.iter().any(|e| e == "c:1"), "{picked:?}");
+        // Once the while is over it is tried again.
+        c.inner.silent.lock().unwrap().insert("b:1".into(), Instant::now() - SILENT_FOR);
+        assert!((0..9).map(|_| c.rotate_endpoint()).any(|e| e == "b:1"));
     }
 }
