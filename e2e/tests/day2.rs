@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
@@ -45,19 +44,6 @@ fn manifest(name: &str, spec: Value) -> String {
     serde_json::to_string(&base).unwrap()
 }
 
-/// A bin dir for an image tag: `keyraft-node` runs the current build with
-/// `extra` arguments first (another version, or a bad flag).
-fn tag_dir(root: &Path, tag: &str, extra: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let real = keyraft_e2e::sim::default_bin_dir().join("keyraft-node");
-    let dir = root.join(tag);
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("keyraft-node");
-    std::fs::write(&script, format!("#!/bin/sh\nexec '{}' {extra} \"$@\"\n", real.display())).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
 fn members(kr: &Value) -> &Vec<Value> {
     kr["status"]["members"].as_array().expect("status.members")
 }
@@ -66,38 +52,11 @@ fn member<'a>(kr: &'a Value, pod: &str) -> &'a Value {
     members(kr).iter().find(|m| m["pod"] == pod).unwrap_or_else(|| panic!("{pod} not in status.members"))
 }
 
-/// The cluster once its status satisfies `f` for the current generation.
-async fn wait_status(
-    env: &Env,
-    ns: &str,
-    name: &str,
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut(&Value) -> bool,
-) -> Value {
-    let mut last = Value::Null;
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(kr) = env.cluster(ns, name).await {
-            if kr["status"]["observedGeneration"] == kr["metadata"]["generation"] && f(&kr) {
-                return kr;
-            }
-            last = kr["status"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{ns}/{name}: timed out after {limit:?} waiting for {what}; last status:\n{}",
-            serde_json::to_string_pretty(&common::cluster::without_partitions(&last)).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_upgrade_of_five_nodes_fails_no_request_and_a_bad_version_stops_at_one_pod_until_reverted() {
     let bins = tempfile::tempdir().unwrap();
-    let v2 = tag_dir(bins.path(), "0.2.0", "--reported-version 0.2.0");
-    let broken = tag_dir(bins.path(), "0.3.0-broken", "--no-such-flag");
+    let v2 = common::tag_bin_dir(bins.path(), "0.2.0", "keyraft-node", "--reported-version 0.2.0");
+    let broken = common::tag_bin_dir(bins.path(), "0.3.0-broken", "keyraft-node", "--no-such-flag");
     let Some(env) = Env::with_operator_on(|cfg| {
         cfg.tag_bin_dirs.insert("0.2.0".into(), v2);
         cfg.tag_bin_dirs.insert("0.3.0-broken".into(), broken);
@@ -117,16 +76,17 @@ async fn rolling_upgrade_of_five_nodes_fails_no_request_and_a_bad_version_stops_
     let t = Instant::now();
     env.patch_spec(ns, "kv", json!({"version": "0.2.0"})).await;
     let mut progress = BTreeSet::new();
-    let done = wait_status(&env, ns, "kv", "every pod on 0.2.0", SETTLE, |kr| {
-        if let Some(c) = condition(kr, "Upgrading").filter(|c| c["status"] == "True") {
-            let msg = c["message"].as_str().unwrap_or_default();
-            if let Some(i) = msg.find(" pods updated") {
-                progress.insert(msg[..i].rsplit(' ').next().unwrap().to_string());
+    let done = env
+        .wait_status(ns, "kv", "every pod on 0.2.0", SETTLE, |kr| {
+            if let Some(c) = condition(kr, "Upgrading").filter(|c| c["status"] == "True") {
+                let msg = c["message"].as_str().unwrap_or_default();
+                if let Some(i) = msg.find(" pods updated") {
+                    progress.insert(msg[..i].rsplit(' ').next().unwrap().to_string());
+                }
             }
-        }
-        settled(kr, 5) && kr["status"]["currentVersion"] == "0.2.0" && kr["status"]["updatedReplicas"] == 5
-    })
-    .await;
+            settled(kr, 5) && kr["status"]["currentVersion"] == "0.2.0" && kr["status"]["updatedReplicas"] == 5
+        })
+        .await;
     let took = t.elapsed();
     work.progresses(100, PROGRESS).await;
     eprintln!("rolling upgrade of 5 pods took {took:?}; progress seen: {progress:?}");
@@ -143,18 +103,19 @@ async fn rolling_upgrade_of_five_nodes_fails_no_request_and_a_bad_version_stops_
 
     // A version whose pods cannot start: the rollout stops at its first pod.
     env.patch_spec(ns, "kv", json!({"version": "0.3.0-broken"})).await;
-    let stuck = wait_status(&env, ns, "kv", "the rollout waiting on a pod that is not ready", SETTLE, |kr| {
-        let bad: Vec<&Value> = members(kr).iter().filter(|m| m["version"] == "0.3.0-broken").collect();
-        bad.len() == 1
-            && bad[0]["ready"] == false
-            && condition(kr, "Upgrading").is_some_and(|c| {
-                let msg = c["message"].as_str().unwrap_or_default();
-                c["status"] == "True"
-                    && msg.contains(bad[0]["pod"].as_str().unwrap())
-                    && msg.contains("ready on 0.3.0-broken")
-            })
-    })
-    .await;
+    let stuck = env
+        .wait_status(ns, "kv", "the rollout waiting on a pod that is not ready", SETTLE, |kr| {
+            let bad: Vec<&Value> = members(kr).iter().filter(|m| m["version"] == "0.3.0-broken").collect();
+            bad.len() == 1
+                && bad[0]["ready"] == false
+                && condition(kr, "Upgrading").is_some_and(|c| {
+                    let msg = c["message"].as_str().unwrap_or_default();
+                    c["status"] == "True"
+                        && msg.contains(bad[0]["pod"].as_str().unwrap())
+                        && msg.contains("ready on 0.3.0-broken")
+                })
+        })
+        .await;
     let bad_pod = members(&stuck).iter().find(|m| m["version"] == "0.3.0-broken").unwrap()["pod"].as_str().unwrap();
     let bad_pod = bad_pod.to_string();
     // The other four keep serving while it stays stuck.
@@ -167,10 +128,11 @@ async fn rolling_upgrade_of_five_nodes_fails_no_request_and_a_bad_version_stops_
     // Reverting the spec recovers: the stuck pod comes back on 0.2.0.
     let t = Instant::now();
     env.patch_spec(ns, "kv", json!({"version": "0.2.0"})).await;
-    let back = wait_status(&env, ns, "kv", "every pod back on 0.2.0", SETTLE, |kr| {
-        settled(kr, 5) && kr["status"]["currentVersion"] == "0.2.0"
-    })
-    .await;
+    let back = env
+        .wait_status(ns, "kv", "every pod back on 0.2.0", SETTLE, |kr| {
+            settled(kr, 5) && kr["status"]["currentVersion"] == "0.2.0"
+        })
+        .await;
     eprintln!("revert recovered {bad_pod} in {:?}", t.elapsed());
     assert_status_truthful(&env, ns, &back).await;
     work.progresses(100, PROGRESS).await;
@@ -245,21 +207,23 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     let lonely_id = node_id(&back, &lonely);
     let outage = Instant::now();
     env.set_node_ready(node, false);
-    let removed = wait_status(&env, ns, "kv", &format!("{lonely} failed over and removed"), SETTLE, |kr| {
-        members(kr).iter().any(|m| m["pod"] == lonely.as_str() && m["state"] == "removed")
-            && kr["status"]["partitions"].as_array().is_some_and(|ps| {
-                ps.iter().all(|p| p["replicas"].as_array().unwrap().iter().all(|r| r.as_u64() != Some(lonely_id)))
-            })
-    })
-    .await;
+    let removed = env
+        .wait_status(ns, "kv", &format!("{lonely} failed over and removed"), SETTLE, |kr| {
+            members(kr).iter().any(|m| m["pod"] == lonely.as_str() && m["state"] == "removed")
+                && kr["status"]["partitions"].as_array().is_some_and(|ps| {
+                    ps.iter().all(|p| p["replicas"].as_array().unwrap().iter().all(|r| r.as_u64() != Some(lonely_id)))
+                })
+        })
+        .await;
     eprintln!("{lonely} ({node} NotReady) failed over and removed after {:?}", outage.elapsed());
     assert!(condition(&removed, "Available").is_some_and(|c| c["status"] == "True"), "still Available");
     work.progresses(100, PROGRESS).await;
     env.set_node_ready(node, true);
-    let rejoined = wait_status(&env, ns, "kv", &format!("{lonely} back as a new member"), SETTLE, |kr| {
-        settled(kr, 4) && new_id(kr, &lonely, lonely_id)
-    })
-    .await;
+    let rejoined = env
+        .wait_status(ns, "kv", &format!("{lonely} back as a new member"), SETTLE, |kr| {
+            settled(kr, 4) && new_id(kr, &lonely, lonely_id)
+        })
+        .await;
     eprintln!("{lonely} rejoined as a new member {:?} after the outage began", outage.elapsed());
     assert_status_truthful(&env, ns, &rejoined).await;
 
@@ -269,10 +233,11 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     let victim_id = node_id(&rejoined, &victim);
     let lost = Instant::now();
     env.lose_volume(ns, &format!("data-{victim}"));
-    let replaced = wait_status(&env, ns, "kv", &format!("{victim} back as a new incarnation"), SETTLE, |kr| {
-        settled(kr, 4) && new_id(kr, &victim, victim_id)
-    })
-    .await;
+    let replaced = env
+        .wait_status(ns, "kv", &format!("{victim} back as a new incarnation"), SETTLE, |kr| {
+            settled(kr, 4) && new_id(kr, &victim, victim_id)
+        })
+        .await;
     eprintln!("{victim} lost its volume; replaced and settled after {:?}", lost.elapsed());
     assert_status_truthful(&env, ns, &replaced).await;
     let events = env.event_reasons(ns, "kv").await;
@@ -356,13 +321,14 @@ async fn scaling_three_to_six_over_three_zones_spreads_every_partition_and_a_los
     let t = Instant::now();
     env.kubectl_ok(&["scale", "kr/kv", "-n", ns, "--replicas=6"]).await;
     let mut rebalancing = None;
-    let six = wait_status(&env, ns, "kv", "6 members spread over 3 zones", SETTLE, |kr| {
-        if let Some(c) = condition(kr, "Rebalancing").filter(|c| c["status"] == "True") {
-            rebalancing.get_or_insert(c["message"].as_str().unwrap_or_default().to_string());
-        }
-        settled(kr, 6) && spread_over_zones(kr)
-    })
-    .await;
+    let six = env
+        .wait_status(ns, "kv", "6 members spread over 3 zones", SETTLE, |kr| {
+            if let Some(c) = condition(kr, "Rebalancing").filter(|c| c["status"] == "True") {
+                rebalancing.get_or_insert(c["message"].as_str().unwrap_or_default().to_string());
+            }
+            settled(kr, 6) && spread_over_zones(kr)
+        })
+        .await;
     eprintln!("3 -> 6 settled and spread over zones after {:?}; Rebalancing said: {rebalancing:?}", t.elapsed());
     assert!(rebalancing.is_some(), "the Rebalancing condition was True while replicas moved");
     assert_status_truthful(&env, ns, &six).await;
@@ -388,10 +354,11 @@ async fn scaling_three_to_six_over_three_zones_spreads_every_partition_and_a_los
         assert_eq!(got.unwrap().as_deref(), Some(&b"still here"[..]), "linearizable read of {k} with zone-a down");
     }
     work.progresses(200, PROGRESS).await;
-    let during = wait_status(&env, ns, "kv", "the lost pods seen unready", PROGRESS, |kr| {
-        lost.iter().all(|p| member(kr, p)["ready"] == false)
-    })
-    .await;
+    let during = env
+        .wait_status(ns, "kv", "the lost pods seen unready", PROGRESS, |kr| {
+            lost.iter().all(|p| member(kr, p)["ready"] == false)
+        })
+        .await;
     let available = condition(&during, "Available").unwrap();
     assert_eq!(available["status"], "True", "every partition keeps a majority: {available}");
     for p in &lost {

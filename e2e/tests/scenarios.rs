@@ -380,7 +380,6 @@ async fn scaling_three_to_five_and_back_keeps_serving_and_every_write() {
 /// cluster, its pods and its volumes serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_upgrade_and_uninstall_of_the_operator_leave_the_cluster_serving() {
-    use std::os::unix::fs::PermissionsExt;
     if common::external() {
         // The other scenarios share that cluster's operator release.
         eprintln!("SKIPPED: upgrading and uninstalling the operator needs an operator of its own");
@@ -388,11 +387,7 @@ async fn helm_upgrade_and_uninstall_of_the_operator_leave_the_cluster_serving() 
     }
     let bins = tempfile::tempdir().unwrap();
     // A second operator build: the image tag runs it.
-    let real = keyraft_e2e::sim::default_bin_dir().join("keyraft-operator");
-    let script = bins.path().join("keyraft-operator");
-    std::fs::write(&script, format!("#!/bin/sh\nexec '{}' \"$@\"\n", real.display())).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let dir = bins.path().to_path_buf();
+    let dir = common::tag_bin_dir(bins.path(), "0.2.0-next", "keyraft-operator", "");
     let Some(env) = Env::with_operator_on(|cfg| {
         cfg.tag_bin_dirs.insert("0.2.0-next".into(), dir);
     })

@@ -319,10 +319,7 @@ impl Node {
         }
         // 2. Once the new voters caught up, one joint-consensus change.
         if *voters != cur_voters {
-            let last = m.last_log_index.unwrap_or(0);
-            let repl = m.replication.clone().unwrap_or_default();
-            let caught_up =
-                |id: &NodeId| repl.get(id).cloned().flatten().is_some_and(|l| l.index + CAUGHT_UP_LAG >= last);
+            let caught_up = |id: &NodeId| caught_up(&m, *id);
             let lagging: Vec<NodeId> =
                 voters.iter().filter(|id| !cur_voters.contains(id) && !caught_up(id)).copied().collect();
             if !lagging.is_empty() {
@@ -373,12 +370,8 @@ impl Node {
         }
         let my_state = meta.members.get(&me).map(|m| m.state);
         let draining = !matches!(my_state, Some(MemberState::Active));
-        let last = m.last_log_index.unwrap_or(0);
-        let repl = m.replication.clone().unwrap_or_default();
-        let healthy = |id: &NodeId| {
-            meta.members.get(id).is_some_and(|mm| mm.state == MemberState::Active)
-                && repl.get(id).cloned().flatten().is_some_and(|l| l.index + CAUGHT_UP_LAG >= last)
-        };
+        let healthy =
+            |id: &NodeId| meta.members.get(id).is_some_and(|mm| mm.state == MemberState::Active) && caught_up(&m, *id);
         let target = if preferred != me && healthy(&preferred) {
             Some(preferred)
         } else if draining {
@@ -456,6 +449,13 @@ impl Node {
         }
         false
     }
+}
+
+/// Whether the leader whose metrics these are has replicated to `id` within
+/// `CAUGHT_UP_LAG` entries of its log.
+fn caught_up(m: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> bool {
+    let last = m.last_log_index.unwrap_or(0);
+    m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).is_some_and(|l| l.index + CAUGHT_UP_LAG >= last)
 }
 
 /// Up to 3 voters (5 from 5 eligible members), spread over zones, keeping

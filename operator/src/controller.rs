@@ -368,7 +368,7 @@ async fn act(
             .await;
         }
         Action::DeletePvc { name } => {
-            delete_pvc(&Api::namespaced(ctx.client.clone(), ns), &name).await?;
+            delete_if_present(&Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns), &name).await?;
             publish(
                 ctx,
                 kr,
@@ -394,12 +394,8 @@ async fn act(
         Action::ReclaimMember { pod, pvc } => {
             // The claim first: it is released once the pod is gone, and
             // the StatefulSet then creates the pod with a fresh one.
-            delete_pvc(&Api::namespaced(ctx.client.clone(), ns), &pvc).await?;
-            match Api::<Pod>::namespaced(ctx.client.clone(), ns).delete(&pod, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_if_present(&Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns), &pvc).await?;
+            delete_if_present(&Api::<Pod>::namespaced(ctx.client.clone(), ns), &pod).await?;
             publish(
                 ctx,
                 kr,
@@ -531,7 +527,7 @@ async fn cleanup(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
         let pvcs = api.list(&ListParams::default().labels(&builders::selector_string(&names.cluster))).await?;
         for pvc in pvcs.items {
-            delete_pvc(&api, &pvc.name_any()).await?;
+            delete_if_present(&api, &pvc.name_any()).await?;
         }
     }
     publish(
@@ -690,8 +686,11 @@ pub fn build_status(
     }
 }
 
-/// Deletes a claim; one already gone counts as deleted (steps repeat after a crash).
-async fn delete_pvc(api: &Api<PersistentVolumeClaim>, name: &str) -> Result<(), kube::Error> {
+/// Deletes an object; one already gone counts as deleted (steps repeat after a crash).
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

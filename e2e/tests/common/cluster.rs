@@ -143,18 +143,32 @@ impl Env {
     /// Waits until the operator reports the cluster settled at `replicas`
     /// for the current generation (see [`settled`]); returns the object.
     pub async fn wait_running(&self, ns: &str, name: &str, replicas: i64, limit: Duration) -> Value {
+        let what = format!("Running with {replicas} ready replicas");
+        self.wait_status(ns, name, &what, limit, |kr| settled(kr, replicas)).await
+    }
+
+    /// The cluster once `f` holds for it and its status is of the current
+    /// generation; fails naming `what` with the last status after `limit`.
+    pub async fn wait_status(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        mut f: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         let deadline = Instant::now() + limit;
         loop {
             if let Some(kr) = self.cluster(ns, name).await {
-                if settled(&kr, replicas) {
+                if kr["status"]["observedGeneration"] == kr["metadata"]["generation"] && f(&kr) {
                     return kr;
                 }
                 last = kr["status"].clone();
             }
             assert!(
                 Instant::now() < deadline,
-                "{ns}/{name} not Running with {replicas} ready replicas after {limit:?}; last status:\n{}",
+                "{ns}/{name}: timed out after {limit:?} waiting for {what}; last status:\n{}",
                 serde_json::to_string_pretty(&without_partitions(&last)).unwrap()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -126,3 +126,16 @@ where
 pub fn client(sim: &Simulator) -> kube::Client {
     kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap()
 }
+
+/// A bin dir `root/tag` for an image tag whose `name` runs this build's
+/// `name` with `extra` arguments first: another version, or a bad flag.
+pub fn tag_bin_dir(root: &Path, tag: &str, name: &str, extra: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = keyraft_e2e::sim::default_bin_dir().join(name);
+    let dir = root.join(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join(name);
+    std::fs::write(&script, format!("#!/bin/sh\nexec '{}' {extra} \"$@\"\n", real.display())).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
