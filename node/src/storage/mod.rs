@@ -7,6 +7,7 @@
 //! the log entries after them.
 
 pub mod log_store;
+pub mod sessions;
 pub mod state_machine;
 pub mod wal;
 

@@ -4,7 +4,6 @@
 //! After a restart the latest snapshot is loaded and openraft re-applies the
 //! committed log entries that follow it, so applying need not touch the disk.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::sessions::Sessions;
 use super::wal::sync_dir;
 use crate::meta::ClusterMeta;
 use crate::types::{
@@ -23,31 +23,20 @@ use crate::types::{
     TypeConfig,
 };
 
-/// How many recent results a client's session remembers for retries.
-const SESSION_RESULTS: usize = 256;
-/// A client not seen for this many log entries is forgotten.
-const SESSION_IDLE_ENTRIES: u64 = 200_000;
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct ClientSession {
-    last_index: u64,
-    results: BTreeMap<u64, CommandResult>,
-}
-
 /// Everything a snapshot holds.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SmData {
     pub last_applied: Option<LogId>,
     pub last_membership: StoredMembership,
     pub kv: KvMap,
-    sessions: HashMap<u64, ClientSession>,
+    sessions: Sessions,
     pub meta: Option<ClusterMeta>,
 }
 
 impl SmData {
     fn apply_kv(&mut self, index: u64, rid: Option<RequestId>, op: KvOp) -> CommandResult {
         if let Some(rid) = rid {
-            if let Some(r) = self.sessions.get(&rid.client_id).and_then(|s| s.results.get(&rid.seq)) {
+            if let Some(r) = self.sessions.seen(&rid) {
                 return r.clone();
             }
         }
@@ -80,16 +69,9 @@ impl SmData {
             }
         };
         if let Some(rid) = rid {
-            let s = self.sessions.entry(rid.client_id).or_default();
-            s.last_index = index;
-            s.results.insert(rid.seq, res.clone());
-            while s.results.len() > SESSION_RESULTS {
-                s.results.pop_first();
-            }
+            self.sessions.record(index, rid, &res);
         }
-        if index.is_multiple_of(4096) {
-            self.sessions.retain(|_, s| s.last_index + SESSION_IDLE_ENTRIES > index);
-        }
+        self.sessions.expire(index);
         res
     }
 }
