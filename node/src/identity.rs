@@ -15,6 +15,11 @@ use crate::types::NodeId;
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 const FILE: &str = "KEYRAFT_IDENTITY";
+/// Where a new identity is written before it is renamed into place.
+const TMP_FILE: &str = "KEYRAFT_IDENTITY.tmp";
+/// What a freshly formatted filesystem leaves at its root (ext2/3/4 create
+/// `lost+found`); a volume mounted as the data directory holds it.
+const FILESYSTEM_ARTEFACTS: &[&str] = &["lost+found"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -48,7 +53,7 @@ impl Identity {
     /// Loads the identity in `dir`, or creates one if `dir` is empty.
     pub fn load_or_create(dir: &Path, name: &str, cluster: &str) -> Result<Identity, IdentityError> {
         let io = |source| IdentityError::Io { dir: dir.to_path_buf(), source };
-        fs::create_dir_all(dir).map_err(io)?;
+        create_dir_durably(dir).map_err(io)?;
         let path = dir.join(FILE);
         match fs::read(&path) {
             Ok(bytes) => {
@@ -74,10 +79,12 @@ impl Identity {
                 Ok(id)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let has_files = fs::read_dir(dir).map_err(io)?.next().is_some();
-                if has_files {
+                if !is_empty_volume(dir).map_err(io)? {
                     return Err(IdentityError::Foreign { dir: dir.to_path_buf() });
                 }
+                // A crash while the first identity was being written leaves
+                // only its temp file: the directory is still empty.
+                remove_if_present(&dir.join(TMP_FILE)).map_err(io)?;
                 let mut rng = rand::rng();
                 let id = Identity {
                     format_version: FORMAT_VERSION,
@@ -95,14 +102,61 @@ impl Identity {
         }
     }
 
-    /// Writes the identity atomically.
+    /// Writes the identity atomically: a crash at any step leaves either the
+    /// old file or the new one in place, never a torn one.
     pub fn save(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(format!("{FILE}.tmp"));
+        let tmp = dir.join(TMP_FILE);
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        fail::fail_point!("identity::before_sync", |_| Err(io::Error::other("failpoint identity::before_sync")));
         f.sync_all()?;
+        fail::fail_point!("identity::before_rename", |_| Err(io::Error::other("failpoint identity::before_rename")));
         fs::rename(&tmp, dir.join(FILE))?;
-        crate::storage::wal::sync_dir(dir)
+        sync_dir(dir)
+    }
+}
+
+/// Whether `dir` holds nothing but filesystem artefacts and a leftover
+/// identity temp file.
+fn is_empty_volume(dir: &Path) -> io::Result<bool> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let artefact = FILESYSTEM_ARTEFACTS.iter().any(|a| name == *a) && entry.file_type()?.is_dir();
+        if !artefact && name != TMP_FILE {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` (and missing parents), each fsynced into its parent so the
+/// directory survives a crash.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
     }
 }
 
@@ -146,8 +200,90 @@ mod tests {
         let e = Identity::load_or_create(foreign.path(), "n0", "c").unwrap_err();
         assert!(matches!(e, IdentityError::Foreign { .. }), "{e}");
 
+        let foreign_dir = tempfile::tempdir().unwrap();
+        fs::create_dir(foreign_dir.path().join("pgdata")).unwrap();
+        let e = Identity::load_or_create(foreign_dir.path(), "n0", "c").unwrap_err();
+        assert!(e.to_string().contains("holds files but no KEYRAFT_IDENTITY"), "{e}");
+
+        // A file named like the artefact is not the artefact.
+        let fake = tempfile::tempdir().unwrap();
+        fs::write(fake.path().join("lost+found"), "x").unwrap();
+        assert!(matches!(Identity::load_or_create(fake.path(), "n0", "c"), Err(IdentityError::Foreign { .. })));
+
         let corrupt = tempfile::tempdir().unwrap();
         fs::write(corrupt.path().join(FILE), "{not json").unwrap();
         assert!(matches!(Identity::load_or_create(corrupt.path(), "n0", "c"), Err(IdentityError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_fresh_volume_with_lost_and_found_is_empty() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("lost+found")).unwrap();
+        let a = Identity::load_or_create(d.path(), "n0", "c").unwrap();
+        assert_eq!(Identity::load_or_create(d.path(), "n0", "c").unwrap(), a);
+        assert!(d.path().join("lost+found").is_dir(), "the filesystem's directory is left alone");
+    }
+
+    #[test]
+    fn a_missing_data_dir_is_created() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("a/b/data");
+        Identity::load_or_create(&dir, "n0", "c").unwrap();
+        assert!(dir.join(FILE).is_file());
+    }
+
+    /// Every state a crash during the first write can leave: an empty temp
+    /// file (crash after create), a torn one (during write), a complete one
+    /// (between fsync and rename). None of them bricks the directory.
+    #[test]
+    fn a_crash_while_creating_the_identity_never_bricks_the_directory() {
+        let complete = serde_json::to_vec_pretty(&Identity {
+            format_version: FORMAT_VERSION,
+            node_id: 7,
+            incarnation: "x".into(),
+            name: "n0".into(),
+            cluster_name: "c".into(),
+            cluster_id: None,
+        })
+        .unwrap();
+        for (what, tmp) in [("empty", &b""[..]), ("torn", &complete[..complete.len() / 2]), ("complete", &complete)] {
+            let d = tempfile::tempdir().unwrap();
+            fs::create_dir(d.path().join("lost+found")).unwrap();
+            fs::write(d.path().join(TMP_FILE), tmp).unwrap();
+            let a = Identity::load_or_create(d.path(), "n0", "c").unwrap_or_else(|e| panic!("{what} temp file: {e}"));
+            assert!(!d.path().join(TMP_FILE).exists(), "{what}: the leftover temp file is removed");
+            assert_eq!(Identity::load_or_create(d.path(), "n0", "c").unwrap(), a, "{what}");
+        }
+    }
+
+    /// A crash while an existing identity is rewritten (the cluster id is
+    /// recorded after joining) leaves the old file in place and a temp file.
+    #[test]
+    fn a_crash_while_rewriting_the_identity_keeps_the_old_one() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Identity::load_or_create(d.path(), "n0", "c").unwrap();
+        fs::create_dir(d.path().join("wal")).unwrap();
+        fs::write(d.path().join(TMP_FILE), b"{\"format_ver").unwrap();
+        assert_eq!(Identity::load_or_create(d.path(), "n0", "c").unwrap(), a);
+        let mut b = a.clone();
+        b.cluster_id = Some("abc".into());
+        b.save(d.path()).unwrap();
+        assert_eq!(Identity::load_or_create(d.path(), "n0", "c").unwrap(), b);
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn a_failed_identity_write_leaves_the_previous_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Identity::load_or_create(d.path(), "n0", "c").unwrap();
+        let mut b = a.clone();
+        b.cluster_id = Some("abc".into());
+        for fp in ["identity::before_sync", "identity::before_rename"] {
+            let scenario = fail::FailScenario::setup();
+            fail::cfg(fp, "return").unwrap();
+            assert!(b.save(d.path()).is_err(), "{fp}");
+            scenario.teardown();
+            assert_eq!(Identity::load_or_create(d.path(), "n0", "c").unwrap(), a, "{fp}");
+        }
     }
 }
