@@ -3,7 +3,7 @@
 //! writes with request ids so a retry is applied once, and keeps session
 //! tokens for read-your-writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,11 +74,25 @@ struct Inner {
     sessions: Mutex<HashMap<u32, u64>>,
     client_id: u64,
     seq: AtomicU64,
+    /// Seqs of the writes awaiting an answer.
+    in_flight: Mutex<BTreeSet<u64>>,
     next_endpoint: AtomicUsize,
     /// Addresses that recently gave no answer in time, and since when: a
     /// stopped or cut-off node is skipped (leader hints included) for a while.
     silent: Mutex<HashMap<String, Instant>>,
     stats: ClientStats,
+}
+
+/// A write awaiting its answer; dropped once answered, failed or abandoned.
+struct Pending {
+    inner: Arc<Inner>,
+    seq: u64,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.seq);
+    }
 }
 
 /// How long an address that gave no answer in time is passed over.
@@ -115,6 +129,7 @@ impl Client {
                 sessions: Mutex::new(HashMap::new()),
                 client_id: rand::random::<u64>() | 1,
                 seq: AtomicU64::new(1),
+                in_flight: Mutex::new(BTreeSet::new()),
                 next_endpoint: AtomicUsize::new(rand::random::<u32>() as usize),
                 silent: Mutex::new(HashMap::new()),
                 stats: ClientStats::default(),
@@ -292,8 +307,19 @@ impl Client {
         WriteInfo { partition: h.partition, index, served_by: h.served_by }
     }
 
-    fn request_id(&self) -> Option<pb::RequestId> {
-        Some(pb::RequestId { client_id: self.inner.client_id, seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) })
+    /// A new request id, with the lowest seq still awaiting an answer (this
+    /// one included), so the cluster can forget the results of the others.
+    /// The write counts as awaiting its answer until the guard is dropped.
+    fn request_id(&self) -> (Option<pb::RequestId>, Pending) {
+        let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken under the lock: a seq is never below a mark already sent.
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        in_flight.insert(seq);
+        let first_unacked = in_flight.first().copied().unwrap_or(seq);
+        (
+            Some(pb::RequestId { client_id: self.inner.client_id, seq, first_unacked }),
+            Pending { inner: self.inner.clone(), seq },
+        )
     }
 
     async fn partition_of(&self, key: &[u8]) -> Result<u32, ClientError> {
@@ -329,7 +355,8 @@ impl Client {
     }
 
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<WriteInfo, ClientError> {
-        let req = pb::PutRequest { key: key.into(), value: value.into(), request_id: self.request_id() };
+        let (request_id, _pending) = self.request_id();
+        let req = pb::PutRequest { key: key.into(), value: value.into(), request_id };
         let p = self.partition_of(&req.key).await?;
         let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.put(r).await }).await?;
         self.learn(&resp.header, true);
@@ -385,7 +412,8 @@ impl Client {
     }
 
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, ClientError> {
-        let req = pb::DeleteRequest { key: key.into(), request_id: self.request_id() };
+        let (request_id, _pending) = self.request_id();
+        let req = pb::DeleteRequest { key: key.into(), request_id };
         let p = self.partition_of(&req.key).await?;
         let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.delete(r).await }).await?;
         self.learn(&resp.header, true);
@@ -401,8 +429,8 @@ impl Client {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<(bool, Option<Vec<u8>>), ClientError> {
-        let req =
-            pb::CompareAndSwapRequest { key: key.into(), expected, new_value: new, request_id: self.request_id() };
+        let (request_id, _pending) = self.request_id();
+        let req = pb::CompareAndSwapRequest { key: key.into(), expected, new_value: new, request_id };
         let p = self.partition_of(&req.key).await?;
         let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.compare_and_swap(r).await }).await?;
         self.learn(&resp.header, true);
@@ -414,6 +442,7 @@ impl Client {
     pub async fn batch(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<WriteInfo, ClientError> {
         let first = ops.first().map(|(k, _)| k.clone()).unwrap_or_default();
         let p = self.partition_of(&first).await?;
+        let (request_id, _pending) = self.request_id();
         let req = pb::BatchRequest {
             ops: ops
                 .into_iter()
@@ -424,7 +453,7 @@ impl Client {
                     }),
                 })
                 .collect(),
-            request_id: self.request_id(),
+            request_id,
         };
         let resp = self.kv_call(Some(p), true, &req, |mut c, r| async move { c.batch(r).await }).await?;
         self.learn(&resp.header, true);

@@ -428,6 +428,7 @@ impl Node {
                             self.metrics.proposal_errors.inc();
                             last_err = e.to_string();
                             hint = None;
+                            ensure_retry_is_safe(&cmd, &last_err)?;
                         }
                     }
                 }
@@ -446,6 +447,7 @@ impl Node {
                         last_err = e;
                         hint = None;
                         rotate += 1;
+                        ensure_retry_is_safe(&cmd, &last_err)?;
                     }
                     Err(ForwardError::Fatal(e)) => return Err(e),
                 },
@@ -641,6 +643,18 @@ enum ForwardError {
     NotLeader(Option<NodeId>),
     Failed(String),
     Fatal(NodeError),
+}
+
+/// After a proposal whose outcome is unknown (it may have committed), only
+/// a write with a request id is proposed again: the exactly-once table
+/// answers its retry. A key-value write without one fails instead.
+fn ensure_retry_is_safe(cmd: &Command, err: &str) -> Result<(), NodeError> {
+    match cmd {
+        Command::Kv { request_id: None, .. } => Err(NodeError::Timeout(format!(
+            "the write may or may not have been applied ({err}); it carries no request id, so it is not proposed again"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn validate_bootstrap(peers: &[String], partitions: u32, rf: u32, me: &str) -> Result<(), NodeError> {

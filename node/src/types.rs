@@ -34,6 +34,8 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
 pub struct RequestId {
     pub client_id: u64,
     pub seq: u64,
+    /// The client's lowest unanswered seq (0: not sent); see `Sessions`.
+    pub first_unacked: u64,
 }
 
 /// What a partition's log carries.
@@ -77,6 +79,9 @@ pub enum CommandResult {
         current: Option<Vec<u8>>,
     },
     Meta(Result<(), String>),
+    /// The write's seq is below what its client has acknowledged: a late
+    /// copy of a write already answered, not applied again.
+    AlreadyAcknowledged,
 }
 
 /// The keys and values of one partition.

@@ -132,7 +132,7 @@ async fn a_retried_write_with_the_same_request_id_is_applied_once() {
     let mut c = common::cluster("once", 3, 2, 3, &[]).await;
     let client = c.client().unwrap();
     let mut kv = client.kv_client(&c.nodes[1].grpc.to_string()).unwrap();
-    let rid = Some(pb::RequestId { client_id: 0xfeed, seq: 1 });
+    let rid = Some(pb::RequestId { client_id: 0xfeed, seq: 1, first_unacked: 0 });
     let cas = pb::CompareAndSwapRequest {
         key: b"once".to_vec(),
         expected: None,
@@ -147,7 +147,7 @@ async fn a_retried_write_with_the_same_request_id_is_applied_once() {
     assert!(again.succeeded, "retry was executed again: {again:?}");
     // A new request id is a new operation and fails the comparison.
     let mut fresh = cas;
-    fresh.request_id = Some(pb::RequestId { client_id: 0xfeed, seq: 2 });
+    fresh.request_id = Some(pb::RequestId { client_id: 0xfeed, seq: 2, first_unacked: 0 });
     let second = kv.compare_and_swap(fresh).await.unwrap().into_inner();
     assert!(!second.succeeded);
     assert_eq!(second.current.as_deref(), Some(&b"a"[..]));

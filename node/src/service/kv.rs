@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::observe;
 use crate::error::NodeError;
 use crate::node::{Node, ReadPlan, Written};
+use crate::storage::sessions::MAX_UNACKED;
 use crate::types::{Command, CommandResult, KvOp, RequestId};
 
 pub struct KvService {
@@ -71,8 +72,14 @@ impl KvService {
 
     async fn write(&self, key: &[u8], rid: Option<pb::RequestId>, op: KvOp) -> Result<(Written, u32), NodeError> {
         let p = self.partition_of(key)?;
-        let request_id = rid.map(|r| RequestId { client_id: r.client_id, seq: r.seq });
+        let request_id = rid.map(request_id).transpose()?;
         let w = self.node.propose_group(group_of_partition(p), Some(p), Command::Kv { request_id, op }).await?;
+        if w.result == CommandResult::AlreadyAcknowledged {
+            return Err(NodeError::invalid(
+                "request_id.seq",
+                "the client had already acknowledged this write (seq below its first_unacked); it is not applied again",
+            ));
+        }
         Ok((w, p))
     }
 
@@ -130,6 +137,31 @@ impl KvService {
             }
         }
     }
+}
+
+/// Checks a request id's acknowledgement mark: at or below its seq, and
+/// not so far below that the node would keep unbounded results for it.
+fn request_id(r: pb::RequestId) -> Result<RequestId, NodeError> {
+    if r.first_unacked != 0 {
+        if r.first_unacked > r.seq {
+            return Err(NodeError::invalid(
+                "request_id.first_unacked",
+                format!("{} is above the request's own seq {}", r.first_unacked, r.seq),
+            ));
+        }
+        if r.seq - r.first_unacked > MAX_UNACKED {
+            return Err(NodeError::invalid(
+                "request_id.first_unacked",
+                format!(
+                    "{} is {} below seq {}; at most {MAX_UNACKED} writes may await an answer",
+                    r.first_unacked,
+                    r.seq - r.first_unacked,
+                    r.seq
+                ),
+            ));
+        }
+    }
+    Ok(RequestId { client_id: r.client_id, seq: r.seq, first_unacked: r.first_unacked })
 }
 
 fn effective_limit(limit: u32) -> Result<u32, NodeError> {
@@ -197,10 +229,16 @@ impl Kv for KvService {
             let p = self.partition_of(&r.key)?;
             let (level, min_index) = self.read_level(r.consistency, &r.session_token, p)?;
             match self.node.plan_read(p, level, min_index, hops).await? {
-                ReadPlan::Local { reader, applied, served_by } => {
-                    let value = reader.read().kv.get(&r.key).cloned();
+                ReadPlan::Local { reader, served_by, .. } => {
+                    // The token is the index of the state actually read (the
+                    // applied-index metric can lag it): a later read with it
+                    // never sees an older state, on any replica.
+                    let (value, read_at) = {
+                        let d = reader.read();
+                        (d.kv.get(&r.key).cloned(), d.last_applied.map_or(0, |l| l.index))
+                    };
                     Ok(Response::new(pb::GetResponse {
-                        header: Self::header(p, applied.max(min_index), served_by, self.node.cfg.advertise.clone()),
+                        header: Self::header(p, read_at.max(min_index), served_by, self.node.cfg.advertise.clone()),
                         found: value.is_some(),
                         value: value.unwrap_or_default(),
                     }))
@@ -353,5 +391,16 @@ mod tests {
         assert!(matches!(scan_bounds(&r), Err(NodeError::InvalidArgument { field: "end", .. })));
         assert!(matches!(effective_limit(MAX_SCAN_LIMIT + 1), Err(NodeError::InvalidArgument { field: "limit", .. })));
         assert_eq!(effective_limit(0).unwrap(), DEFAULT_SCAN_LIMIT);
+    }
+
+    #[test]
+    fn an_acknowledgement_mark_must_be_at_or_below_the_seq_and_near_it() {
+        let r = |seq, first_unacked| pb::RequestId { client_id: 1, seq, first_unacked };
+        assert!(request_id(r(5, 0)).is_ok(), "older clients send no mark");
+        assert!(request_id(r(5, 5)).is_ok());
+        let e = request_id(r(5, 6)).unwrap_err();
+        assert!(matches!(e, NodeError::InvalidArgument { field: "request_id.first_unacked", .. }), "{e}");
+        let e = request_id(r(MAX_UNACKED + 2, 1)).unwrap_err();
+        assert!(e.to_string().contains(&format!("at most {MAX_UNACKED}")), "{e}");
     }
 }
