@@ -112,7 +112,42 @@ impl ApiError {
             "group": group,
             "kind": kind,
             "causes": causes.iter().map(|(f, m)| json!({
-                "reason": "FieldValueInvalid", "message": m, "field": f
+                "reason": cause_reason(m), "message": m, "field": f
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// 429: an eviction that would violate a PodDisruptionBudget; `cause`
+    /// is the `DisruptionBudget` cause message.
+    pub fn too_many_requests(message: impl Into<String>, cause: Option<String>) -> Self {
+        let mut e = ApiError::new(429, "TooManyRequests", message);
+        if let Some(c) = cause {
+            e.details = Some(json!({"causes": [{"reason": "DisruptionBudget", "message": c}]}));
+        }
+        e
+    }
+
+    /// 409 of a server-side apply whose fields other managers own:
+    /// `(field path, manager as printed)` pairs, the message as the API
+    /// server writes it.
+    pub fn apply_conflict(conflicts: &[(String, String)]) -> Self {
+        let message = if let [(path, manager)] = conflicts {
+            format!("Apply failed with 1 conflict: conflict with {manager}: {path}")
+        } else {
+            let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for (path, manager) in conflicts {
+                by_manager.entry(manager).or_default().push(path);
+            }
+            let mut lines = Vec::new();
+            for (manager, paths) in by_manager {
+                lines.push(format!("conflicts with {manager}"));
+                lines.extend(paths.iter().map(|p| format!("- {p}")));
+            }
+            format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+        };
+        ApiError::new(409, "Conflict", message).with_details(json!({
+            "causes": conflicts.iter().map(|(path, manager)| json!({
+                "reason": "FieldManagerConflict", "message": format!("conflict with {manager}"), "field": path
             })).collect::<Vec<_>>(),
         }))
     }
@@ -138,6 +173,19 @@ impl ApiError {
         }
         s
     }
+}
+
+/// The `StatusCause` reason of a field error, from the error type its
+/// message starts with (as the API server's field.Error renders it).
+fn cause_reason(message: &str) -> &'static str {
+    const TYPES: &[(&str, &str)] = &[
+        ("Forbidden:", "FieldValueForbidden"),
+        ("Required value", "FieldValueRequired"),
+        ("Too long:", "FieldValueTooLong"),
+        ("Unsupported value:", "FieldValueNotSupported"),
+        ("Duplicate value:", "FieldValueDuplicate"),
+    ];
+    TYPES.iter().find(|(p, _)| message.starts_with(p)).map_or("FieldValueInvalid", |(_, r)| r)
 }
 
 fn resource_plural_kind(resource: &str) -> String {

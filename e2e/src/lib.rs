@@ -21,7 +21,10 @@ pub mod schema;
 pub mod selector;
 pub mod sim;
 pub mod store;
+pub mod strict;
 pub mod time;
+pub mod validation;
 
 pub use error::{ApiError, Error};
 pub use sim::{SimConfig, Simulator};
+pub use strict::Strictness;

@@ -15,6 +15,7 @@ use crate::patch;
 use crate::registry::{GroupResource, Registry, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Op, Store};
+use crate::strict::Strictness;
 use crate::time;
 
 /// Which part of an object a write addresses.
@@ -96,6 +97,8 @@ pub struct Objects {
     service_ips: Arc<AtomicU64>,
     /// First three octets of ClusterIPs (`127.101.255.`).
     service_ip_prefix: Arc<str>,
+    /// Which of a real cluster's rules are enforced.
+    pub strict: Arc<Strictness>,
 }
 
 /// An events.k8s.io/v1 Event in its core v1 form (the API server's conversion).
@@ -169,7 +172,14 @@ impl Objects {
             uid: Arc::new(AtomicU64::new(1)),
             service_ips: Arc::new(AtomicU64::new(1)),
             service_ip_prefix: service_ip_prefix.into(),
+            strict: Arc::new(Strictness::default()),
         }
+    }
+
+    /// The same objects with other strictness settings.
+    pub fn with_strictness(mut self, strict: Strictness) -> Self {
+        self.strict = Arc::new(strict);
+        self
     }
 
     fn new_uid(&self) -> String {
@@ -313,7 +323,7 @@ impl Objects {
         }
         self.admit(rt, &mut obj, None, opts)?;
         if let Some(manager) = &opts.field_manager {
-            record_update(&mut obj, manager, None);
+            patch::record_update(&json!({}), &mut obj, manager, None, &time::now());
         }
         if opts.dry_run {
             return Ok(obj);
@@ -383,15 +393,23 @@ impl Objects {
                 if part == Part::Status {
                     return Err(ApiError::not_found(&rt.qualified(), name));
                 }
-                let obj = patch::apply(&json!({}), &applied, &manager, None, &time::now());
+                let obj = patch::apply(&json!({}), &applied, &manager, None, &time::now(), patch::Ownership::Force)?;
                 let mut create_opts = opts.clone();
                 create_opts.field_manager = None;
                 return self.create(rt, ns, obj, &create_opts);
             }
             let sub = (part == Part::Status).then_some("status");
             let want_rv = meta_str(&applied, "resourceVersion").map(String::from);
-            return self.write_existing(rt, ns, name, part, opts, want_rv, move |cur| {
-                Ok(patch::apply(cur, &applied, &manager, sub, &time::now()))
+            let ownership = if opts.force || !self.strict.apply_conflicts {
+                patch::Ownership::Force
+            } else {
+                patch::Ownership::Conflicts
+            };
+            let mut apply_opts = opts.clone();
+            // The Apply entry is the manager's record; no Update entry.
+            apply_opts.field_manager = None;
+            return self.write_existing(rt, ns, name, part, &apply_opts, want_rv, move |cur| {
+                patch::apply(cur, &applied, &manager, sub, &time::now(), ownership)
             });
         }
         let want_rv = body["metadata"]["resourceVersion"].as_str().map(String::from);
@@ -479,7 +497,7 @@ impl Objects {
                 return Ok(Op::Keep);
             }
             if let Some(manager) = &opts.field_manager {
-                record_update(&mut new, manager, (part == Part::Status).then_some("status"));
+                patch::record_update(cur, &mut new, manager, (part == Part::Status).then_some("status"), &time::now());
             }
             let finalizers_empty = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
             if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty && !graceful_pending(rt, &new) {
@@ -608,6 +626,23 @@ impl Objects {
 
     /// Defaulting and validation of a create or update.
     fn admit(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>, opts: &WriteOpts) -> ApiResult<()> {
+        self.default_and_check(rt, obj, old, opts)?;
+        if self.strict.builtin_validation {
+            let errors = crate::validation::validate(rt, obj, old);
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(&rt.kind_group(), name_of(obj), errors));
+            }
+        }
+        Ok(())
+    }
+
+    fn default_and_check(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOpts,
+    ) -> ApiResult<()> {
         if rt.custom {
             let version =
                 crate::registry::split_api_version(obj["apiVersion"].as_str().unwrap_or_default()).1.to_string();
@@ -760,30 +795,6 @@ fn ns_of<'a>(rt: &ResourceType, ns: &'a str) -> &'a str {
     } else {
         ""
     }
-}
-
-/// Records an `Update` managedFields entry for a non-apply write.
-fn record_update(obj: &mut Value, manager: &str, subresource: Option<&str>) {
-    let api_version = obj["apiVersion"].clone();
-    let mut entries: Vec<Value> = obj["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
-    entries.retain(|e| {
-        !(e["manager"] == manager
-            && e["operation"] == "Update"
-            && e.get("subresource").and_then(Value::as_str) == subresource)
-    });
-    let mut entry = json!({
-        "manager": manager,
-        "operation": "Update",
-        "apiVersion": api_version,
-        "time": time::now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {},
-    });
-    if let Some(s) = subresource {
-        entry["subresource"] = json!(s);
-    }
-    entries.push(entry);
-    obj["metadata"]["managedFields"] = Value::Array(entries);
 }
 
 /// Pod defaults the API server fills in.

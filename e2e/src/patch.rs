@@ -6,8 +6,10 @@
 //! recorded in `metadata.managedFields`. Applying merges the applied
 //! configuration into the object (maps merge, lists and scalars are replaced
 //! whole) and removes the fields this manager applied last time but no
-//! longer does, unless another Apply manager also owns them. Conflicts
-//! between managers are not reported (every apply behaves as `force=true`).
+//! longer does, unless another Apply manager also owns them. Non-apply
+//! writes with a field manager take ownership of the fields they change.
+//! A non-forced apply that changes a field another manager owns fails with
+//! 409 Conflict naming the fields and managers; a forced one takes them.
 
 use serde_json::{Map, Value};
 
@@ -368,22 +370,185 @@ fn merge_applied(target: &mut Value, applied: &Value) {
     }
 }
 
+/// Builds a FieldsV1 set from leaf paths.
+fn build(paths: &[Vec<String>]) -> Value {
+    let mut out = Value::Object(Map::new());
+    for p in paths {
+        let mut cur = &mut out;
+        for k in p {
+            cur =
+                cur.as_object_mut().expect("map").entry(format!("f:{k}")).or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+    out
+}
+
+fn leaf_paths(fields: &Value) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    leaves(fields, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Does one path contain the other (an atomic parent owns its children)?
+fn related(a: &[String], b: &[String]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |cur, k| cur.get(k))
+}
+
+/// A field path as the API server prints it: `.spec.replicas`.
+fn dotted(path: &[String]) -> String {
+    path.iter().map(|p| format!(".{p}")).collect()
+}
+
+/// A manager as a conflict message names it.
+fn printed_manager(e: &Value) -> String {
+    let mut s = format!("{:?}", e["manager"].as_str().unwrap_or_default());
+    if let Some(sub) = e.get("subresource").and_then(Value::as_str) {
+        s.push_str(&format!(" with subresource {sub:?}"));
+    }
+    if e["operation"] == "Update" {
+        s.push_str(&format!(" using {}", e["apiVersion"].as_str().unwrap_or_default()));
+        if let Some(t) = e["time"].as_str() {
+            s.push_str(&format!(" at {t}"));
+        }
+    }
+    s
+}
+
+/// Removes `paths` (and whatever contains or is contained in them) from
+/// every entry but `keep`; entries left owning nothing are dropped.
+fn disown(entries: &mut Vec<Value>, paths: &[Vec<String>], keep: impl Fn(&Value) -> bool) {
+    for e in entries.iter_mut().filter(|e| !keep(e)) {
+        let owned = leaf_paths(&e["fieldsV1"]);
+        let left: Vec<Vec<String>> = owned.iter().filter(|l| !paths.iter().any(|p| related(l, p))).cloned().collect();
+        if left.len() != owned.len() {
+            e["fieldsV1"] = build(&left);
+        }
+    }
+    entries
+        .retain(|e| keep(e) || e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()) || e["operation"] == "Update");
+}
+
+/// Leaf paths whose values differ between `old` and `new` (maps are
+/// walked, anything else is a leaf), skipping fields no manager owns.
+pub fn changed_paths(old: &Value, new: &Value) -> Vec<Vec<String>> {
+    fn walk(old: Option<&Value>, new: Option<&Value>, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        if unowned(&p) || (path.len() == 1 && path[0] == "status") {
+            return;
+        }
+        match (old, new) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for k in keys {
+                    path.push(k.clone());
+                    walk(a.get(k), b.get(k), path, out);
+                    path.pop();
+                }
+            }
+            (a, b) if a != b && !path.is_empty() => out.push(path.clone()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(Some(old), Some(new), &mut Vec::new(), &mut out);
+    out
+}
+
+/// Field ownership after a non-apply write by `manager`: it takes the
+/// fields it changed from every other manager (as on a real API server).
+pub fn record_update(old: &Value, new: &mut Value, manager: &str, subresource: Option<&str>, now: &str) {
+    let mut changed = changed_paths(old, new);
+    if subresource == Some("status") {
+        changed = changed_paths(&serde_json::json!({"s": old["status"]}), &serde_json::json!({"s": new["status"]}))
+            .into_iter()
+            .map(|mut p| {
+                p[0] = "status".into();
+                p
+            })
+            .collect();
+    }
+    let is_mine = |e: &Value| {
+        e["manager"] == manager
+            && e["operation"] == "Update"
+            && e.get("subresource").and_then(Value::as_str) == subresource
+    };
+    let mut entries: Vec<Value> = new["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    disown(&mut entries, &changed, is_mine);
+    let mut mine: Vec<Vec<String>> =
+        entries.iter().find(|e| is_mine(e)).map(|e| leaf_paths(&e["fieldsV1"])).unwrap_or_default();
+    entries.retain(|e| !is_mine(e));
+    // Fields it removed are owned by nobody.
+    mine.retain(|p| !changed.iter().any(|c| related(p, c)));
+    mine.extend(changed.into_iter().filter(|p| value_at(new, p).is_some()));
+    let mut entry = serde_json::json!({
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": new["apiVersion"],
+        "time": now,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": build(&mine),
+    });
+    if let Some(s) = subresource {
+        entry["subresource"] = Value::String(s.into());
+    }
+    entries.push(entry);
+    new["metadata"]["managedFields"] = Value::Array(entries);
+}
+
+/// How an apply treats fields other managers own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// A change to another manager's field is a 409 Conflict.
+    Conflicts,
+    /// `force=true` (or conflicts not enforced): the applier takes them.
+    Force,
+}
+
 /// Server-side apply of `applied` by `manager` onto `existing` (the
 /// current object, or an empty object for a create). `subresource` is
-/// recorded in the managedFields entry. Returns the new object.
-pub fn apply(existing: &Value, applied: &Value, manager: &str, subresource: Option<&str>, now: &str) -> Value {
+/// recorded in the managedFields entry. Returns the new object, or a 409
+/// naming each field another manager owns whose value the apply changes
+/// (unless `ownership` is [`Ownership::Force`], which takes them over).
+pub fn apply(
+    existing: &Value,
+    applied: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+    now: &str,
+    ownership: Ownership,
+) -> ApiResult<Value> {
     let mut obj = existing.clone();
-    let managed: Vec<Value> = existing["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    let mut managed: Vec<Value> = existing["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
     let is_mine = |e: &Value| {
         e["manager"] == manager
             && e["operation"] == "Apply"
             && e.get("subresource").and_then(Value::as_str) == subresource
     };
     let new_fields = fields_of(applied);
+    let mine = leaf_paths(&new_fields);
+    // Fields of others whose value this apply changes.
+    let mut merged = existing.clone();
+    merge_applied(&mut merged, applied);
+    let mut conflicts = Vec::new();
+    let mut taken = Vec::new();
+    for e in managed.iter().filter(|e| !is_mine(e)) {
+        for l in leaf_paths(&e["fieldsV1"]) {
+            if mine.iter().any(|p| related(p, &l)) && value_at(existing, &l) != value_at(&merged, &l) {
+                conflicts.push((dotted(&l), printed_manager(e)));
+                taken.push(l);
+            }
+        }
+    }
+    if !conflicts.is_empty() && ownership == Ownership::Conflicts {
+        return Err(ApiError::apply_conflict(&conflicts));
+    }
+    disown(&mut managed, &taken, is_mine);
     if let Some(prev) = managed.iter().find(|e| is_mine(e)) {
-        let mut old = Vec::new();
-        leaves(&prev["fieldsV1"], &mut Vec::new(), &mut old);
-        for path in old {
+        for path in leaf_paths(&prev["fieldsV1"]) {
             let owned_elsewhere = managed
                 .iter()
                 .filter(|e| !is_mine(e) && e["operation"] == "Apply")
@@ -408,7 +573,7 @@ pub fn apply(existing: &Value, applied: &Value, manager: &str, subresource: Opti
     let mut entries: Vec<Value> = managed.into_iter().filter(|e| !is_mine(e)).collect();
     entries.push(entry);
     obj["metadata"]["managedFields"] = Value::Array(entries);
-    obj
+    Ok(obj)
 }
 
 #[cfg(test)]
@@ -455,7 +620,9 @@ mod tests {
             "m",
             None,
             now,
-        );
+            Ownership::Conflicts,
+        )
+        .unwrap();
         assert_eq!(first["data"], json!({"x": "1", "y": "2"}));
         // Another manager's field survives; "y" is dropped by its owner.
         let mut edited = first.clone();
@@ -466,11 +633,46 @@ mod tests {
             "m",
             None,
             now,
-        );
+            Ownership::Conflicts,
+        )
+        .unwrap();
         assert_eq!(second["data"], json!({"x": "9", "z": "3"}));
         assert!(second["metadata"].get("labels").is_none_or(|l| l.get("a").is_none()));
         let managed = second["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(managed.len(), 1);
         assert_eq!(managed[0]["fieldsV1"], json!({"f:data": {"f:x": {}}}));
+    }
+
+    #[test]
+    fn apply_conflicts_with_another_manager_unless_forced() {
+        let now = "2024-01-01T00:00:00Z";
+        let cm =
+            |x: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": x}});
+        let first = apply(&json!({}), &cm("1"), "a", None, now, Ownership::Conflicts).unwrap();
+        // The same value: shared ownership, no conflict.
+        let shared = apply(&first, &cm("1"), "b", None, now, Ownership::Conflicts).unwrap();
+        assert_eq!(shared["metadata"]["managedFields"].as_array().unwrap().len(), 2);
+        let err = apply(&first, &cm("2"), "b", None, now, Ownership::Conflicts).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(err.message, "Apply failed with 1 conflict: conflict with \"a\": .data.x");
+        let forced = apply(&first, &cm("2"), "b", None, now, Ownership::Force).unwrap();
+        assert_eq!(forced["data"]["x"], "2");
+        let managers: Vec<&str> = forced["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(managers, vec!["b"]);
+        // An update takes the fields it changes from the applier.
+        let mut edited = first.clone();
+        edited["data"]["x"] = json!("3");
+        record_update(&first, &mut edited, "kubectl-edit", None, now);
+        let err = apply(&edited, &cm("1"), "a", None, now, Ownership::Conflicts).unwrap_err();
+        assert!(
+            err.message.contains("conflict with \"kubectl-edit\" using v1 at 2024-01-01T00:00:00Z: .data.x"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -40,6 +40,8 @@ pub struct SimConfig {
     /// Write pod and Service DNS names into this hosts file
     /// (`/etc/hosts`); `None` disables cluster DNS.
     pub hosts_file: Option<PathBuf>,
+    /// Which of a real cluster's rules the simulator enforces (all by default).
+    pub strict: crate::strict::Strictness,
 }
 
 impl SimConfig {
@@ -54,6 +56,7 @@ impl SimConfig {
             tag_bin_dirs: BTreeMap::new(),
             nodes: 3,
             hosts_file: Some(PathBuf::from("/etc/hosts")),
+            strict: crate::strict::Strictness::default(),
         }
     }
 }
@@ -100,7 +103,7 @@ impl Simulator {
         let subnet = Arc::new(SubnetLease::acquire()?);
         let registry = Registry::new();
         let store = Store::new();
-        let objects = Objects::new(registry, store, &subnet.service_prefix());
+        let objects = Objects::new(registry, store, &subnet.service_prefix()).with_strictness(cfg.strict.clone());
         bootstrap(&objects, cfg.nodes)?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -2,6 +2,7 @@
 //! `reconcile(&Objects)` over the whole store, run after every change (with
 //! a short debounce) and once a second.
 
+pub mod disruption;
 pub mod gc;
 pub mod lifecycle;
 pub mod nodes;
@@ -80,6 +81,47 @@ pub fn patch_status(objects: &Objects, rt: &ResourceType, ns: &str, name: &str, 
     objects.patch(rt, ns, name, PatchType::Merge, &json!({"status": status}), Part::Status, &WriteOpts::default())
 }
 
+/// Records a core v1 Event about `involved` from `component`, once: an
+/// Event with the same object, reason and message is not repeated (a
+/// level-triggered controller would otherwise write one per pass).
+pub fn record_event(objects: &Objects, involved: &Value, type_: &str, reason: &str, message: &str, component: &str) {
+    let ev_rt = rt(objects, "", "events");
+    let ns = match namespace(involved) {
+        "" => "default",
+        n => n,
+    };
+    let (events, _) = objects.store.list(&ev_rt.key(), Some(ns));
+    if events
+        .iter()
+        .any(|e| e["involvedObject"]["uid"] == uid(involved) && e["reason"] == reason && e["message"] == message)
+    {
+        return;
+    }
+    let now = crate::time::now();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let _ = objects.create(
+        &ev_rt,
+        ns,
+        json!({
+            "metadata": {"name": format!("{}.{nanos:x}", name(involved))},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"], "kind": involved["kind"], "name": name(involved),
+                "namespace": namespace(involved), "uid": uid(involved),
+                "resourceVersion": involved["metadata"]["resourceVersion"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": component},
+            "reportingComponent": component,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+        }),
+        &WriteOpts::default(),
+    );
+}
+
 type Reconcile = fn(&Objects);
 
 async fn run(name: &'static str, objects: Objects, mut stop: watch::Receiver<bool>, f: Reconcile) {
@@ -103,7 +145,8 @@ async fn run(name: &'static str, objects: Objects, mut stop: watch::Receiver<boo
 
 /// Starts every controller; they stop when `stop` turns true.
 pub fn spawn_all(objects: Objects, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let controllers: [(&'static str, Reconcile); 8] = [
+    let controllers: [(&'static str, Reconcile); 9] = [
+        ("disruption", disruption::reconcile),
         ("garbage-collector", gc::reconcile),
         ("namespaces", lifecycle::namespaces),
         ("crds", lifecycle::crds),

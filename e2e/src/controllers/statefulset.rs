@@ -84,7 +84,13 @@ fn ensure_claims(objects: &Objects, set: &Value, pod_name: &str) -> bool {
                         "blockOwnerDeletion": true,
                     }]);
                 }
-                if objects.create(&pvc_rt, ns, pvc, &WriteOpts::default()).is_err() {
+                if let Err(e) = objects.create(&pvc_rt, ns, pvc, &WriteOpts::default()) {
+                    let msg = format!(
+                        "create Claim {claim} for Pod {pod_name} in StatefulSet {} failed error: {}",
+                        name(set),
+                        e.message
+                    );
+                    super::record_event(objects, set, "Warning", "FailedCreate", &msg, "statefulset-controller");
                     ready = false;
                 }
             }
@@ -117,6 +123,46 @@ fn ensure_revision(objects: &Objects, set: &Value, revision: &str) {
         }),
         &WriteOpts::default(),
     );
+}
+
+/// `whenDeleted`: claims of the set carry an owner reference to it when
+/// the policy is Delete (garbage collection removes them with the set) and
+/// none when it is Retain, updated when the policy changes.
+fn sync_claim_owners(objects: &Objects, set: &Value) {
+    let pvc_rt = rt(objects, "", "persistentvolumeclaims");
+    let ns = super::namespace(set);
+    let want = set["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete";
+    for t in set["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten() {
+        let prefix = format!("{}-{}-", name(t), name(set));
+        for c in objects.store.list(&pvc_rt.key(), Some(ns)).0 {
+            let is_ours = name(&c).strip_prefix(&prefix).is_some_and(|o| o.parse::<i64>().is_ok());
+            if !is_ours || terminating(&c) {
+                continue;
+            }
+            let mut refs: Vec<Value> = c["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+            let has = refs.iter().any(|r| r["uid"] == uid(set));
+            if has == want {
+                continue;
+            }
+            if want {
+                refs.push(json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name(set), "uid": uid(set),
+                    "blockOwnerDeletion": true,
+                }));
+            } else {
+                refs.retain(|r| r["uid"] != uid(set));
+            }
+            let _ = objects.patch(
+                &pvc_rt,
+                ns,
+                name(&c),
+                crate::objects::PatchType::Merge,
+                &json!({"metadata": {"ownerReferences": refs}}),
+                crate::objects::Part::Main,
+                &WriteOpts::default(),
+            );
+        }
+    }
 }
 
 /// StatefulSet controller pass.
@@ -173,7 +219,10 @@ fn reconcile_one(objects: &Objects, set: &Value) {
         if !ensure_claims(objects, set, &pod_name) {
             continue;
         }
-        let _ = objects.create(&pods_rt, &ns, pod_for(set, ord, &revision), &WriteOpts::default());
+        if let Err(e) = objects.create(&pods_rt, &ns, pod_for(set, ord, &revision), &WriteOpts::default()) {
+            let msg = format!("create Pod {pod_name} in StatefulSet {set_name} failed error: {}", e.message);
+            super::record_event(objects, set, "Warning", "FailedCreate", &msg, "statefulset-controller");
+        }
         if !parallel {
             break;
         }
@@ -187,6 +236,7 @@ fn reconcile_one(objects: &Objects, set: &Value) {
             let _ = objects.delete(&pods_rt, &ns, name(p), &DeleteOpts::default());
         }
     }
+    sync_claim_owners(objects, set);
     // PVCs of removed ordinals, when the retention policy says Delete.
     if set["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete" {
         for t in set["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten() {

@@ -263,7 +263,8 @@ async fn object_request(
             created(objects.create(&rt, &ns, obj, &opts)?)
         }
         (Method::POST, Some(name), Some("eviction")) if rt.plural == "pods" => {
-            objects.delete(&rt, &ns, name, &DeleteOpts::default())?;
+            let eviction = parse_body(headers, body)?;
+            crate::controllers::disruption::evict(objects, &ns, name, &eviction)?;
             Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201})))
         }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {

@@ -197,7 +197,8 @@ impl Kubelet {
                 crate::selector::LabelSelector::from_object(&json!({"matchLabels": sel})).unwrap_or_default();
             let publish_not_ready = svc["spec"]["publishNotReadyAddresses"] == true;
             for p in pods.iter().filter(|p| namespace(p) == ns && selector.matches_object(p) && !terminating(p)) {
-                let Some(ip) = self.inner.cfg.subnet.existing_pod_ip(ns, name(p)) else { continue };
+                // The address the kubelet reported for this incarnation.
+                let Some(ip) = p["status"]["podIP"].as_str() else { continue };
                 if !(publish_not_ready || controllers::pod_ready(p)) {
                     continue;
                 }

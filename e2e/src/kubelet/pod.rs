@@ -118,7 +118,7 @@ impl Kubelet {
         let objects = cfg.objects.clone();
         let pods_rt = controllers::rt(&objects, "", "pods");
         let (ns, pod_name, pod_uid) = (namespace(&pod).to_string(), name(&pod).to_string(), uid(&pod).to_string());
-        let ip = cfg.subnet.pod_ip(&ns, &pod_name);
+        let ip = cfg.subnet.pod_ip(&ns, &pod_name, &pod_uid, !objects.strict.new_pod_ip_per_incarnation);
         let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
         let host_ip = self.node_ip(&node_name);
         let base = cfg.state_dir.join("pods").join(&ns).join(&pod_name);
