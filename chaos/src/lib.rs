@@ -3,5 +3,10 @@
 //! whether the history is linearizable.
 
 pub mod checker;
+pub mod cluster;
 pub mod error;
 pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod run;
+pub mod workload;
