@@ -39,6 +39,10 @@ enum Cmd {
         clients: usize,
         #[arg(long, default_value_t = 4)]
         groups: usize,
+        /// Timeout of one client operation, retries included; shorter gives
+        /// more operations with an unknown outcome.
+        #[arg(long, default_value_t = 10_000)]
+        op_timeout_ms: u64,
         /// Node data, logs and the history (default: a fresh temp directory).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -53,7 +57,7 @@ enum Cmd {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().cmd {
-        Cmd::Run { seconds, seed, faults, nodes, partitions, clients, groups, out, keep } => {
+        Cmd::Run { seconds, seed, faults, nodes, partitions, clients, groups, op_timeout_ms, out, keep } => {
             let seed = seed.unwrap_or_else(rand::random);
             let out = out
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("keyraft-chaos-{seed}-{}", std::process::id())));
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             cfg.partitions = partitions;
             cfg.clients = clients;
             cfg.groups = groups;
+            cfg.op_timeout = std::time::Duration::from_millis(op_timeout_ms);
             let summary =
                 run(&cfg).await.with_context(|| format!("run with seed {seed} (files in {})", out.display()))?;
             summary.print();

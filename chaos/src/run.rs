@@ -202,7 +202,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
     let client_opts = || {
         let mut o = ClientOptions::new(endpoints.clone());
         o.timeout = cfg.op_timeout;
-        o.attempt_timeout = Duration::from_secs(3);
+        o.attempt_timeout = Duration::from_secs(3).min(cfg.op_timeout);
         o
     };
     let mut workers = Vec::new();
