@@ -4,12 +4,15 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use keyraft_api::pb::admin_client::AdminClient;
 use keyraft_client::{pb, Client, ClientOptions};
+use tonic::transport::Channel;
 
 use crate::error::ChaosError;
 use crate::net::Net;
@@ -20,6 +23,8 @@ pub struct Node {
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     pub netns: Option<String>,
+    /// Seeds to join through (a node back with an empty data directory).
+    pub join: Vec<String>,
     child: Option<Child>,
     paused: bool,
 }
@@ -58,6 +63,7 @@ impl Cluster {
                 http,
                 data_dir: dir.join(format!("node-{i}")),
                 netns: net.map(|n| n.ns(i)),
+                join: Vec::new(),
                 child: None,
                 paused: false,
             });
@@ -108,6 +114,7 @@ impl Cluster {
             .arg(n.http.to_string())
             .arg("--cluster")
             .arg(&self.name)
+            .args(if n.join.is_empty() { vec![] } else { vec!["--join".to_string(), n.join.join(",")] })
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(ChaosError::io("clone log handle"))?)
             .stderr(log);
@@ -190,6 +197,84 @@ impl Cluster {
             }
         }
         self.wait_ready(within).await
+    }
+
+    /// Deletes node `i`'s data directory (a lost volume); the node must be down.
+    pub fn wipe(&self, i: usize) -> Result<(), ChaosError> {
+        match fs::remove_dir_all(&self.nodes[i].data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ChaosError::Io { what: format!("wipe {}", self.nodes[i].data_dir.display()), source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs an admin call on the first node that answers, retrying for up
+    /// to `within`.
+    pub async fn admin_any<T, F, Fut>(&self, what: &str, within: Duration, call: F) -> Result<T, ChaosError>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        loop {
+            for n in &self.nodes {
+                let a = self.admin.admin(&n.grpc.to_string()).map_err(|e| ChaosError::Cluster(e.to_string()))?;
+                match tokio::time::timeout(Duration::from_secs(5), call(a)).await {
+                    Ok(Ok(r)) => return Ok(r.into_inner()),
+                    Ok(Err(s)) => last = format!("{}: {}", n.name, s.message()),
+                    Err(_) => last = format!("{}: no answer in 5 s", n.name),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ChaosError::Cluster(format!("{what}: {last}")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The Raft id node `i` runs under now.
+    pub async fn node_id(&self, i: usize) -> Result<u64, ChaosError> {
+        let mut a =
+            self.admin.admin(&self.nodes[i].grpc.to_string()).map_err(|e| ChaosError::Cluster(e.to_string()))?;
+        let info = tokio::time::timeout(Duration::from_secs(5), a.identify(pb::IdentifyRequest {}))
+            .await
+            .map_err(|_| ChaosError::Cluster(format!("{}: no answer to Identify", self.nodes[i].name)))?
+            .map_err(|s| ChaosError::Cluster(format!("{}: {}", self.nodes[i].name, s.message())))?;
+        Ok(info.into_inner().id)
+    }
+
+    pub async fn set_member_state(&self, id: u64, state: &str) -> Result<(), ChaosError> {
+        let state = state.to_string();
+        self.admin_any(&format!("set member {id} {state}"), Duration::from_secs(60), |mut a| {
+            let req = pb::SetMemberStateRequest { id, name: String::new(), state: state.clone() };
+            async move { a.set_member_state(req).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The registry state of member `id`, from the node furthest along the
+    /// meta log (a member that left the meta group keeps an old view).
+    pub async fn member_state(&self, id: u64) -> Option<String> {
+        self.statuses()
+            .await
+            .into_iter()
+            .filter_map(|(_, s)| s.cluster)
+            .max_by_key(|c| c.meta_applied_index)?
+            .members
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(|m| m.state)
+    }
+
+    pub async fn rebalance(&self, max_moves: u32) -> Result<usize, ChaosError> {
+        self.admin_any("rebalance", Duration::from_secs(60), |mut a| async move {
+            a.rebalance(pb::RebalanceRequest { dry_run: false, max_moves }).await
+        })
+        .await
+        .map(|r| r.moves.len())
     }
 
     /// Admin.Status of every node that answers within 2 s.

@@ -23,6 +23,9 @@ pub enum Family {
     Network,
     /// WAL failpoints through the node's HTTP port (`failpoints` builds only).
     Disk,
+    /// Drain, decommission and re-admit (empty volume), rebalance, through
+    /// the Admin API, with a process fault on another node half of the time.
+    Membership,
 }
 
 impl Family {
@@ -31,6 +34,7 @@ impl Family {
             Family::Process => "process",
             Family::Network => "network",
             Family::Disk => "disk",
+            Family::Membership => "membership",
         }
     }
 }
@@ -72,6 +76,35 @@ pub enum Fault {
         name: &'static str,
         action: &'static str,
     },
+    /// A change of member `id` (node `node`) through the Admin API.
+    Member {
+        action: MemberAction,
+        node: usize,
+        id: u64,
+    },
+    /// Several faults at once.
+    Combined(Vec<Fault>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberAction {
+    /// Hand its leaderships over; `active` again on heal.
+    Drain,
+    /// Move its replicas away until it is `removed`; on heal it comes back
+    /// with an empty data directory as a new member and a rebalance moves
+    /// replicas onto it.
+    Decommission,
+    /// Apply a balanced placement (at most two moves).
+    Rebalance,
+}
+
+impl Fault {
+    fn parts(&self) -> Vec<&Fault> {
+        match self {
+            Fault::Combined(fs) => fs.iter().collect(),
+            f => vec![f],
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -82,6 +115,11 @@ impl fmt::Display for Fault {
             Fault::Partition { kind, cuts } => write!(f, "partition {kind:?}, dropped from->to {cuts:?}"),
             Fault::ClientCut { node } => write!(f, "clients cut from node {node}"),
             Fault::Failpoint { node, name, action } => write!(f, "failpoint {name}={action} on node {node}"),
+            Fault::Member { action, node, id } => write!(f, "{action:?} node {node} (member {id})"),
+            Fault::Combined(fs) => {
+                let parts: Vec<String> = fs.iter().map(|f| f.to_string()).collect();
+                write!(f, "{}", parts.join(" + "))
+            }
         }
     }
 }
@@ -140,6 +178,7 @@ impl Nemesis {
             let healed = Instant::now();
             let heal = heal(cluster, net.as_deref_mut(), self.families.contains(&Family::Disk)).await;
             applied.and(heal)?;
+            self.settle(&fault, cluster).await?;
             eprintln!("[{:7.1}s] nemesis: healed", secs(healed));
             cluster.wait_ready(self.recovery).await.map_err(|e| {
                 ChaosError::Cluster(format!("after healing `{fault}` the cluster did not recover: {e}"))
@@ -201,6 +240,26 @@ impl Nemesis {
                 4 => Fault::Partition { kind: Cut::OneWayIn, cuts: rest(target).map(|o| (o, target)).collect() },
                 _ => Fault::ClientCut { node: target },
             },
+            Family::Membership => {
+                let action = match self.rng.random_range(0..3) {
+                    0 => MemberAction::Drain,
+                    1 => MemberAction::Decommission,
+                    _ => MemberAction::Rebalance,
+                };
+                let id = cluster.node_id(target).await.unwrap_or(0);
+                let member = Fault::Member { action, node: target, id };
+                if self.rng.random_bool(0.5) {
+                    let other = *rest(target).collect::<Vec<_>>().choose(&mut self.rng).expect("more than one node");
+                    let process = if self.rng.random_bool(0.5) {
+                        Fault::Kill { nodes: vec![other] }
+                    } else {
+                        Fault::Pause { nodes: vec![other] }
+                    };
+                    Fault::Combined(vec![member, process])
+                } else {
+                    member
+                }
+            }
             Family::Disk => Fault::Failpoint {
                 node: target,
                 name: DISK_FAILPOINTS[self.rng.random_range(0..DISK_FAILPOINTS.len())],
@@ -209,8 +268,60 @@ impl Nemesis {
         }
     }
 
-    async fn apply(&self, fault: &Fault, cluster: &mut Cluster, net: Option<&mut Net>) -> Result<(), ChaosError> {
+    async fn apply(&self, fault: &Fault, cluster: &mut Cluster, mut net: Option<&mut Net>) -> Result<(), ChaosError> {
+        for part in fault.parts() {
+            self.apply_one(part, cluster, net.as_deref_mut()).await?;
+        }
+        Ok(())
+    }
+
+    /// What a membership change needs after the general heal.
+    async fn settle(&self, fault: &Fault, cluster: &mut Cluster) -> Result<(), ChaosError> {
+        for part in fault.parts() {
+            let &Fault::Member { action, node, id } = part else { continue };
+            match action {
+                MemberAction::Drain => cluster.set_member_state(id, "active").await?,
+                MemberAction::Rebalance => {}
+                MemberAction::Decommission => {
+                    let deadline = Instant::now() + self.recovery;
+                    loop {
+                        match cluster.member_state(id).await.as_deref() {
+                            Some("removed") => break,
+                            state if Instant::now() >= deadline => {
+                                return Err(ChaosError::Cluster(format!(
+                                "decommission of node {node} (member {id}) did not finish within {:?}: state {state:?}",
+                                self.recovery
+                            )))
+                            }
+                            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                        }
+                    }
+                    cluster.kill(node);
+                    cluster.wipe(node)?;
+                    cluster.nodes[node].join = cluster
+                        .endpoints()
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != node)
+                        .map(|(_, e)| e)
+                        .collect();
+                    cluster.start(node)?;
+                    cluster.wait_ready(self.recovery).await?;
+                    cluster.rebalance(4).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_one(&self, fault: &Fault, cluster: &mut Cluster, net: Option<&mut Net>) -> Result<(), ChaosError> {
         match fault {
+            Fault::Member { action, id, .. } => match action {
+                MemberAction::Drain => cluster.set_member_state(*id, "draining").await?,
+                MemberAction::Decommission => cluster.set_member_state(*id, "decommissioning").await?,
+                MemberAction::Rebalance => drop(cluster.rebalance(2).await?),
+            },
+            Fault::Combined(_) => unreachable!("parts() flattens combined faults"),
             Fault::Kill { nodes } => nodes.iter().for_each(|&i| cluster.kill(i)),
             Fault::Pause { nodes } => nodes.iter().for_each(|&i| cluster.pause(i)),
             Fault::Partition { cuts, .. } => {

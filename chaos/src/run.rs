@@ -170,6 +170,8 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
     println!("chaos: seed {} for {} s, faults {:?}", cfg.seed, cfg.seconds, cfg.families);
     let mut families = cfg.families.clone();
     let mut skipped = Vec::new();
+    // Moving replicas off a member needs a node beyond the replication factor.
+    let nodes = if families.contains(&Family::Membership) { cfg.nodes.max(4) } else { cfg.nodes };
     let mut net = None;
     if families.contains(&Family::Network) {
         match net::unavailable() {
@@ -177,12 +179,12 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
                 eprintln!("!!!!!!!! chaos: NETWORK FAULTS SKIPPED: {why} !!!!!!!!");
                 skipped.push((Family::Network, why));
             }
-            None => net = Some(Net::create(cfg.nodes)?),
+            None => net = Some(Net::create(nodes)?),
         }
     }
     // Declared after `net`, so dropped first: nodes die before their namespaces.
-    let mut cluster = Cluster::new(cfg.node_bin.clone(), cfg.out_dir.join("data"), cfg.nodes, net.as_ref())?;
-    cluster.bootstrap(cfg.partitions, cfg.nodes.min(3) as u32, Duration::from_secs(120)).await?;
+    let mut cluster = Cluster::new(cfg.node_bin.clone(), cfg.out_dir.join("data"), nodes, net.as_ref())?;
+    cluster.bootstrap(cfg.partitions, nodes.min(3) as u32, Duration::from_secs(120)).await?;
     if families.contains(&Family::Disk) && !nemesis::failpoints_available(cluster.nodes[0].http).await.unwrap_or(false)
     {
         let why = "the node has no /debug/failpoints route (build keyraft-node with --features failpoints)".to_string();
