@@ -13,7 +13,7 @@ help:
 	@echo "make run        the operator on the local Kubernetes simulator: helm install, a 3-node cluster, data flowing (Ctrl-C stops it)"
 	@echo "make run-local  three node processes on loopback, no Kubernetes (Ctrl-C stops it)"
 	@echo "make test       everything CI runs: format check, unit, storage-suite, integration, CRD drift, chart checks"
-	@echo "make chaos      the nemesis: SECONDS=600 SEED=... FAULTS=process,network,disk, then the linearizability checker"
+	@echo "make chaos      the nemesis: SECONDS=600 SEED=... FAULTS=process,network,membership,disk, then the linearizability checker"
 	@echo "make bench      start a local cluster and run keyraft bench with 1, 16 and 64 clients"
 	@echo "make crds       regenerate crds/ from the operator's Rust types"
 	@echo "make chart-lint helm lint + template + rendered-manifest checks with the pinned Helm"
@@ -68,7 +68,7 @@ integration:
 # history, then the linearizability checker. Network faults need root.
 SECONDS ?= 600
 SEED ?=
-FAULTS ?= process,network,disk
+FAULTS ?= process,network,membership,disk
 chaos:
 	hack/chaos-deps.sh
 	$(CARGO) build -p keyraft-node -p keyraft-chaos

@@ -29,7 +29,7 @@ enum Cmd {
         /// Seed of the fault schedule and the workload's choices (random when absent).
         #[arg(long)]
         seed: Option<u64>,
-        #[arg(long, value_delimiter = ',', default_value = "process,network,disk")]
+        #[arg(long, value_delimiter = ',', default_value = "process,network,membership,disk")]
         faults: Vec<Family>,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
