@@ -7,12 +7,13 @@ DEMO_DIR ?= keyraft-data
 # KeyraftClusters that name none (DEFAULT_VERSION in operator/src/crd.rs).
 KEYRAFT_VERSION ?= $(shell sed -n 's/^pub const DEFAULT_VERSION: &str = "\(.*\)";$$/\1/p' operator/src/crd.rs)
 
-.PHONY: run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench clean help images kind-up kind-e2e kind-down
+.PHONY: chaos chaos-short run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench clean help images kind-up kind-e2e kind-down
 
 help:
 	@echo "make run        the operator on the local Kubernetes simulator: helm install, a 3-node cluster, data flowing (Ctrl-C stops it)"
 	@echo "make run-local  three node processes on loopback, no Kubernetes (Ctrl-C stops it)"
 	@echo "make test       everything CI runs: format check, unit, storage-suite, integration, CRD drift, chart checks"
+	@echo "make chaos      the nemesis: SECONDS=600 SEED=... FAULTS=process,network,membership,disk, then the linearizability checker"
 	@echo "make bench      start a local cluster and run keyraft bench with 1, 16 and 64 clients"
 	@echo "make crds       regenerate crds/ from the operator's Rust types"
 	@echo "make chart-lint helm lint + template + rendered-manifest checks with the pinned Helm"
@@ -41,7 +42,7 @@ run: tools
 run-local: release
 	$(RELEASE_BIN)/keyraft local up --nodes 3 --partitions 8 --replication-factor 3 --data-dir $(DEMO_DIR) --demo
 
-test: fmt-check lint tools unit integration e2e chart-lint
+test: fmt-check lint tools unit integration chaos-short e2e chart-lint
 
 fmt:
 	$(CARGO) fmt --all
@@ -62,6 +63,22 @@ integration:
 	$(CARGO) build -p keyraft-node
 	$(CARGO) test -p keyraft-node --test '*' -- --test-threads 1
 	$(CARGO) test -p keyraft-operator --test builders
+
+# The nemesis (chaos/): faults from a seeded schedule while clients record a
+# history, then the linearizability checker. Network faults need root.
+SECONDS ?= 600
+SEED ?=
+FAULTS ?= process,network,membership,disk
+chaos:
+	hack/chaos-deps.sh
+	$(CARGO) build -p keyraft-node -p keyraft-chaos
+	target/debug/keyraft-chaos run --seconds $(SECONDS) --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
+
+# The short run of `make test`: about 60 s, fixed seed.
+chaos-short:
+	hack/chaos-deps.sh
+	$(CARGO) build -p keyraft-node
+	$(CARGO) test -p keyraft-chaos --test nemesis -- --test-threads 1 --nocapture
 
 # The local Kubernetes simulator driven by the real kubectl and Helm
 # (needs root: it writes pod DNS names into /etc/hosts while it runs).
