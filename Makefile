@@ -61,6 +61,7 @@ unit:
 integration:
 	$(CARGO) build -p keyraft-node
 	$(CARGO) test -p keyraft-node --test '*' -- --test-threads 1
+	$(CARGO) test -p keyraft-node --features failpoints --test crash_points -- --test-threads 1
 	$(CARGO) test -p keyraft-operator --test builders
 
 # The local Kubernetes simulator driven by the real kubectl and Helm

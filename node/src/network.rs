@@ -82,6 +82,8 @@ impl GroupNetwork {
             .unwrap_or_else(|| self.addr.clone())
     }
 
+    // The failpoint closure returns the same (large) error type as the RPC.
+    #[allow(clippy::result_large_err)]
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,

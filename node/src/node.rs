@@ -66,6 +66,8 @@ impl Node {
     /// Opens the data directory (refusing a foreign or corrupt one), replays
     /// storage and starts every group found on disk plus the meta group.
     pub async fn open(cfg: Config) -> anyhow::Result<Arc<Node>> {
+        #[cfg(feature = "failpoints")]
+        crate::storage::failpoints::init();
         crate::storage::refuse_old_format(&cfg.data_dir)?;
         let identity = Identity::load_or_create(&cfg.data_dir, &cfg.name, &cfg.cluster)?;
         let wal = Wal::open(

@@ -8,7 +8,7 @@
 //! entries after them.
 //!
 //! Failpoints (`fail` crate, built with the `failpoints` feature; armed with
-//! the `FAILPOINTS` environment variable):
+//! the `FAILPOINTS` environment variable or over HTTP, see [`failpoints`]):
 //!
 //! | name                       | where                                              |
 //! |----------------------------|----------------------------------------------------|
@@ -22,6 +22,8 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod log_store;
 pub mod sessions;
 pub mod state_machine;
