@@ -60,8 +60,9 @@ unit:
 # openraft's storage suite, then real node processes on loopback. One test at a time: each runs a cluster
 # and fault timing on 2 cores should not depend on a neighbour's load.
 integration:
-	$(CARGO) build -p keyraft-node
+	$(CARGO) build -p keyraft-node --features failpoints
 	$(CARGO) test -p keyraft-node --test '*' -- --test-threads 1
+	$(CARGO) test -p keyraft-node --features failpoints --test crash_points -- --test-threads 1
 	$(CARGO) test -p keyraft-operator --test builders
 
 # The nemesis (chaos/): faults from a seeded schedule while clients record a
@@ -71,13 +72,13 @@ SEED ?=
 FAULTS ?= process,network,membership,disk
 chaos:
 	hack/chaos-deps.sh
-	$(CARGO) build -p keyraft-node -p keyraft-chaos
+	$(CARGO) build -p keyraft-node --features failpoints -p keyraft-chaos
 	target/debug/keyraft-chaos run --seconds $(SECONDS) --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
 
 # The short run of `make test`: about 60 s, fixed seed.
 chaos-short:
 	hack/chaos-deps.sh
-	$(CARGO) build -p keyraft-node
+	$(CARGO) build -p keyraft-node --features failpoints
 	$(CARGO) test -p keyraft-chaos --test nemesis -- --test-threads 1 --nocapture
 
 # The local Kubernetes simulator driven by the real kubectl and Helm

@@ -135,9 +135,12 @@ pub struct Event {
     pub ready: f64,
 }
 
-/// WAL failpoints the node declares, and actions from the `fail` crate.
-const DISK_FAILPOINTS: [&str; 1] = ["wal::write"];
-const DISK_ACTIONS: [&str; 3] = ["return", "30%return", "delay(300)"];
+/// Storage failpoints the node declares (`node/src/storage/mod.rs`), and
+/// actions from the `fail` crate. A failed write or fsync stops the node
+/// (fail-stop: a panic in a `failpoints` build aborts), so `panic` is a disk
+/// that fails under a write; `delay` is a slow disk. The heal restarts it.
+const DISK_FAILPOINTS: [&str; 2] = ["storage::log_write", "storage::fsync"];
+const DISK_ACTIONS: [&str; 3] = ["panic", "delay(300)", "20%delay(1000)"];
 
 pub struct Nemesis {
     pub rng: StdRng,

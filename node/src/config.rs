@@ -18,7 +18,7 @@ pub struct Config {
     #[arg(long, env = "KEYRAFT_NAME")]
     pub name: String,
 
-    /// Directory holding the write-ahead log, snapshots and identity.
+    /// Directory holding the storage engine (Raft logs), snapshots and identity.
     #[arg(long, env = "KEYRAFT_DATA_DIR")]
     pub data_dir: PathBuf,
 
@@ -74,14 +74,28 @@ pub struct Config {
     #[arg(long, env = "KEYRAFT_KEEP_ENTRIES", default_value_t = 1_000)]
     pub keep_entries: u64,
 
-    /// Start a new compacted write-ahead log segment past this many MiB.
-    #[arg(long, env = "KEYRAFT_WAL_SEGMENT_MB", default_value_t = 64)]
+    /// Ignored: the log lives in the storage engine, which compacts on its
+    /// own. Still parsed so existing settings keep working.
+    #[arg(long, env = "KEYRAFT_WAL_SEGMENT_MB", default_value_t = 64, hide = true)]
     pub wal_segment_mb: u64,
+
+    /// Block cache of the storage engine, in MiB: with the memtables
+    /// (`--storage-memtable-mb` per keyspace) it bounds what the engine keeps
+    /// in memory, whatever the amount of data.
+    #[arg(long, env = "KEYRAFT_STORAGE_CACHE_MB", default_value_t = 64)]
+    pub storage_cache_mb: u64,
+
+    /// Largest memtable of one storage-engine keyspace, in MiB.
+    #[arg(long, env = "KEYRAFT_STORAGE_MEMTABLE_MB", default_value_t = 16)]
+    pub storage_memtable_mb: u64,
 
     /// Version this node reports to the cluster (defaults to the build's).
     #[arg(long = "reported-version", env = "KEYRAFT_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub reported_version: String,
 }
+
+/// Size of one snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
 impl Config {
     pub fn raft_config(&self) -> openraft::Config {
@@ -94,7 +108,13 @@ impl Config {
             max_in_snapshot_log_to_keep: self.keep_entries,
             // openraft times one AppendEntries out after a heartbeat interval:
             // keep a batch small enough to ship and fsync well within it.
+            // Batches are also cut by bytes in the network layer
+            // (`network::MAX_APPEND_BYTES`).
             max_payload_entries: 64,
+            // A snapshot goes in chunks of this size, each with its own
+            // timeout: room to ship and write a chunk on a busy node.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: 2_000 + SNAPSHOT_CHUNK_BYTES / (1 << 20) * 500,
             ..Default::default()
         }
     }

@@ -1,5 +1,5 @@
 //! The one place that owns the lifecycle of this node's Raft groups: opening
-//! a group (from the shared WAL and its snapshot), looking groups up, and
+//! a group (from its log in the storage engine and its snapshot), looking groups up, and
 //! shutting them down.
 
 use std::collections::HashMap;
@@ -100,7 +100,8 @@ impl Groups {
         }
         let dir = self.groups_dir.join(id.to_string());
         let meta_tx = (id == keyraft_api::META_GROUP).then(|| self.meta_tx.clone());
-        let sm = StateMachine::open(id, &dir, meta_tx).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let sm =
+            StateMachine::open(id, &dir, meta_tx, self.wal.clone()).map_err(|e| NodeError::Internal(e.to_string()))?;
         let reader = sm.reader();
         let snapshots_built = sm.snapshots_built();
         let network = NetworkFactory {

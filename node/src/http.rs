@@ -12,11 +12,13 @@ use axum::Router;
 use crate::node::Node;
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(node)
+        .route("/metrics", get(metrics));
+    #[cfg(feature = "failpoints")]
+    let r = r.merge(crate::storage::failpoints::router());
+    r.with_state(node)
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {

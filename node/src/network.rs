@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use keyraft_api::pb::RaftMessage;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -19,6 +21,25 @@ use tokio::sync::watch;
 use crate::meta::ClusterMeta;
 use crate::peers::Peers;
 use crate::types::{GroupId, NodeId, TypeConfig};
+
+/// Largest AppendEntries payload sent in one RPC, in bytes. openraft gives
+/// one AppendEntries a heartbeat interval to be shipped and fsynced, so a
+/// batch is cut by bytes as well as by entries; a single larger entry (a
+/// value near the limit) still goes alone.
+pub const MAX_APPEND_BYTES: u64 = 2 << 20;
+
+/// How many leading entries of `entries` fit in [`MAX_APPEND_BYTES`] (at
+/// least one).
+pub fn entries_that_fit<T: Serialize>(entries: &[T]) -> usize {
+    let mut total = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        total += bincode::serialized_size(e).unwrap_or(u64::MAX);
+        if total > MAX_APPEND_BYTES {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
 
 #[derive(Clone)]
 pub struct NetworkFactory {
@@ -61,6 +82,8 @@ impl GroupNetwork {
             .unwrap_or_else(|| self.addr.clone())
     }
 
+    // The failpoint closure returns the same (large) error type as the RPC.
+    #[allow(clippy::result_large_err)]
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
@@ -108,6 +131,13 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        // Too many bytes: openraft retries at once with the hinted number of
+        // entries (and keeps the hint for the next few RPCs), so an
+        // oversized batch is split instead of timing out forever.
+        let fit = entries_that_fit(&rpc.entries);
+        if fit < rpc.entries.len() {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit as u64)));
+        }
         self.call(Rpc::Append, &rpc, option.hard_ttl()).await
     }
 
@@ -126,5 +156,22 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_by_bytes_but_never_below_one_entry() {
+        let small = vec![vec![0u8; 1000]; 64];
+        assert_eq!(entries_that_fit(&small), 64);
+        let big = vec![vec![0u8; 1 << 20]; 64];
+        assert_eq!(entries_that_fit(&big), 1);
+        let huge = vec![vec![0u8; 3 << 20]; 2];
+        assert_eq!(entries_that_fit(&huge), 1, "an entry larger than the cap still goes alone");
+        let mixed = vec![vec![0u8; 700 << 10]; 5];
+        assert_eq!(entries_that_fit(&mixed), 2);
     }
 }

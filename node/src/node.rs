@@ -66,10 +66,17 @@ impl Node {
     /// Opens the data directory (refusing a foreign or corrupt one), replays
     /// storage and starts every group found on disk plus the meta group.
     pub async fn open(cfg: Config) -> anyhow::Result<Arc<Node>> {
+        #[cfg(feature = "failpoints")]
+        crate::storage::failpoints::init();
+        crate::storage::refuse_old_format(&cfg.data_dir)?;
         let identity = Identity::load_or_create(&cfg.data_dir, &cfg.name, &cfg.cluster)?;
         let wal = Wal::open(
-            &cfg.data_dir.join("wal"),
-            WalOptions { segment_bytes: cfg.wal_segment_mb * 1024 * 1024, ..Default::default() },
+            &cfg.data_dir.join("db"),
+            WalOptions {
+                cache_bytes: cfg.storage_cache_mb << 20,
+                memtable_bytes: cfg.storage_memtable_mb << 20,
+                ..Default::default()
+            },
         )?;
         let (meta_tx, meta_rx) = watch::channel(None);
         let peers = Peers::default();

@@ -1,4 +1,4 @@
-//! One group's view of the shared write-ahead log, as openraft's log storage.
+//! One group's view of the node's Raft logs, as openraft's log storage.
 
 use std::fmt::Debug;
 use std::io;
@@ -31,7 +31,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.wal.with_group(self.group, |g| g.entries.range(range).map(|(_, e)| e.clone()).collect()))
+        self.wal
+            .entries(self.group, range)
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -81,7 +83,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.wal.purge(self.group, log_id);
-        Ok(())
+        self.wal.purge(self.group, log_id).map_err(|e| write_err(ErrorSubject::Logs, e))
     }
 }

@@ -1,11 +1,29 @@
 //! Durable storage for every Raft group of a node.
 //!
-//! All groups share one write-ahead log ([`wal::Wal`]): appends and votes of
-//! every partition that arrive together cost one fsync. Each group sees the
-//! WAL through a [`log_store::LogStore`]; its state machine lives in memory
-//! and is made durable by snapshots ([`state_machine::StateMachine`]) plus
-//! the log entries after them.
+//! The Raft logs of all groups live in one embedded storage engine (fjall,
+//! one journal; see [`wal::Wal`]): appends and votes of every partition that
+//! arrive together cost one fsync. Each group sees its log through a
+//! [`log_store::LogStore`]; its state machine lives in memory and is made
+//! durable by snapshot files ([`state_machine::StateMachine`]) plus the log
+//! entries after them.
+//!
+//! Failpoints (`fail` crate, built with the `failpoints` feature; armed with
+//! the `FAILPOINTS` environment variable or over HTTP, see [`failpoints`]):
+//!
+//! | name                       | where                                              |
+//! |----------------------------|----------------------------------------------------|
+//! | `storage::log_write`       | before a batch (entries, vote, truncate, purge) is committed to the engine |
+//! | `storage::fsync`           | before the writer's journal fsync                  |
+//! | `storage::vote_save`       | before a vote is written                           |
+//! | `storage::log_purge`       | before purged entries are removed                  |
+//! | `storage::snapshot_build`  | before a snapshot is built                         |
+//! | `storage::snapshot_install`| before a received snapshot is written and installed |
+//! | `storage::membership`      | when a membership entry is applied                 |
 
+use std::path::{Path, PathBuf};
+
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod log_store;
 pub mod sessions;
 pub mod state_machine;
@@ -14,3 +32,19 @@ pub mod wal;
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;
 pub use wal::Wal;
+
+/// A data directory this build cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("data directory {dir} was written by an older Keyraft release (its log is in {dir}/wal, storage format 1); this release keeps data in a new format and cannot read it. Refusing to start. To migrate, replace the node: delete the data directory (the volume) and start the node again; it joins as a new incarnation and receives its replicas from the other members (remove the old member first if the cluster still counts it)", dir = .dir.display())]
+    OldRelease { dir: PathBuf },
+}
+
+/// Refuses a data directory written by the release that kept its log in a
+/// bincode write-ahead log (directory `wal/`).
+pub fn refuse_old_format(data_dir: &Path) -> Result<(), FormatError> {
+    if data_dir.join("wal").is_dir() {
+        return Err(FormatError::OldRelease { dir: data_dir.to_path_buf() });
+    }
+    Ok(())
+}

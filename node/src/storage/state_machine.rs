@@ -8,7 +8,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::sessions::Sessions;
-use super::wal::sync_dir;
+use super::wal::{create_dir_durable, fail_stop, sync_dir, Wal};
 use crate::meta::ClusterMeta;
 use crate::types::{
     CommandResult, Entry, GroupId, KvMap, KvOp, LogId, RequestId, SnapshotMeta, StorageError, StoredMembership,
@@ -104,6 +104,42 @@ pub struct StateMachine {
     /// Published after every applied meta change (meta group only).
     meta_tx: Option<watch::Sender<Option<Arc<ClusterMeta>>>>,
     snapshots_built: Arc<AtomicU64>,
+    saver: SnapshotSaver,
+}
+
+/// Writes a group's snapshot file and tells the log what it now covers.
+/// Build and install each use their own temporary file, and a snapshot never
+/// replaces a newer one (a build that started before an install may finish
+/// after it).
+#[derive(Clone)]
+struct SnapshotSaver {
+    group: GroupId,
+    dir: PathBuf,
+    wal: Wal,
+    /// Index of the snapshot file on disk; the lock orders the writers.
+    saved: Arc<Mutex<Option<u64>>>,
+}
+
+impl SnapshotSaver {
+    /// Returns false if a newer snapshot was already saved.
+    fn save(&self, tmp_name: &str, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        let index = meta.last_log_id.map(|l| l.index);
+        if saved.is_some() && index < *saved {
+            return Ok(false);
+        }
+        if let Err(e) = save_snapshot_file(&self.dir, tmp_name, meta, data) {
+            // The directory is gone when the group was deleted meanwhile.
+            if e.kind() == io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            fail_stop("snapshot write", Some(self.group), &self.dir, &e);
+        }
+        *saved = index;
+        drop(saved);
+        self.wal.snapshot_durable(self.group, index)?;
+        Ok(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,8 +161,9 @@ impl StateMachine {
         group: GroupId,
         dir: &Path,
         meta_tx: Option<watch::Sender<Option<Arc<ClusterMeta>>>>,
+        wal: Wal,
     ) -> Result<Self, SnapshotLoadError> {
-        fs::create_dir_all(dir).map_err(|source| SnapshotLoadError::Io { path: dir.to_path_buf(), source })?;
+        create_dir_durable(dir).map_err(|source| SnapshotLoadError::Io { path: dir.to_path_buf(), source })?;
         let path = dir.join("snapshot.bin");
         let data = match fs::read(&path) {
             Ok(bytes) => decode_snapshot(&bytes)
@@ -138,6 +175,9 @@ impl StateMachine {
         if let Some(tx) = &meta_tx {
             tx.send_replace(data.meta.clone().map(Arc::new));
         }
+        let saved = data.last_applied.map(|l| l.index);
+        wal.snapshot_durable(group, saved).map_err(|source| SnapshotLoadError::Io { path: path.clone(), source })?;
+        let saver = SnapshotSaver { group, dir: dir.to_path_buf(), wal, saved: Arc::new(Mutex::new(saved)) };
         Ok(Self {
             group,
             dir: dir.to_path_buf(),
@@ -145,6 +185,7 @@ impl StateMachine {
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             meta_tx,
             snapshots_built: Arc::new(AtomicU64::new(0)),
+            saver,
         })
     }
 
@@ -169,10 +210,10 @@ impl StateMachine {
 
 /// Writes a snapshot atomically. The group's directory must exist: a group
 /// deleted while a snapshot was being built must stay deleted.
-fn save_snapshot_file(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+fn save_snapshot_file(dir: &Path, tmp_name: &str, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
     let file = SnapshotFile { meta: meta.clone(), data: data.to_vec(), crc: crc32fast::hash(data) };
     let bytes = bincode::serialize(&file).map_err(io::Error::other)?;
-    let tmp = dir.join("snapshot.bin.tmp");
+    let tmp = dir.join(tmp_name);
     let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
     f.write_all(&bytes)?;
     f.sync_all()?;
@@ -191,7 +232,7 @@ fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
 /// Builds snapshots from a point-in-time copy of the state.
 pub struct SnapshotBuilder {
     group: GroupId,
-    dir: PathBuf,
+    saver: SnapshotSaver,
     data: Arc<RwLock<SmData>>,
     seq: Arc<AtomicU64>,
     built: Arc<AtomicU64>,
@@ -199,6 +240,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        fail::fail_point!("storage::snapshot_build");
         let (bytes, last_applied, last_membership) = {
             let d = self.data.read().unwrap_or_else(|e| e.into_inner());
             let bytes = bincode::serialize(&*d)
@@ -211,8 +253,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             None => format!("{}-0-0-{seq}", self.group),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
-        let (m2, b2, dir) = (meta.clone(), bytes.clone(), self.dir.clone());
-        tokio::task::spawn_blocking(move || save_snapshot_file(&dir, &m2, &b2))
+        let (m2, b2, saver) = (meta.clone(), bytes.clone(), self.saver.clone());
+        tokio::task::spawn_blocking(move || saver.save("snapshot.build.tmp", &m2, &b2))
             .await
             .map_err(|e| snap_io(ErrorSubject::Snapshot(None), ErrorVerb::Write, io::Error::other(e)))?
             .map_err(|e| {
@@ -245,6 +287,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let res = match e.payload {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Membership(m) => {
+                    fail::fail_point!("storage::membership");
                     d.last_membership = StoredMembership::new(Some(e.log_id), m);
                     CommandResult::Done
                 }
@@ -267,7 +310,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             group: self.group,
-            dir: self.dir.clone(),
+            saver: self.saver.clone(),
             data: self.data.clone(),
             seq: self.snapshot_seq.clone(),
             built: self.snapshots_built.clone(),
@@ -283,13 +326,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        fail::fail_point!("storage::snapshot_install");
         let bytes = snapshot.into_inner();
         let mut new: SmData = bincode::deserialize(&bytes).map_err(|e| {
             snap_io(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, io::Error::other(e))
         })?;
         new.last_applied = meta.last_log_id;
         new.last_membership = meta.last_membership.clone();
-        save_snapshot_file(&self.dir, meta, &bytes)
+        // Durable before the state switches: openraft purges the log up to
+        // this snapshot, and the log waits for it (see `Wal::purge`).
+        self.saver
+            .save("snapshot.install.tmp", meta, &bytes)
             .map_err(|e| snap_io(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
         let mut d = self.write();
         *d = new;
