@@ -23,6 +23,8 @@ pub enum NodeError {
     AlreadyBootstrapped(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("node {name} ({id}) is {} and no longer serves the cluster; its view of the cluster is stale; ask another node", .state.as_str())]
+    Departed { name: String, id: NodeId, state: crate::meta::MemberState },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -44,7 +46,9 @@ impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
         let code = match &e {
             NodeError::InvalidArgument { .. } | NodeError::UnknownSessionToken { .. } => Code::InvalidArgument,
-            NodeError::NotJoined { .. } | NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
+            NodeError::NotJoined { .. } | NodeError::FailedPrecondition(_) | NodeError::Departed { .. } => {
+                Code::FailedPrecondition
+            }
             NodeError::AlreadyBootstrapped(_) => Code::AlreadyExists,
             NodeError::NotLeader { .. } | NodeError::NoLeader { .. } => Code::Unavailable,
             NodeError::Timeout(_) => Code::DeadlineExceeded,
@@ -74,6 +78,14 @@ mod tests {
             s.message()
         );
         assert_eq!(s.metadata().get(LEADER_HINT_HEADER).unwrap(), "127.0.0.1:7002");
+    }
+
+    #[test]
+    fn a_departed_member_is_failed_precondition_naming_it_and_its_state() {
+        let s: Status =
+            NodeError::Departed { name: "n2".into(), id: 9, state: crate::meta::MemberState::Removed }.into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().starts_with("node n2 (9) is removed"), "{}", s.message());
     }
 
     #[test]

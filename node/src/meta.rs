@@ -58,7 +58,10 @@ impl ClusterMeta {
 pub enum MetaOp {
     /// Creates the cluster. Refused when one already exists.
     Bootstrap(ClusterMeta),
-    /// A node announces (or updates) its address, zone and version.
+    /// A node announces (or updates) its address, zone and version. The
+    /// state is taken only on the first registration; after that it changes
+    /// through `SetMemberState` alone, so a node re-registering with the view
+    /// it had never reverts a drain or decommission committed meanwhile.
     Register(Member),
     SetDefaultRead(ConsistencyLevel),
     /// Changes a member's state; `removed` is final.
@@ -86,9 +89,10 @@ impl MetaOp {
             (MetaOp::Bootstrap(_), Some(m)) => Err(format!("cluster {} is already bootstrapped", m.cluster_id)),
             (_, None) => Err("cluster is not bootstrapped".into()),
             (MetaOp::Register(mut mem), Some(m)) => {
-                // A node started without a zone keeps the one recorded for it.
-                if mem.zone.is_empty() {
-                    if let Some(old) = m.members.get(&mem.id) {
+                if let Some(old) = m.members.get(&mem.id) {
+                    mem.state = old.state;
+                    // A node started without a zone keeps the one recorded for it.
+                    if mem.zone.is_empty() {
                         mem.zone = old.zone.clone();
                     }
                 }
@@ -221,6 +225,35 @@ mod tests {
             version: "0.1.0".into(),
             incarnation: format!("inc-{id}"),
         }
+    }
+
+    #[test]
+    fn register_never_changes_a_members_state_after_the_first_registration() {
+        let nodes: Vec<_> = (1..=3).map(|i| member(i, "z")).collect();
+        let mut meta = Some(ClusterMeta {
+            cluster_id: "c".into(),
+            cluster_name: "c".into(),
+            partitions: 1,
+            replication_factor: 3,
+            placement: initial_placement(&nodes, 1, 3),
+            members: nodes.iter().map(|m| (m.id, m.clone())).collect(),
+            default_read: ConsistencyLevel::Linearizable,
+            moved: Default::default(),
+        });
+        MetaOp::SetMemberState { id: 2, state: MemberState::Draining }.apply(&mut meta).unwrap();
+        // Node 2 re-registers with the view it had before the drain committed.
+        let mut stale = member(2, "");
+        stale.advertise = "127.0.0.1:9999".into();
+        MetaOp::Register(stale).apply(&mut meta).unwrap();
+        let m = &meta.as_ref().unwrap().members[&2];
+        assert_eq!(m.state, MemberState::Draining, "the drain stands");
+        assert_eq!(m.advertise, "127.0.0.1:9999", "the rest is updated");
+        assert_eq!(m.zone, "z", "an empty zone keeps the recorded one");
+        // A first registration takes the state it is given.
+        let mut new = member(4, "");
+        new.state = MemberState::Active;
+        MetaOp::Register(new).apply(&mut meta).unwrap();
+        assert_eq!(meta.as_ref().unwrap().members[&4].state, MemberState::Active);
     }
 
     #[test]

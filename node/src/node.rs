@@ -60,6 +60,9 @@ pub struct Node {
     /// Groups whose leadership this node is handing over: no new proposals.
     transferring: Mutex<std::collections::HashSet<u64>>,
     pub started: Instant,
+    /// Set once peers say this member was removed (it may have left the
+    /// meta group before hearing so itself).
+    pub removed: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -100,6 +103,7 @@ impl Node {
             leader_hints: Mutex::new(HashMap::new()),
             transferring: Mutex::new(Default::default()),
             started: Instant::now(),
+            removed: Default::default(),
         });
         node.groups.open(META_GROUP).await?;
         for g in node.groups.on_disk() {

@@ -15,6 +15,7 @@
 //! or decommissioning nodes.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,6 +164,43 @@ impl Node {
         }
     }
 
+    /// Refuses client and admin calls on a member that was removed, by its
+    /// own metadata or by its peers' (see [`Node::learn_removal`]): its view
+    /// of the cluster no longer follows the cluster's.
+    pub fn refuse_if_departed(&self) -> Result<(), NodeError> {
+        let Some(meta) = self.meta_rx.borrow().clone() else { return Ok(()) };
+        let me = self.id();
+        let Some(m) = meta.members.get(&me) else { return Ok(()) };
+        if m.state == MemberState::Removed || self.removed.load(Ordering::Relaxed) {
+            return Err(NodeError::Departed { name: m.name.clone(), id: me, state: MemberState::Removed });
+        }
+        Ok(())
+    }
+
+    /// A member on its way out leaves the meta group before it may hear that
+    /// it was removed: it asks its peers, and once one says so it stops
+    /// serving (see [`Node::refuse_if_departed`]).
+    async fn learn_removal(&self, meta: &ClusterMeta) {
+        let me = self.id();
+        if self.removed.load(Ordering::Relaxed) || meta.members.get(&me).is_none_or(|m| m.state.holds_replicas()) {
+            return;
+        }
+        // The first active peer that answers decides (until the next pass).
+        for peer in meta.members.values().filter(|m| m.id != me && m.state == MemberState::Active) {
+            let Ok(mut c) = self.peers.admin(&peer.advertise) else { continue };
+            let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status(pb::StatusRequest {})).await else {
+                continue;
+            };
+            let view = s.into_inner().cluster;
+            let mine = view.as_ref().and_then(|v| v.members.iter().find(|m| m.id == me));
+            if mine.is_some_and(|m| MemberState::parse(&m.state) == Some(MemberState::Removed)) {
+                tracing::warn!(node = me, via = %peer.advertise, "this member was removed from the cluster; refusing requests from now on");
+                self.removed.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+    }
+
     /// Campaigns for leadership of `group` once the current leader's lease
     /// has lapsed (the leader stops heartbeats to hand over).
     pub async fn campaign(&self, group: GroupId) -> Result<bool, NodeError> {
@@ -209,6 +247,9 @@ impl Node {
                         "placement step did not finish within {STEP_TIMEOUT:?}; will retry"
                     ),
                 }
+            }
+            if tokio::time::timeout(STEP_TIMEOUT, self.learn_removal(&meta)).await.is_err() {
+                tracing::debug!("asking peers about this member's removal timed out; will retry");
             }
             match tokio::time::timeout(STEP_TIMEOUT, self.collect_removed_replicas(&meta)).await {
                 Ok(Ok(())) => {}
@@ -393,16 +434,13 @@ impl Node {
         tracing::info!(group = g.id, to = target, "handing over leadership");
         // Stop heartbeats and new proposals so followers' leases lapse and
         // the target can win an election with an up-to-date log.
-        self.set_transferring(g.id, true);
-        g.raft.runtime_config().heartbeat(false);
+        let _paused = PausedLeadership::new(self, g);
         let res = match self.peers.admin(addr) {
             Ok(mut c) => {
                 tokio::time::timeout(Duration::from_secs(10), c.campaign(pb::CampaignRequest { group: g.id })).await
             }
             Err(e) => Ok(Err(tonic::Status::unavailable(e.to_string()))),
         };
-        g.raft.runtime_config().heartbeat(true);
-        self.set_transferring(g.id, false);
         match res {
             Ok(Ok(r)) if r.get_ref().leader => tracing::info!(group = g.id, to = target, "leadership handed over"),
             other => tracing::debug!(group = g.id, to = target, ?other, "leadership hand-over did not complete"),
@@ -444,10 +482,36 @@ impl Node {
                 continue;
             };
             if let Some(gs) = s.get_ref().groups.iter().find(|x| x.group == group && x.role == "leader") {
-                return !gs.voters.contains(&me) && !gs.learners.contains(&me);
+                // The leader's membership counts only once committed (applied
+                // by the leader): an uncommitted change may still be undone.
+                let committed = gs.applied_index >= gs.membership_index;
+                return committed && !gs.voters.contains(&me) && !gs.learners.contains(&me);
             }
         }
         false
+    }
+}
+
+/// A leadership hand-over in progress: heartbeats and new proposals stop.
+/// Dropping it (hand-over done, failed, or its future cancelled by a step
+/// timeout) resumes both, so the group never stays refusing writes.
+struct PausedLeadership<'a> {
+    node: &'a Node,
+    group: &'a Group,
+}
+
+impl<'a> PausedLeadership<'a> {
+    fn new(node: &'a Node, group: &'a Group) -> Self {
+        node.set_transferring(group.id, true);
+        group.raft.runtime_config().heartbeat(false);
+        Self { node, group }
+    }
+}
+
+impl Drop for PausedLeadership<'_> {
+    fn drop(&mut self) {
+        self.group.raft.runtime_config().heartbeat(true);
+        self.node.set_transferring(self.group.id, false);
     }
 }
 

@@ -246,3 +246,54 @@ async fn a_bad_placement_is_refused_with_the_reason() {
     assert!(err.message().contains("nobody"), "{}", err.message());
     common::cleanup(&mut c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_refuses_kv_and_admin_calls_and_clients_move_on() {
+    let mut c = common::cluster("removed", 4, 2, 3, &[]).await;
+    let client = c.client().unwrap();
+    client.put("before", "1").await.unwrap();
+    let gone = id_of(&c, 3).await;
+    set_state(&c, gone, "decommissioning").await;
+    eventually("node 3 removed", CONVERGE, || async {
+        common::placement_converged(&c).await?;
+        let view = common::status_of(&c, 0).await.cluster.unwrap();
+        match view.members.iter().find(|m| m.id == gone) {
+            Some(m) if m.state == "removed" => Ok(()),
+            other => Err(format!("node 3 is {other:?}")),
+        }
+    })
+    .await;
+    let addr = c.nodes[3].grpc.to_string();
+    // Node 3 may not have heard of its final state (it left the meta group
+    // first): it names the state it knows, but never serves its stale view.
+    let named = |m: &str| m.contains("node-3") && (m.contains("is removed") || m.contains("is decommissioning"));
+    eventually("node 3 refuses Kv and Admin calls", CONVERGE, || async {
+        let kv = client.get_from(&addr, "before", keyraft_client::ConsistencyLevel::Eventual, "").await;
+        let st = client.admin(&addr).unwrap().status(pb::StatusRequest {}).await;
+        match (kv, st) {
+            (Err(k), Err(s))
+                if k.code() == tonic::Code::FailedPrecondition
+                    && s.code() == tonic::Code::FailedPrecondition
+                    && named(k.message())
+                    && named(s.message()) =>
+            {
+                Ok(())
+            }
+            (kv, st) => Err(format!("kv: {kv:?}; status: {:?}", st.map(|s| s.into_inner().cluster))),
+        }
+    })
+    .await;
+    // A client that knows only the removed node and one live node works and
+    // is never shown the removed node's view.
+    let mut opts = keyraft_client::ClientOptions::new(vec![addr.clone(), c.nodes[0].grpc.to_string()]);
+    opts.follow_leader_hints = false;
+    let mixed = keyraft_client::Client::new(opts).unwrap();
+    for i in 0..10 {
+        mixed.put(format!("after-{i}"), "v").await.unwrap();
+        assert_eq!(mixed.get("before", None).await.unwrap().as_deref(), Some(&b"1"[..]));
+        let view = mixed.cluster_status().await.unwrap().cluster.unwrap();
+        let m = view.members.iter().find(|m| m.id == gone).unwrap();
+        assert_eq!(m.state, "removed", "round {i}: a stale view was shown");
+    }
+    common::cleanup(&mut c);
+}

@@ -50,6 +50,7 @@ pub fn status(node: &Node) -> pb::StatusResponse {
                 purged_index: m.purged.map_or(0, |l| l.index),
                 voters,
                 learners,
+                membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
                 keys: g.sm.read().kv.len() as u64,
             }
         })
@@ -82,11 +83,14 @@ pub fn status(node: &Node) -> pb::StatusResponse {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        // A departed member's view is stale: tools must not show it as current.
+        self.node.refuse_if_departed()?;
         Ok(Response::new(status(&self.node)))
     }
 
     async fn bootstrap(&self, req: Request<pb::BootstrapRequest>) -> Result<Response<pb::BootstrapResponse>, Status> {
         observe(&self.node, "bootstrap", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             let (cluster_id, already) =
                 self.node.bootstrap(r.peers, r.partitions, r.replication_factor, r.zones).await?;
@@ -118,6 +122,7 @@ impl Admin for AdminService {
         req: Request<pb::SetDefaultReadRequest>,
     ) -> Result<Response<pb::SetDefaultReadResponse>, Status> {
         observe(&self.node, "set_default_read", async {
+            self.node.refuse_if_departed()?;
             let level: ConsistencyLevel = ConsistencyLevel::from_wire(req.into_inner().consistency)
                 .map_err(|e| NodeError::invalid("consistency", e))?
                 .ok_or_else(|| NodeError::invalid("consistency", "name a level: linearizable, session or eventual"))?;
@@ -135,6 +140,7 @@ impl Admin for AdminService {
         req: Request<pb::SetPlacementRequest>,
     ) -> Result<Response<pb::SetPlacementResponse>, Status> {
         observe(&self.node, "set_placement", async {
+            self.node.refuse_if_departed()?;
             let mut placement: Vec<(u32, Placement)> = req
                 .into_inner()
                 .placement
@@ -166,6 +172,7 @@ impl Admin for AdminService {
         req: Request<pb::SetMemberStateRequest>,
     ) -> Result<Response<pb::SetMemberStateResponse>, Status> {
         observe(&self.node, "set_member_state", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             let state = MemberState::parse(&r.state).ok_or_else(|| {
                 NodeError::invalid(
@@ -184,6 +191,7 @@ impl Admin for AdminService {
         req: Request<pb::SetMemberZoneRequest>,
     ) -> Result<Response<pb::SetMemberZoneResponse>, Status> {
         observe(&self.node, "set_member_zone", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             if r.zone.is_empty() || r.zone.len() > 253 {
                 return Err(NodeError::invalid("zone", "must be 1 to 253 bytes").into());
@@ -196,6 +204,7 @@ impl Admin for AdminService {
 
     async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::RebalanceResponse>, Status> {
         observe(&self.node, "rebalance", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             let max = if r.max_moves == 0 { crate::placement::DEFAULT_MAX_MOVES } else { r.max_moves as usize };
             let moves = self.node.rebalance(r.dry_run, max).await?;
@@ -206,6 +215,7 @@ impl Admin for AdminService {
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
         observe(&self.node, "join", async {
+            self.node.refuse_if_departed()?;
             let hops =
                 req.metadata().get(keyraft_api::HOPS_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
             let info = req.into_inner().node.ok_or_else(|| NodeError::invalid("node", "missing"))?;

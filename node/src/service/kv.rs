@@ -212,6 +212,7 @@ fn end_bound(end: &[u8]) -> std::ops::Bound<&[u8]> {
 impl Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         observe(&self.node, "put", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             self.check_key("key", &r.key)?;
             self.check_value("value", &r.value)?;
@@ -223,6 +224,7 @@ impl Kv for KvService {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         observe(&self.node, "get", async {
+            self.node.refuse_if_departed()?;
             let hops = hops(req.metadata());
             let r = req.into_inner();
             self.check_key("key", &r.key)?;
@@ -254,6 +256,7 @@ impl Kv for KvService {
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         observe(&self.node, "delete", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             self.check_key("key", &r.key)?;
             let (w, p) = self.write(&r.key.clone(), r.request_id, KvOp::Delete { key: r.key }).await?;
@@ -265,6 +268,7 @@ impl Kv for KvService {
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
         observe(&self.node, "scan", async {
+            self.node.refuse_if_departed()?;
             let hops = hops(req.metadata());
             let r = req.into_inner();
             let limit = effective_limit(r.limit)? as usize;
@@ -305,6 +309,7 @@ impl Kv for KvService {
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
         observe(&self.node, "compare_and_swap", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             self.check_key("key", &r.key)?;
             if let Some(v) = &r.expected {
@@ -326,6 +331,7 @@ impl Kv for KvService {
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         observe(&self.node, "batch", async {
+            self.node.refuse_if_departed()?;
             let r = req.into_inner();
             if r.ops.is_empty() {
                 return Err(NodeError::invalid("ops", "a batch needs at least one operation").into());
