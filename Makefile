@@ -72,7 +72,7 @@ SEED ?=
 FAULTS ?= process,network,membership,disk
 chaos:
 	hack/chaos-deps.sh
-	$(CARGO) build -p keyraft-node --features failpoints -p keyraft-chaos
+	$(CARGO) build -p keyraft-node -p keyraft-chaos --features keyraft-node/failpoints
 	target/debug/keyraft-chaos run --seconds $(SECONDS) --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
 
 # The short run of `make test`: about 60 s, fixed seed.
