@@ -10,7 +10,9 @@ use tonic::transport::{Channel, Endpoint};
 use keyraft_api::placement::NodeState;
 
 use crate::crd::ReadConsistency;
-use crate::planner::{ClusterViewReport, MemberReport, NodeReport};
+use std::collections::BTreeMap;
+
+use crate::planner::{ClusterViewReport, GroupReport, MemberReport, MemberState, NodeReport, Role};
 use crate::{Error, Result};
 
 /// Reaches nodes by `<pod>.<headless>.<ns>.svc:7000`.
@@ -41,7 +43,7 @@ impl Admin {
     pub async fn status(&self, addr: &str) -> Result<NodeReport> {
         let mut c = self.client(addr).await?;
         let resp = c.status(pb::StatusRequest {}).await.map_err(|e| admin_err(addr, e.message()))?.into_inner();
-        Ok(node_report(resp))
+        node_report(resp).map_err(|e| admin_err(addr, e))
     }
 
     /// Admin.Bootstrap; returns the cluster id (also when it already existed).
@@ -86,7 +88,7 @@ impl Admin {
             .map_err(|e| admin_err(addr, e.message()))?
             .into_inner();
         let m = resp.member.ok_or_else(|| admin_err(addr, "SetMemberState answered without a member"))?;
-        Ok(member_report(m))
+        member_report(m).map_err(|e| admin_err(addr, e))
     }
 
     /// Admin.SetMemberZone through the node at `addr`; returns the member's new record.
@@ -98,7 +100,7 @@ impl Admin {
             .map_err(|e| admin_err(addr, e.message()))?
             .into_inner();
         let m = resp.member.ok_or_else(|| admin_err(addr, "SetMemberZone answered without a member"))?;
-        Ok(member_report(m))
+        member_report(m).map_err(|e| admin_err(addr, e))
     }
 
     /// Admin.Rebalance: the moves of a balanced placement, at most
@@ -130,8 +132,12 @@ pub fn describe_moves(moves: &[pb::Move]) -> String {
         .join("; ")
 }
 
-fn member_report(m: pb::MemberRecord) -> MemberReport {
-    MemberReport { id: m.id, name: m.name, state: m.state, zone: m.zone }
+/// Member states are parsed here, at the wire boundary: an answer naming a
+/// state this operator does not know is no answer (the planner waits).
+fn member_report(m: pb::MemberRecord) -> Result<MemberReport, String> {
+    let state =
+        MemberState::parse(&m.state).ok_or_else(|| format!("member {} has unknown state {:?}", m.id, m.state))?;
+    Ok(MemberReport { id: m.id, name: m.name, state, zone: m.zone })
 }
 
 fn admin_err(addr: &str, e: impl std::fmt::Display) -> Error {
@@ -139,25 +145,34 @@ fn admin_err(addr: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Maps an Admin.Status answer to the planner's NodeReport.
-pub fn node_report(resp: pb::StatusResponse) -> NodeReport {
+pub fn node_report(resp: pb::StatusResponse) -> Result<NodeReport, String> {
     let node = resp.node.unwrap_or_default();
     // Group 0 is meta; partition p is group p + 1.
+    let mut partitions = BTreeMap::new();
+    for g in resp.groups.iter().filter(|g| g.group > 0) {
+        let role = Role::parse(&g.role).ok_or_else(|| format!("group {} has unknown role {:?}", g.group, g.role))?;
+        let report = GroupReport { role, term: g.term, commit_index: g.commit_index, applied_index: g.applied_index };
+        partitions.insert((g.group - 1) as u32, report);
+    }
     let led = || resp.groups.iter().filter(|g| g.group > 0 && g.role == "leader");
     let led_partitions: Vec<u32> = led().map(|g| (g.group - 1) as u32).collect();
     let led_voters: Vec<(u32, Vec<u64>)> = led().map(|g| ((g.group - 1) as u32, g.voters.clone())).collect();
-    let view = resp.cluster.map(|v| ClusterViewReport {
-        meta_applied_index: v.meta_applied_index,
-        members: v.members.into_iter().map(member_report).collect(),
-        preferred_leaders: v.placement.iter().map(|p| (p.partition, p.preferred_leader)).collect(),
-        placement: v.placement.into_iter().map(|p| (p.partition, p.replicas)).collect(),
-        default_read: match pb::Consistency::try_from(v.default_read) {
-            Ok(pb::Consistency::Linearizable) => Some(ReadConsistency::Linearizable),
-            Ok(pb::Consistency::Session) => Some(ReadConsistency::Session),
-            Ok(pb::Consistency::Eventual) => Some(ReadConsistency::Eventual),
-            _ => None,
-        },
-    });
-    NodeReport {
+    let view = match resp.cluster {
+        Some(v) => Some(ClusterViewReport {
+            meta_applied_index: v.meta_applied_index,
+            members: v.members.into_iter().map(member_report).collect::<Result<_, _>>()?,
+            preferred_leaders: v.placement.iter().map(|p| (p.partition, p.preferred_leader)).collect(),
+            placement: v.placement.into_iter().map(|p| (p.partition, p.replicas)).collect(),
+            default_read: match pb::Consistency::try_from(v.default_read) {
+                Ok(pb::Consistency::Linearizable) => Some(ReadConsistency::Linearizable),
+                Ok(pb::Consistency::Session) => Some(ReadConsistency::Session),
+                Ok(pb::Consistency::Eventual) => Some(ReadConsistency::Eventual),
+                _ => None,
+            },
+        }),
+        None => None,
+    };
+    Ok(NodeReport {
         node_id: node.id,
         joined: node.joined,
         cluster_id: node.cluster_id,
@@ -167,7 +182,8 @@ pub fn node_report(resp: pb::StatusResponse) -> NodeReport {
         led_partitions,
         led_voters,
         view,
-    }
+        partitions,
+    })
 }
 
 /// A fake node's Admin service on loopback, for the admin and controller tests.
@@ -338,8 +354,19 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let r = node_report(resp);
+        // Unknown states and roles are no answer, not a guess.
+        let mut odd = resp.clone();
+        odd.cluster.as_mut().unwrap().members[0].state = "resting".into();
+        assert!(node_report(odd).unwrap_err().contains("unknown state \"resting\""));
+        let mut odd = resp.clone();
+        odd.groups[2].role = "observer".into();
+        assert!(node_report(odd).unwrap_err().contains("unknown role"));
+        let r = node_report(resp).unwrap();
         assert_eq!(r.node_id, 7);
+        // Every partition replica, with its role, as the catch-up check reads it.
+        assert_eq!(r.partitions.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(r.partitions[&2].role, Role::Leader);
+        assert_eq!(r.partitions[&3].role, Role::Follower);
         // The meta group's leadership is not a partition leadership.
         assert_eq!(r.led_partitions, vec![2]);
         assert_eq!(r.leaders, 1);

@@ -71,8 +71,9 @@ pub struct KeyraftClusterSpec {
 
     /// Keyraft version: the image tag to run. Changing it starts a rolling
     /// upgrade, one pod at a time, partition leaders last.
+    /// It becomes a label value, so at most 63 characters.
     #[serde(default = "default_version")]
-    #[schemars(pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
+    #[schemars(pattern(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"))]
     pub version: String,
 
     /// Number of hash partitions of the key space. Fixed at creation.
@@ -123,6 +124,11 @@ pub struct KeyraftClusterSpec {
     /// Replacement of members that stay unready.
     #[serde(default)]
     pub failover: FailoverSpec,
+
+    /// Bounds of the operator's waits: past one, the cluster reports
+    /// `Degraded=True` naming the blocker, and the operator keeps retrying.
+    #[serde(default)]
+    pub timeouts: TimeoutsSpec,
 
     /// Automatic rebalancing of partition replicas and leaders.
     #[serde(default)]
@@ -295,6 +301,16 @@ pub struct UpdateStrategySpec {
     #[serde(default = "default_max_unavailable")]
     #[schemars(range(min = 1, max = 1))]
     pub max_unavailable: i32,
+    /// A restarted member leads again only once, on every partition it
+    /// holds, its applied index is at most this many entries behind the
+    /// leader's commit index.
+    #[serde(default = "default_max_catch_up_lag")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub max_catch_up_lag: u64,
+}
+
+fn default_max_catch_up_lag() -> u64 {
+    100
 }
 
 fn default_max_unavailable() -> i32 {
@@ -303,7 +319,11 @@ fn default_max_unavailable() -> i32 {
 
 impl Default for UpdateStrategySpec {
     fn default() -> Self {
-        UpdateStrategySpec { paused: false, max_unavailable: default_max_unavailable() }
+        UpdateStrategySpec {
+            paused: false,
+            max_unavailable: default_max_unavailable(),
+            max_catch_up_lag: default_max_catch_up_lag(),
+        }
     }
 }
 
@@ -313,9 +333,76 @@ impl Default for UpdateStrategySpec {
 pub struct FailoverSpec {
     /// How long a member may stay unready before its replicas are re-created
     /// on other nodes, as a duration such as 90s, 5m or 1h30m.
+    /// Always longer than the startup allowance of a pod (240s), so a slow
+    /// start is never failed over.
     #[serde(default = "default_failover_timeout")]
     #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "duration(self) > duration('240s')",
+            "message": "failover.timeout must be longer than the 240s startup allowance of a pod, or a slow start would be failed over",
+            "reason": "FieldValueInvalid"
+        }
+    ]))]
     pub timeout: String,
+}
+
+/// Bounds of the operator's waits, as durations such as 90s, 5m or 1h30m.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutsSpec {
+    /// A draining member handing its leaderships over before its restart
+    /// (Degraded reason `DrainTimedOut`).
+    #[serde(default = "default_timeout_drain")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub drain: String,
+    /// A restarted member becoming ready and catching up on every partition
+    /// it holds (Degraded reason `CatchUpTimedOut`).
+    #[serde(default = "default_timeout_catch_up")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub catch_up: String,
+    /// A pod becoming ready before the next one restarts (Degraded reason
+    /// `ReadyTimedOut`).
+    #[serde(default = "default_timeout_ready")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub ready: String,
+    /// A leaving member's replicas moving off it on scale-in (Degraded
+    /// reason `ScaleInTimedOut`).
+    #[serde(default = "default_timeout_scale_in")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub scale_in: String,
+    /// A new pod joining the cluster on scale-out (Degraded reason `JoinTimedOut`).
+    #[serde(default = "default_timeout_join")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub join: String,
+}
+
+fn default_timeout_drain() -> String {
+    "5m".to_string()
+}
+fn default_timeout_catch_up() -> String {
+    "10m".to_string()
+}
+fn default_timeout_ready() -> String {
+    "10m".to_string()
+}
+fn default_timeout_scale_in() -> String {
+    "30m".to_string()
+}
+fn default_timeout_join() -> String {
+    "10m".to_string()
+}
+
+impl Default for TimeoutsSpec {
+    fn default() -> Self {
+        TimeoutsSpec {
+            drain: default_timeout_drain(),
+            catch_up: default_timeout_catch_up(),
+            ready: default_timeout_ready(),
+            scale_in: default_timeout_scale_in(),
+            join: default_timeout_join(),
+        }
+    }
 }
 
 fn default_failover_timeout() -> String {

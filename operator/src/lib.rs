@@ -24,6 +24,8 @@ pub enum Error {
     MissingField(String, &'static str),
     #[error("node admin call to {addr}: {message}")]
     Admin { addr: String, message: String },
+    #[error("invalid cluster: {0}")]
+    Invalid(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
 }

@@ -53,6 +53,9 @@ struct RunArgs {
     /// Lease duration in seconds; a dead leader is replaced after this.
     #[arg(long, env = "KEYRAFT_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// Namespaces to watch, comma-separated; empty: every namespace.
+    #[arg(long, env = "KEYRAFT_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    watch_namespaces: Vec<String>,
 }
 
 #[tokio::main]
@@ -74,19 +77,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .init();
     let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
-    let identity = args.identity.clone().unwrap_or_else(|| format!("keyraft-operator-{}", std::process::id()));
+    // The pod name (downward API): a pid is 1 in every container.
+    let identity = match (args.identity.clone(), args.leader_election) {
+        (Some(id), _) => id,
+        (None, false) => "keyraft-operator".to_string(),
+        (None, true) => anyhow::bail!("leader election needs this replica's pod name: set POD_NAME (downward API)"),
+    };
     let metrics = Arc::new(metrics::Metrics::new());
 
     let (lead_tx, mut lead_rx) = watch::channel(!args.leader_election);
     if args.leader_election {
         tokio::spawn(lease::run(
             client.clone(),
-            lease::LeaseConfig {
-                namespace: args.lease_namespace.clone(),
-                name: args.lease_name.clone(),
-                identity: identity.clone(),
-                duration: Duration::from_secs(args.lease_seconds),
-            },
+            lease::LeaseConfig::new(
+                args.lease_namespace.clone(),
+                args.lease_name.clone(),
+                identity.clone(),
+                Duration::from_secs(args.lease_seconds),
+            ),
             lead_tx,
         ));
     }
@@ -104,12 +112,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("leading: starting the controller");
 
-    let ctx = Arc::new(controller::Context::new(
+    let mut ctx = controller::Context::new(
         client,
         Admin { timeout: Duration::from_millis(args.admin_timeout_ms) },
         metrics,
         identity,
-    ));
+    );
+    // Destructive steps check the Lease before each call.
+    ctx.leading = args.leader_election.then(|| lead_rx.clone());
+    ctx.namespaces = args.watch_namespaces.clone();
+    let ctx = Arc::new(ctx);
     // Stop on SIGTERM, or as soon as leadership is lost: a replica that
     // lost its lease must not act; the process restarts and waits again.
     let mut lost = lead_rx.clone();

@@ -25,7 +25,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
         api_group: "keyraft.io",
         resources: &["keyraftclusters/status"],
         verbs: &["patch"],
-        needed_by: "controller::apply: Api::patch_status",
+        needed_by: "controller::status::write_status: server-side apply of the status subresource",
     },
     Rule {
         api_group: "apps",
@@ -71,6 +71,17 @@ pub const CLUSTER_RULES: &[Rule] = &[
         needed_by: "controller::publish: kube Recorder creates Events and patches repeated ones",
     },
 ];
+
+/// What a namespace-scoped install grants in each watched namespace: every
+/// cluster rule but the cluster-scoped Nodes.
+pub fn namespaced_rules() -> Vec<Rule> {
+    CLUSTER_RULES.iter().filter(|r| !r.resources.contains(&"nodes")).copied().collect()
+}
+
+/// What a namespace-scoped install still grants cluster-wide: reading Nodes.
+pub fn node_rules() -> Vec<Rule> {
+    CLUSTER_RULES.iter().filter(|r| r.resources.contains(&"nodes")).copied().collect()
+}
 
 /// Rules in the operator's own namespace, for leader election.
 pub const LEADER_ELECTION_RULES: &[Rule] = &[Rule {

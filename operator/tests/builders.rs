@@ -99,14 +99,34 @@ fn node_env_joins_through_the_first_three_ordinals() {
 }
 
 #[test]
-fn pdb_never_allows_losing_quorum() {
+fn pdb_allows_one_disruption_and_never_blocks_a_drain() {
     let pdb =
         |spec: &str| builders::pod_disruption_budget(&cluster(spec)).unwrap().spec.unwrap().max_unavailable.unwrap();
+    // RF 3 and 5: one node away keeps every partition's majority.
     assert_eq!(pdb("replicas: 3"), IntOrString::Int(1));
     assert_eq!(pdb("replicas: 7\nreplicationFactor: 5"), IntOrString::Int(1));
-    assert_eq!(pdb("replicas: 1\nreplicationFactor: 1"), IntOrString::Int(0));
-    // RF 1 over many nodes: each node holds the only copy of some partitions.
-    assert_eq!(pdb("replicas: 4\nreplicationFactor: 1"), IntOrString::Int(0));
+    // RF 1: a budget of 0 would block every node drain forever.
+    assert_eq!(pdb("replicas: 1\nreplicationFactor: 1"), IntOrString::Int(1));
+    assert_eq!(pdb("replicas: 4\nreplicationFactor: 1"), IntOrString::Int(1));
+}
+
+#[test]
+fn claims_are_retained_by_the_statefulset_whatever_the_reclaim_policy() {
+    for spec in ["replicas: 3", "replicas: 3\nstorage: {reclaimPolicy: Retain}"] {
+        let policy = sts(&cluster(spec)).spec.unwrap().persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!(policy.when_scaled.as_deref(), Some("Retain"), "{spec}");
+        assert_eq!(policy.when_deleted.as_deref(), Some("Retain"), "{spec}");
+    }
+}
+
+#[test]
+fn a_cluster_name_too_long_for_its_derived_names_is_refused() {
+    let mut kr = cluster("replicas: 3");
+    kr.metadata.name = Some("x".repeat(53));
+    let err = builders::Names::of(&kr).unwrap_err().to_string();
+    assert!(err.contains("metadata.name") && err.contains("at most 52"), "{err}");
+    kr.metadata.name = Some("x".repeat(52));
+    assert!(builders::Names::of(&kr).is_ok());
 }
 
 #[test]

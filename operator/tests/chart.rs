@@ -90,8 +90,8 @@ fn rendered_chart_is_valid_and_least_privilege() {
         let objects = render(&helm, &file);
         let mut kinds = Vec::new();
         let mut deployment = None;
-        let mut cluster_role = None;
-        let mut role = None;
+        let mut cluster_roles = Vec::new();
+        let mut roles = Vec::new();
         let mut bindings_to = Vec::new();
         for obj in &objects {
             let kind = obj["kind"].as_str().unwrap_or_default().to_string();
@@ -121,8 +121,8 @@ fn rendered_chart_is_valid_and_least_privilege() {
                 "Service" => {
                     typed::<Service>(obj, &what);
                 }
-                "ClusterRole" => cluster_role = Some(typed::<ClusterRole>(obj, &what)),
-                "Role" => role = Some(typed::<Role>(obj, &what)),
+                "ClusterRole" => cluster_roles.push(typed::<ClusterRole>(obj, &what)),
+                "Role" => roles.push(typed::<Role>(obj, &what)),
                 "ClusterRoleBinding" => {
                     let b = typed::<ClusterRoleBinding>(obj, &what);
                     bindings_to.push(b.subjects.unwrap()[0].name.clone());
@@ -136,12 +136,41 @@ fn rendered_chart_is_valid_and_least_privilege() {
         }
         assert!(kinds.contains(&"CustomResourceDefinition".to_string()), "{name}: no CRD");
 
-        let cr = cluster_role.unwrap_or_else(|| panic!("{name}: no ClusterRole"));
+        // Cluster-wide: one ClusterRole with every rule. Namespace-scoped
+        // (watchNamespaces): a Role per watched namespace with every rule but
+        // Nodes, and a ClusterRole that only reads Nodes.
+        let watched: Vec<String> = values["watchNamespaces"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(cluster_roles.len(), 1, "{name}: one ClusterRole");
+        let cr_want =
+            if watched.is_empty() { rbac::triples(rbac::CLUSTER_RULES) } else { rbac::triples(&rbac::node_rules()) };
         assert_eq!(
-            triples(cr.rules.as_deref().unwrap_or_default()),
-            rbac::triples(rbac::CLUSTER_RULES),
-            "{name}: ClusterRole differs from operator/src/rbac.rs CLUSTER_RULES"
+            triples(cluster_roles[0].rules.as_deref().unwrap_or_default()),
+            cr_want,
+            "{name}: ClusterRole differs from operator/src/rbac.rs"
         );
+        let lease_ns = "keyraft-system";
+        let (lease_roles, ns_roles): (Vec<&Role>, Vec<&Role>) =
+            roles.iter().partition(|r| r.metadata.name.as_deref().is_some_and(|n| n.ends_with("-leader-election")));
+        let mut ns_of_roles: Vec<String> =
+            ns_roles.iter().map(|r| r.metadata.namespace.clone().unwrap_or_default()).collect();
+        ns_of_roles.sort();
+        let mut want_ns = watched.clone();
+        want_ns.sort();
+        assert_eq!(ns_of_roles, want_ns, "{name}: a Role in each watched namespace, none elsewhere");
+        for r in &ns_roles {
+            assert_eq!(
+                triples(r.rules.as_deref().unwrap_or_default()),
+                rbac::triples(&rbac::namespaced_rules()),
+                "{name}: namespace Role differs from rbac.rs"
+            );
+        }
+        let role = lease_roles.first().copied();
+        if let Some(r) = role {
+            assert_eq!(r.metadata.namespace.as_deref(), Some(lease_ns), "{name}: lease Role namespace");
+        }
 
         let d = deployment.unwrap_or_else(|| panic!("{name}: no Deployment"));
         let spec = d.spec.unwrap();
@@ -154,6 +183,7 @@ fn rendered_chart_is_valid_and_least_privilege() {
         assert_eq!(replicas, want_replicas, "{name}: replicas");
         assert!(replicas == 1 || election, "{name}: {replicas} replicas without leader election");
         assert_eq!(pod.containers[0].args.as_deref(), Some(&["run".to_string()][..]));
+        assert_eq!(env_of("KEYRAFT_OPERATOR_WATCH_NAMESPACES").unwrap_or_default(), watched.join(","), "{name}");
         match role {
             Some(r) => {
                 assert!(election, "{name}: lease Role without leader election");

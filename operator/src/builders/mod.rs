@@ -28,6 +28,12 @@ pub const DATA_DIR: &str = "/var/lib/keyraft";
 pub const DATA_VOLUME: &str = "data";
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "keyraft-operator";
+/// How long a pod may take to start (startup probe: every 2 s, this long);
+/// failover.timeout must be longer (CEL on the CRD).
+pub const STARTUP_ALLOWANCE_SECS: i32 = 240;
+/// Longest cluster name: the pods' controller-revision-hash label is
+/// `<name>-<10 characters>` and must stay within 63.
+pub const MAX_CLUSTER_NAME: usize = 52;
 
 /// Names of the objects one cluster owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +54,12 @@ impl Names {
     pub fn of(kr: &KeyraftCluster) -> Result<Names> {
         let cluster = kr.name_any();
         let namespace = kr.namespace().ok_or_else(|| Error::MissingField(cluster.clone(), "metadata.namespace"))?;
+        if cluster.len() > MAX_CLUSTER_NAME {
+            return Err(Error::Invalid(format!(
+                "metadata.name {cluster:?} has {} characters; at most {MAX_CLUSTER_NAME}, so the names and labels derived from it stay within 63",
+                cluster.len()
+            )));
+        }
         Ok(Names {
             statefulset: cluster.clone(),
             headless: format!("{cluster}-headless"),

@@ -63,15 +63,12 @@ pub fn client_service(kr: &KeyraftCluster) -> Result<Service> {
     })
 }
 
-/// Voluntary disruptions the PDB allows: one when every partition keeps a
-/// majority without that node (replication factor 3 or 5), none otherwise
-/// (replication factor 1: every node holds the only copy of some partitions).
-pub fn pdb_max_unavailable(kr: &KeyraftCluster) -> i32 {
-    if kr.spec.replication_factor >= 3 && kr.spec.replicas >= 3 {
-        1
-    } else {
-        0
-    }
+/// Voluntary disruptions the PDB allows: one. With replication factor 3
+/// or 5 every partition keeps a majority without that node; with 1 a drain
+/// costs the partitions on that node their downtime, but a budget of 0
+/// would block every node drain forever.
+pub fn pdb_max_unavailable(_kr: &KeyraftCluster) -> i32 {
+    1
 }
 
 /// PodDisruptionBudget that never lets a node drain take a quorum away.

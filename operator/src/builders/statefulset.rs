@@ -16,8 +16,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT};
-use crate::crd::{AntiAffinity, Constraint, KeyraftCluster, ReclaimPolicy};
+use super::{
+    image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT,
+    STARTUP_ALLOWANCE_SECS,
+};
+use crate::crd::{AntiAffinity, Constraint, KeyraftCluster};
 use crate::Result;
 
 /// UID/GID the node runs as; the image must not need root.
@@ -38,11 +41,6 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
     // Operator labels are applied last so overrides cannot break the selector.
     let mut pod_labels = spec.pod_template.labels.clone();
     pod_labels.extend(labels(kr));
-
-    let reclaim = match spec.storage.reclaim_policy {
-        ReclaimPolicy::Delete => "Delete",
-        ReclaimPolicy::Retain => "Retain",
-    };
 
     let pod_spec = PodSpec {
         containers: vec![node_container(kr, &names, replicas)],
@@ -95,9 +93,13 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
             // The operator restarts pods itself, one at a time, leaders last.
             update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None }),
             selector: label_selector(&selector),
+            // Retain always: `kubectl scale sts`, a GitOps sync or deleting
+            // the StatefulSet must never take the volume of a member that was
+            // not decommissioned. The operator deletes claims itself, per
+            // storage.reclaimPolicy, once their member left the cluster.
             persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some(reclaim.into()),
-                when_scaled: Some(reclaim.into()),
+                when_deleted: Some("Retain".into()),
+                when_scaled: Some("Retain".into()),
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -200,8 +202,9 @@ fn node_container(kr: &KeyraftCluster, names: &Names, replicas: i32) -> Containe
         ]),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
-        // Replaying a large log may take a while; liveness starts after this.
-        startup_probe: Some(http_probe("/healthz", 2, 150)),
+        // Replaying a large log may take a while; liveness starts after
+        // this allowance, which failover.timeout must exceed (CEL).
+        startup_probe: Some(http_probe("/healthz", 2, STARTUP_ALLOWANCE_SECS / 2)),
         resources: kr.spec.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
