@@ -240,6 +240,7 @@ pub fn reconcile(objects: &Objects) {
         let best = candidates.iter().min_by_key(|n| {
             let nn = name(n).to_string();
             (
+                if strict { placed.soft_score(pod, n) } else { 0 },
                 owner_load.get(&(nn.clone(), owner.clone())).copied().unwrap_or(0),
                 load.get(&nn).copied().unwrap_or(0),
                 nn,
