@@ -3,8 +3,10 @@
 //! taints, nodeSelector, required node affinity, required pod
 //! anti-affinity (the pod's terms and those of pods already placed) and
 //! topology spread constraints with `DoNotSchedule`. Among feasible Nodes
-//! the one with the fewest pods of the same owner wins, then the fewest
-//! pods (the default scheduler's spreading by hostname). A pod no Node
+//! the one with the fewest matching pods in its domains for the pod's soft
+//! preferences (`ScheduleAnyway` spread, preferred anti-affinity by weight)
+//! wins, then the fewest pods of the same owner, then the fewest pods (the
+//! default scheduler's spreading by hostname). A pod no Node
 //! fits stays Pending with PodScheduled=False (Unschedulable) and a
 //! FailedScheduling Event naming why each Node was refused.
 
@@ -120,6 +122,37 @@ impl Placed<'_> {
         None
     }
 
+    /// Pods matching `pod`'s soft preferences in `node`'s domains: its
+    /// `ScheduleAnyway` spread constraints and preferred anti-affinity
+    /// terms (weighted). Lower is better, as in the default scheduler's
+    /// scoring.
+    fn soft_score(&self, pod: &Value, node: &Value) -> i64 {
+        let in_domain = |key: &str, n: &Value| label(node, key).is_some_and(|v| label(n, key) == Some(v));
+        let mut score = 0;
+        for c in pod["spec"]["topologySpreadConstraints"].as_array().into_iter().flatten() {
+            if c["whenUnsatisfiable"] != "ScheduleAnyway" {
+                continue;
+            }
+            let key = c["topologyKey"].as_str().unwrap_or_default();
+            let Some(selector) = LabelSelector::from_object(&c["labelSelector"]) else { continue };
+            score += self
+                .pods
+                .iter()
+                .filter(|(p, n)| namespace(p) == namespace(pod) && selector.matches_object(p) && in_domain(key, n))
+                .count() as i64;
+        }
+        let preferred = &pod["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
+        for w in preferred.as_array().into_iter().flatten() {
+            let term = &w["podAffinityTerm"];
+            let key = term["topologyKey"].as_str().unwrap_or_default();
+            let weight = w["weight"].as_i64().unwrap_or(1);
+            let hits =
+                self.pods.iter().filter(|(p, n)| in_domain(key, n) && term_selects(term, namespace(pod), p)).count();
+            score += weight * hits as i64;
+        }
+        score
+    }
+
     /// Does `node` keep every DoNotSchedule spread constraint of `pod`
     /// within its maxSkew? Domains are the values of the topology key on
     /// Nodes that pass the pod's node affinity (taints do not matter: the
@@ -207,6 +240,7 @@ pub fn reconcile(objects: &Objects) {
         let best = candidates.iter().min_by_key(|n| {
             let nn = name(n).to_string();
             (
+                if strict { placed.soft_score(pod, n) } else { 0 },
                 owner_load.get(&(nn.clone(), owner.clone())).copied().unwrap_or(0),
                 load.get(&nn).copied().unwrap_or(0),
                 nn,
