@@ -15,7 +15,13 @@ async fn a_minute_of_faults_leaves_a_linearizable_history() {
     let bin = keyraft_client::local::find_node_bin();
     assert!(bin.is_file(), "no keyraft-node at {} (run `cargo build -p keyraft-node`)", bin.display());
     let out: PathBuf = std::env::temp_dir().join(format!("keyraft-chaos-test-{}", std::process::id()));
-    let cfg = RunConfig::new(60, SEED, vec![Family::Process, Family::Network, Family::Membership, Family::Disk], out.clone(), bin);
+    let cfg = RunConfig::new(
+        60,
+        SEED,
+        vec![Family::Process, Family::Network, Family::Membership, Family::Disk],
+        out.clone(),
+        bin,
+    );
     let summary = run(&cfg).await.unwrap_or_else(|e| panic!("seed {SEED}: {e} (files in {})", out.display()));
     summary.print();
     assert!(!summary.events.is_empty(), "the nemesis injected no fault");
