@@ -209,11 +209,16 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
     };
     let mut events = Vec::new();
     let mut error = nemesis.run(&mut cluster, net.as_mut(), t0, until, &mut events).await.err().map(|e| e.to_string());
+    if let Some(e) = &error {
+        eprintln!("!!!!!!!! chaos: the nemesis stopped: {e}");
+    }
     if let Err(e) = nemesis::heal(&mut cluster, net.as_mut(), families.contains(&Family::Disk)).await {
         error.get_or_insert(format!("heal: {e}"));
     }
-    // The rest of the time healthy, so writes must flow again.
-    tokio::time::sleep(until.saturating_duration_since(Instant::now()).max(Duration::from_secs(2))).await;
+    // The rest of the time healthy, so writes must flow again (a run whose
+    // nemesis failed already has its verdict: only a short tail).
+    let tail = if error.is_some() { Duration::ZERO } else { until.saturating_duration_since(Instant::now()) };
+    tokio::time::sleep(tail.max(Duration::from_secs(2))).await;
     let Recorded { history, end_ns, final_reads } = recording.finish(Duration::from_secs(60)).await;
     if let Err(e) = final_reads {
         error.get_or_insert(e);

@@ -8,6 +8,15 @@ use std::path::PathBuf;
 use keyraft_chaos::nemesis::Family;
 use keyraft_chaos::run::{run, RunConfig};
 
+// Finding (membership family, `make chaos SECONDS=600 SEED=1402 FAULTS=membership`):
+// after a decommission the member is marked `removed` while some partitions
+// still count it as a voter (node/src/placement.rs decides from the desired
+// placement, not the groups' membership). Re-admitting that node with an
+// empty volume, then a kill -9 of another node during a rebalance, left a
+// partition in a joint configuration with the wiped member: no leader for
+// over 120 s, its peers asking the old id for votes ("a new incarnation").
+// The histories stayed linearizable. Seed 14 does not hit it; the long seed
+// does.
 const SEED: u64 = 14;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
