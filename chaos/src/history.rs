@@ -175,6 +175,11 @@ impl Recorder {
         Self { start: Instant::now(), records: Arc::default() }
     }
 
+    /// When the run began.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     /// Nanoseconds since the run began.
     pub fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64

@@ -153,15 +153,16 @@ pub struct Nemesis {
 }
 
 impl Nemesis {
-    /// Runs faults until `until`; `t0` is the run's start (for the schedule).
+    /// Runs faults until `until`, adding each to `events`; `t0` is the
+    /// run's start (for the schedule).
     pub async fn run(
         &mut self,
         cluster: &mut Cluster,
         mut net: Option<&mut Net>,
         t0: Instant,
         until: Instant,
-    ) -> Result<Vec<Event>, ChaosError> {
-        let mut events = Vec::new();
+        events: &mut Vec<Event>,
+    ) -> Result<(), ChaosError> {
         let secs = |t: Instant| t.duration_since(t0).as_secs_f64();
         loop {
             let quiet = Duration::from_secs_f64(self.rng.random_range(self.quiet.0..self.quiet.1));
@@ -195,7 +196,7 @@ impl Nemesis {
                 ready: secs(ready),
             });
         }
-        Ok(events)
+        Ok(())
     }
 
     /// A random fault of `family`, aimed at the node leading most

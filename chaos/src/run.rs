@@ -5,21 +5,19 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyraft_client::{Client, ClientOptions};
+use keyraft_client::ClientOptions;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::checker::{self, Report};
 use crate::cluster::Cluster;
 use crate::error::ChaosError;
-use crate::history::{write_jsonl, Op, Outcome, Record, Recorder};
+use crate::history::{write_jsonl, Op, Outcome, Record};
 use crate::nemesis::{self, Event, Family, Nemesis};
 use crate::net::{self, Net};
-use crate::workload::{self, KeySpace};
+use crate::workload::{Recorded, Recording};
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -196,30 +194,11 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
         return Err(ChaosError::Cluster("no fault family can run here".into()));
     }
 
-    let keys = Arc::new(KeySpace::new(cfg.groups, cfg.partitions));
-    let rec = Recorder::new();
-    let t0 = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let endpoints = cluster.endpoints();
-    let client_opts = || {
-        let mut o = ClientOptions::new(endpoints.clone());
-        o.timeout = cfg.op_timeout;
-        o.attempt_timeout = Duration::from_secs(3).min(cfg.op_timeout);
-        o
-    };
-    let mut workers = Vec::new();
-    for id in 0..cfg.clients as u32 {
-        let client = Client::new(client_opts()).map_err(|e| ChaosError::Cluster(e.to_string()))?;
-        workers.push(tokio::spawn(workload::run_client(
-            id,
-            client,
-            keys.clone(),
-            rec.clone(),
-            stop.clone(),
-            cfg.seed,
-            cfg.op_pause,
-        )));
-    }
+    let mut opts = ClientOptions::new(cluster.endpoints());
+    opts.timeout = cfg.op_timeout;
+    opts.attempt_timeout = Duration::from_secs(3).min(cfg.op_timeout);
+    let recording = Recording::start(opts, cfg.clients, cfg.groups, "", cfg.seed, cfg.op_pause).await?;
+    let t0 = recording.recorder().start();
     let until = t0 + Duration::from_secs(cfg.seconds);
     let mut nemesis = Nemesis {
         rng: StdRng::seed_from_u64(cfg.seed),
@@ -228,30 +207,22 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
         hold: (2.0, 8.0),
         recovery: Duration::from_secs(120),
     };
-    let mut error = None;
-    let events = match nemesis.run(&mut cluster, net.as_mut(), t0, until).await {
-        Ok(ev) => ev,
-        Err(e) => {
-            error = Some(e.to_string());
-            Vec::new()
-        }
-    };
+    let mut events = Vec::new();
+    let mut error = nemesis.run(&mut cluster, net.as_mut(), t0, until, &mut events).await.err().map(|e| e.to_string());
+    if let Some(e) = &error {
+        eprintln!("!!!!!!!! chaos: the nemesis stopped: {e}");
+    }
     if let Err(e) = nemesis::heal(&mut cluster, net.as_mut(), families.contains(&Family::Disk)).await {
         error.get_or_insert(format!("heal: {e}"));
     }
-    // The rest of the time healthy, so writes must flow again.
-    tokio::time::sleep(until.saturating_duration_since(Instant::now()).max(Duration::from_secs(2))).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.await;
-    }
-    let end_ns = rec.now();
-    let finals = Client::new(client_opts()).map_err(|e| ChaosError::Cluster(e.to_string()))?;
-    if let Err(e) = workload::final_reads(&finals, &keys, &rec, cfg.clients as u32, Duration::from_secs(60)).await {
+    // The rest of the time healthy, so writes must flow again (a run whose
+    // nemesis failed already has its verdict: only a short tail).
+    let tail = if error.is_some() { Duration::ZERO } else { until.saturating_duration_since(Instant::now()) };
+    tokio::time::sleep(tail.max(Duration::from_secs(2))).await;
+    let Recorded { history, end_ns, final_reads } = recording.finish(Duration::from_secs(60)).await;
+    if let Err(e) = final_reads {
         error.get_or_insert(e);
     }
-
-    let history = rec.snapshot();
     let path = cfg.out_dir.join("history.jsonl");
     let file = File::create(&path).map_err(ChaosError::io(format!("create {}", path.display())))?;
     write_jsonl(&history, BufWriter::new(file)).map_err(ChaosError::io(format!("write {}", path.display())))?;

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyraft_api::partition_for_key;
-use keyraft_client::{Client, ClientError};
+use keyraft_client::{Client, ClientError, ClientOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::checker::{self, Report};
+use crate::error::ChaosError;
 use crate::history::{write_error_outcome, Level, Op, Outcome, Record, Recorder, Ret};
 
 /// Keys in groups of two that share a partition, so a batch can write both.
@@ -20,13 +22,14 @@ pub struct KeySpace {
 }
 
 impl KeySpace {
-    pub fn new(groups: usize, partitions: u32) -> Self {
+    /// `groups` pairs of keys starting with `prefix`.
+    pub fn new(prefix: &str, groups: usize, partitions: u32) -> Self {
         let groups = (0..groups)
             .map(|g| {
-                let a = format!("k{g}a");
+                let a = format!("{prefix}k{g}a");
                 let p = partition_for_key(a.as_bytes(), partitions);
                 let b = (0..)
-                    .map(|n| format!("k{g}b{n}"))
+                    .map(|n| format!("{prefix}k{g}b{n}"))
                     .find(|b| partition_for_key(b.as_bytes(), partitions) == p)
                     .expect("some key lands in every partition");
                 [a, b]
@@ -37,6 +40,82 @@ impl KeySpace {
 
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.groups.iter().flatten()
+    }
+}
+
+/// A recorded workload in the background: [`Recording::start`], faults or
+/// operations of any kind, then [`Recording::finish`].
+pub struct Recording {
+    rec: Recorder,
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    keys: Arc<KeySpace>,
+    opts: ClientOptions,
+    clients: u32,
+}
+
+/// What a finished recording holds.
+pub struct Recorded {
+    pub history: Vec<Record>,
+    /// When the workload stopped (ns since it began), before the final reads.
+    pub end_ns: u64,
+    /// Why the final reads did not all answer, if they did not.
+    pub final_reads: Result<(), String>,
+}
+
+impl Recording {
+    /// Starts `clients` clients (each its own session) with `opts`, on
+    /// `groups` key pairs under `prefix`, their choices seeded by `seed`.
+    pub async fn start(
+        opts: ClientOptions,
+        clients: usize,
+        groups: usize,
+        prefix: &str,
+        seed: u64,
+        pause: Duration,
+    ) -> Result<Recording, ChaosError> {
+        let client = |o: &ClientOptions| Client::new(o.clone()).map_err(|e| ChaosError::Cluster(e.to_string()));
+        let partitions = client(&opts)?.partitions().await.map_err(|e| ChaosError::Cluster(e.to_string()))?;
+        let keys = Arc::new(KeySpace::new(prefix, groups, partitions));
+        let rec = Recorder::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for id in 0..clients as u32 {
+            let c = client(&opts)?;
+            workers.push(tokio::spawn(run_client(id, c, keys.clone(), rec.clone(), stop.clone(), seed, pause)));
+        }
+        Ok(Recording { rec, stop, workers, keys, opts, clients: clients as u32 })
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.rec
+    }
+
+    /// Stops the clients, then reads every key once more (linearizably,
+    /// retried for up to `final_within`).
+    pub async fn finish(self, final_within: Duration) -> Recorded {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        let end_ns = self.rec.now();
+        let final_reads = match Client::new(self.opts) {
+            Ok(c) => final_reads(&c, &self.keys, &self.rec, self.clients, final_within).await,
+            Err(e) => Err(e.to_string()),
+        };
+        Recorded { history: self.rec.snapshot(), end_ns, final_reads }
+    }
+
+    /// [`Recording::finish`], then the checker: `Err` names what failed.
+    pub async fn finish_and_check(self, final_within: Duration) -> Result<Report, String> {
+        let done = self.finish(final_within).await;
+        done.final_reads?;
+        let report = checker::check(&done.history);
+        if report.ok() {
+            return Ok(report);
+        }
+        let lines: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+        Err(format!("history of {} operations: {}", done.history.len(), lines.join("; ")))
     }
 }
 
@@ -190,7 +269,7 @@ mod tests {
 
     #[test]
     fn both_keys_of_a_group_share_a_partition() {
-        let ks = KeySpace::new(6, 8);
+        let ks = KeySpace::new("t/", 6, 8);
         for [a, b] in &ks.groups {
             assert_ne!(a, b);
             assert_eq!(partition_for_key(a.as_bytes(), 8), partition_for_key(b.as_bytes(), 8));

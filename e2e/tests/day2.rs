@@ -15,6 +15,7 @@ use common::cluster::{
     service_endpoint, settled, Env, Workload,
 };
 use common::wait_for;
+use keyraft_chaos::workload::Recording;
 use keyraft_client::ConsistencyLevel;
 use serde_json::{json, Value};
 
@@ -24,6 +25,22 @@ const CREATE: Duration = Duration::from_secs(180);
 const PROGRESS: Duration = Duration::from_secs(60);
 /// Bound on a rollout, failover or rebalance settling (2 cores, debug builds).
 const SETTLE: Duration = Duration::from_secs(300);
+
+/// Besides the writers: two clients whose every operation (put, get at each
+/// level, delete, compare-and-swap, batch on six keys) is recorded, and the
+/// history checked for linearizability at the end (keyraft-chaos).
+async fn record(endpoints: Vec<String>, prefix: &str) -> Recording {
+    let mut opts = keyraft_client::ClientOptions::new(endpoints);
+    opts.timeout = Duration::from_secs(20);
+    Recording::start(opts, 2, 3, prefix, 14, Duration::from_millis(20)).await.expect("start the recorded clients")
+}
+
+async fn assert_linearizable(history: Recording) {
+    match history.finish_and_check(Duration::from_secs(60)).await {
+        Ok(r) => eprintln!("history linearizable: {} key groups, {} operations placed", r.groups, r.ops_checked),
+        Err(e) => panic!("{e}"),
+    }
+}
 
 fn namespace(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
@@ -70,6 +87,7 @@ async fn rolling_upgrade_of_five_nodes_fails_no_request_and_a_bad_version_stops_
     env.apply(ns, &manifest("kv", json!({"replicas": 5}))).await;
     env.wait_running(ns, "kv", 5, CREATE).await;
     let work = Workload::start(pod_endpoints(ns, "kv", 5), 3, "upgrade");
+    let history = record(pod_endpoints(ns, "kv", 5), "upgrade-h/").await;
     work.progresses(100, PROGRESS).await;
 
     // 0.1.0 -> 0.2.0 under load: one pod at a time, progress in status.
@@ -138,6 +156,7 @@ async fn rolling_upgrade_of_five_nodes_fails_no_request_and_a_bad_version_stops_
     work.progresses(100, PROGRESS).await;
 
     let tally = work.stop().await;
+    assert_linearizable(history).await;
     eprintln!(
         "{} writes acknowledged, {} failed, {} client retries during upgrade, stuck rollout and revert",
         tally.acked.len(),
@@ -176,6 +195,7 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     env.apply(ns, &manifest("kv", json!({"replicas": 4, "failover": {"timeout": "30s"}}))).await;
     let kr = env.wait_running(ns, "kv", 4, CREATE).await;
     let work = Workload::start(pod_endpoints(ns, "kv", 4), 3, "failover");
+    let history = record(pod_endpoints(ns, "kv", 4), "failover-h/").await;
     work.progresses(100, PROGRESS).await;
 
     // 1. kill -9 of the pod leading the most partitions: Raft elects new
@@ -247,6 +267,7 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     work.progresses(100, PROGRESS).await;
 
     let tally = work.stop().await;
+    assert_linearizable(history).await;
     eprintln!(
         "write unavailability after the leader kill: {:?} (longest wait of any writer); {} writes acknowledged, {} failed, {} retries",
         tally.longest_gap(killed, after_kill),
@@ -315,6 +336,7 @@ async fn scaling_three_to_six_over_three_zones_spreads_every_partition_and_a_los
         zones(&three)
     );
     let work = Workload::start(pod_endpoints(ns, "kv", 3), 3, "zones");
+    let history = record(pod_endpoints(ns, "kv", 3), "zones-h/").await;
     work.progresses(100, PROGRESS).await;
 
     // 3 -> 6: the new members join, Rebalancing shows while data moves.
@@ -368,6 +390,7 @@ async fn scaling_three_to_six_over_three_zones_spreads_every_partition_and_a_los
     assert_status_truthful(&env, ns, &back).await;
 
     let tally = work.stop().await;
+    assert_linearizable(history).await;
     eprintln!("{} writes acknowledged, {} failed, {} retries", tally.acked.len(), tally.failed.len(), tally.retries);
     assert!(tally.failed.is_empty(), "writes failed: {:?}", tally.failed);
     assert!(tally.wrong_reads.is_empty(), "read-your-writes: {:?}", tally.wrong_reads);
