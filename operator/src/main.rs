@@ -53,6 +53,9 @@ struct RunArgs {
     /// Lease duration in seconds; a dead leader is replaced after this.
     #[arg(long, env = "KEYRAFT_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// Log records as `text` or `json` (one object per line); the filter is `RUST_LOG`.
+    #[arg(long, env = "KEYRAFT_LOG_FORMAT", default_value = "text")]
+    log_format: keyraft_api::logging::LogFormat,
 }
 
 #[tokio::main]
@@ -68,11 +71,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    keyraft_api::logging::init(args.log_format, "info,kube=warn");
     let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
     let identity = args.identity.clone().unwrap_or_else(|| format!("keyraft-operator-{}", std::process::id()));
     let metrics = Arc::new(metrics::Metrics::new());
