@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Lints and renders the Helm chart with the pinned Helm, then checks the
 # rendered manifests (typed parse, exact RBAC, CRD copy) with the Rust test
-# operator/tests/chart.rs. Run hack/fetch-k8s-tools.sh first.
+# operator/tests/chart.rs (which also renders each monitoring flag), checks
+# the chart README is generated from values.yaml, then runs the monitoring
+# checks (promtool, a real Prometheus scraping a local cluster:
+# hack/monitoring-check.sh). Run hack/fetch-k8s-tools.sh first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,3 +22,6 @@ for values in "${CHART}"/ci/*.yaml; do
 done
 
 KEYRAFT_HELM="${HELM}" cargo test -q -p keyraft-operator --test chart --test crd
+python3 hack/chart-readme.py --check
+cargo build -q -p keyraft-node -p keyraft-client
+hack/monitoring-check.sh

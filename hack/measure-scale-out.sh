@@ -26,7 +26,7 @@ pids+=("${LOCAL_UP_PID}")
 
 echo "== loading ${KEYS} keys of ${VALUE} bytes"
 "$K" load --keys "${KEYS}" --value-size "${VALUE}" --clients 32
-"$K" status | sed -n '/PARTITIONS/,$p' | awk 'NR>2 {k+=$NF} END {print "keys stored:", k}'
+"$K" status -o json | python3 -c 'import json, sys; print("keys stored:", sum(p["keys"] for p in json.load(sys.stdin)["partition_status"]))'
 
 echo "== scale-out under load"
 "$K" bench --clients 8 --duration 600 --value-size "${VALUE}" --read-ratio 0.5 --keys "${KEYS}" >"${DIR}/bench.log" 2>&1 &
@@ -35,10 +35,16 @@ bench=$!
 pids+=($!)
 "$K" local add-node --index 4 --data-dir "${DIR}" --base-port "${PORT}" >"${DIR}/add4.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 120); do [ "$("$K" status | grep -cE '^node-[34] .* active .* yes')" = 2 ] && break; sleep 0.5; done
+new_nodes_ready() {
+  "$K" status -o json | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)["nodes"]
+sys.exit(0 if sum(n["name"] in ("node-3", "node-4") and n["state"] == "active" and n["ready"] is True for n in nodes) == 2 else 1)'
+}
+for _ in $(seq 1 120); do new_nodes_ready && break; sleep 0.5; done
 start=$(date +%s.%N)
 "$K" admin rebalance --max-moves "${PARTS}"
-while ! "$K" placement | grep -q "^0 of ${PARTS} partitions moving"; do sleep 0.5; done
+while [ "$("$K" placement -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["moving"])')" != 0 ]; do sleep 0.5; done
 end=$(date +%s.%N)
 echo "rebalance converged in $(echo "${end} - ${start}" | bc) s"
 "$K" status | sed -n '/NODES/,/PARTITIONS/p'

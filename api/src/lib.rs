@@ -4,6 +4,8 @@
 
 pub mod consistency;
 pub mod limits;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod partition;
 pub mod placement;
 

@@ -5,6 +5,7 @@ pub mod bench;
 mod client;
 mod error;
 pub mod local;
+pub mod output;
 pub mod status;
 
 pub use client::{Client, ClientOptions, ClientStats, WriteInfo};

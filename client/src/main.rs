@@ -1,14 +1,19 @@
 //! `keyraft`: the command-line client, local cluster runner and benchmark.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use keyraft_client::bench::{self, BenchOptions};
 use keyraft_client::local::{find_node_bin, LocalCluster, LocalOptions};
-use keyraft_client::{pb, Client, ClientOptions, ConsistencyLevel};
+use keyraft_client::output::{self, Encoding, Format};
+use keyraft_client::{pb, status, Client, ClientOptions, ConsistencyLevel};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(name = "keyraft", version, about = "Keyraft command-line client", propagate_version = true)]
@@ -27,6 +32,10 @@ struct Cli {
     #[arg(long, default_value_t = 15, global = true)]
     timeout: u64,
 
+    /// Output of the commands that print data: table, json or yaml.
+    #[arg(short = 'o', long = "output", default_value = "table", global = true)]
+    output: Format,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -41,6 +50,8 @@ enum Cmd {
         /// linearizable, session or eventual (default: the cluster's default).
         #[arg(long)]
         consistency: Option<ConsistencyLevel>,
+        #[command(flatten)]
+        encoding: EncodingArgs,
     },
     /// Delete a key.
     Delete { key: String },
@@ -60,6 +71,8 @@ enum Cmd {
         limit: u32,
         #[arg(long)]
         consistency: Option<ConsistencyLevel>,
+        #[command(flatten)]
+        encoding: EncodingArgs,
     },
     /// Show nodes and partitions.
     Status,
@@ -102,6 +115,94 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LocalCmd,
     },
+}
+
+/// How `get` and `scan` print keys and values that may not be text.
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct EncodingArgs {
+    /// Print keys and values as hexadecimal.
+    #[arg(long)]
+    hex: bool,
+    /// Print keys and values as base64 (standard alphabet, padded).
+    #[arg(long)]
+    base64: bool,
+}
+
+impl EncodingArgs {
+    fn encoding(&self) -> Encoding {
+        match (self.hex, self.base64) {
+            (true, _) => Encoding::Hex,
+            (_, true) => Encoding::Base64,
+            _ => Encoding::Text,
+        }
+    }
+}
+
+/// `keyraft get -o json|yaml`.
+#[derive(Serialize)]
+struct GetView {
+    key: String,
+    found: bool,
+    value: Option<String>,
+    encoding: Encoding,
+}
+
+/// `keyraft scan -o json|yaml`.
+#[derive(Serialize)]
+struct ScanView {
+    items: Vec<KeyValueView>,
+    encoding: Encoding,
+}
+
+#[derive(Serialize)]
+struct KeyValueView {
+    key: String,
+    value: String,
+}
+
+/// Prints `v` as JSON/YAML, or as `table()` for `-o table`.
+fn emit<T: Serialize>(format: Format, v: &T, table: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    let text = match format {
+        Format::Table => table(v),
+        f => output::structured(v, f).map_err(anyhow::Error::msg)?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// While alive and stdout is a terminal, redraws "LABEL n/total" on stderr
+/// twice a second (a pipe or file gets only the final output).
+struct Progress {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(label: &'static str, done: Arc<AtomicU64>, total: Option<u64>) -> Self {
+        if !std::io::stdout().is_terminal() {
+            return Self { task: None };
+        }
+        let task = tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let n = done.load(Ordering::Relaxed);
+                let rate = n as f64 / start.elapsed().as_secs_f64().max(0.001);
+                let of = total.map_or(String::new(), |t| format!("/{t}"));
+                eprint!("\r{label} {n}{of} ({rate:.0}/s)\x1b[K");
+            }
+        });
+        Self { task: Some(task) }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -177,10 +278,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let w = client()?.put(key, value).await?;
             println!("OK (partition {}, index {})", w.partition, w.index);
         }
-        Cmd::Get { key, consistency } => match client()?.get(key.clone(), consistency).await? {
-            Some(v) => println!("{}", String::from_utf8_lossy(&v)),
-            None => bail!("key {key:?} not found"),
-        },
+        Cmd::Get { key, consistency, encoding } => {
+            let enc = encoding.encoding();
+            let v = client()?.get(key.clone(), consistency).await?;
+            if cli.output == Format::Table {
+                match v {
+                    Some(v) => println!("{}", enc.encode(&v)),
+                    None => bail!("key {key:?} not found"),
+                }
+            } else {
+                let found = v.is_some();
+                let view = GetView { key: key.clone(), found, value: v.map(|v| enc.encode(&v)), encoding: enc };
+                emit(cli.output, &view, |_| String::new())?;
+                if !found {
+                    bail!("key {key:?} not found");
+                }
+            }
+        }
         Cmd::Delete { key } => {
             let existed = client()?.delete(key).await?;
             println!("{}", if existed { "deleted" } else { "not found (nothing deleted)" });
@@ -194,33 +308,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("OK");
         }
-        Cmd::Scan { prefix, limit, consistency } => {
+        Cmd::Scan { prefix, limit, consistency, encoding } => {
+            let enc = encoding.encoding();
             let c = client()?;
             let items = c.scan_prefix(prefix.as_bytes(), consistency).await?;
-            for (k, v) in items.iter().take(limit as usize) {
-                println!("{}\t{}", String::from_utf8_lossy(k), String::from_utf8_lossy(v));
-            }
+            let view = ScanView {
+                items: items
+                    .iter()
+                    .take(limit as usize)
+                    .map(|(k, v)| KeyValueView { key: enc.encode(k), value: enc.encode(v) })
+                    .collect(),
+                encoding: enc,
+            };
+            emit(cli.output, &view, |v| v.items.iter().map(|kv| format!("{}\t{}\n", kv.key, kv.value)).collect())?;
         }
         Cmd::Status => {
-            let c = client()?;
-            let first = c.cluster_status().await?;
-            let mut all = vec![first.clone()];
-            if let Some(cl) = &first.cluster {
-                for m in &cl.members {
-                    if first.node.as_ref().is_some_and(|n| n.id == m.id) {
-                        continue;
-                    }
-                    let Ok(mut a) = c.admin(&m.advertise) else {
-                        continue;
-                    };
-                    if let Ok(Ok(s)) =
-                        tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {})).await
-                    {
-                        all.push(s.into_inner());
-                    }
-                }
+            let all = statuses(&client()?).await?;
+            match status::status_view(&all) {
+                Some(v) => emit(cli.output, &v, status::StatusView::table)?,
+                None => bail!("{}", status::NO_CLUSTER.trim_end()),
             }
-            print!("{}", keyraft_client::status::render(&all));
         }
         Cmd::Bench { clients, duration, value_size, read_ratio, consistency, keys } => {
             if !(0.0..=1.0).contains(&read_ratio) {
@@ -250,14 +357,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
             });
-            let report = bench::run_until(&c, &o, stop).await;
-            print!("{}", report.render(&o));
+            let done = Arc::new(AtomicU64::new(0));
+            let progress = Progress::start("bench: operations", done.clone(), None);
+            let report = bench::run_until(&c, &o, stop, done).await;
+            drop(progress);
+            emit(cli.output, &report.summary(&o), |_| report.render(&o))?;
         }
         Cmd::Load { keys, value_size, clients } => {
             let c = client()?;
             c.partitions().await.context("cannot reach the cluster")?;
             let t = std::time::Instant::now();
-            let failed = bench::load(&c, keys, value_size, clients).await;
+            let done = Arc::new(AtomicU64::new(0));
+            let progress = Progress::start("load: keys written", done.clone(), Some(keys));
+            let failed = bench::load(&c, keys, value_size, clients, &done).await;
+            drop(progress);
             let secs = t.elapsed().as_secs_f64();
             println!(
                 "loaded {} keys of {value_size} bytes in {secs:.1}s ({:.0} writes/s), {failed} failed",
@@ -274,29 +387,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Local { cmd: LocalCmd::AddNode { index, data_dir, base_port } } => {
             add_node(index, data_dir, base_port, cli.endpoints.clone()).await?;
         }
-        Cmd::Admin { cmd } => admin(&client()?, cmd).await?,
+        Cmd::Admin { cmd } => admin(&client()?, cmd, cli.output).await?,
         Cmd::Placement => {
-            let c = client()?;
-            let all = statuses(&c).await?;
-            print!("{}", keyraft_client::status::render_placement(&all));
+            let all = statuses(&client()?).await?;
+            match status::placement_view(&all) {
+                Some(v) => emit(cli.output, &v, status::PlacementView::table)?,
+                None => bail!("{}", status::NO_CLUSTER.trim_end()),
+            }
         }
     }
     Ok(())
 }
 
-/// Admin.Status of every member that answers.
+/// Admin.Status of every configured endpoint and every member that answers
+/// (the views pick the freshest metadata among them).
 async fn statuses(c: &Client) -> anyhow::Result<Vec<pb::StatusResponse>> {
     let first = c.cluster_status().await?;
-    let mut all = vec![first.clone()];
+    let ask = |addr: String| async move {
+        let mut a = c.admin(&addr).ok()?;
+        tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {}))
+            .await
+            .ok()?
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    let mut addrs: Vec<String> = c.endpoints().to_vec();
     if let Some(cl) = &first.cluster {
-        for m in cl.members.iter().filter(|m| m.state != "removed") {
-            if first.node.as_ref().is_some_and(|n| n.id == m.id) {
-                continue;
-            }
-            let Ok(mut a) = c.admin(&m.advertise) else { continue };
-            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {})).await {
-                all.push(s.into_inner());
-            }
+        addrs.extend(cl.members.iter().filter(|m| m.state != "removed").map(|m| m.advertise.clone()));
+    }
+    addrs.sort();
+    addrs.dedup();
+    let mut all = vec![first.clone()];
+    let answered = |s: &pb::StatusResponse| s.node.as_ref().map(|n| n.id);
+    for s in futures::future::join_all(addrs.into_iter().map(ask)).await.into_iter().flatten() {
+        if all.iter().all(|a| answered(a) != answered(&s)) {
+            all.push(s);
         }
     }
     Ok(all)
@@ -326,7 +451,7 @@ fn node_ref(node: &str) -> (u64, String) {
     }
 }
 
-async fn admin(c: &Client, cmd: AdminCmd) -> anyhow::Result<()> {
+async fn admin(c: &Client, cmd: AdminCmd, format: Format) -> anyhow::Result<()> {
     let set_state = |node: String, state: &'static str| {
         let (id, name) = node_ref(&node);
         first_answer(c, move |mut a| {
@@ -341,18 +466,19 @@ async fn admin(c: &Client, cmd: AdminCmd) -> anyhow::Result<()> {
             AdminCmd::Decommission { node } => set_state(node, "decommissioning").await?.member,
             AdminCmd::Fail { node } => set_state(node, "failed").await?.member,
             AdminCmd::Rebalance { dry_run, max_moves } => {
-                let status = c.cluster_status().await?;
+                let current = c.cluster_status().await?;
                 let plan = first_answer(c, |mut a| async move {
                     a.rebalance(pb::RebalanceRequest { dry_run: true, max_moves }).await
                 })
                 .await?;
-                print!("{}", keyraft_client::status::render_moves(&plan.moves, status.cluster.as_ref()));
+                emit(format, &status::moves_view(&plan.moves, current.cluster.as_ref()), status::MovesView::table)?;
                 if !dry_run && !plan.moves.is_empty() {
                     let done = first_answer(c, |mut a| async move {
                         a.rebalance(pb::RebalanceRequest { dry_run: false, max_moves }).await
                     })
                     .await?;
-                    println!("applied: {} partitions are moving (watch with `keyraft placement`)", done.moves.len());
+                    // The plan above is the data; the confirmation goes to stderr so -o json stays parseable.
+                    eprintln!("applied: {} partitions are moving (watch with `keyraft placement`)", done.moves.len());
                 }
                 return Ok(());
             }

@@ -113,6 +113,7 @@ impl Groups {
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, LogStore::new(id, self.wal.clone()), sm)
             .await
             .map_err(|e| NodeError::Internal(format!("cannot start raft group {id}: {e}")))?;
+        crate::metrics::watch_leader(id, raft.metrics());
         let g = Arc::new(Group { id, raft, sm: reader, snapshots_built });
         self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id, g.clone());
         tracing::debug!(group = id, "opened raft group");

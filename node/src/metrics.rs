@@ -1,18 +1,165 @@
-//! Prometheus metrics: request latency and errors, recorded as requests
-//! run, plus per-group Raft gauges and storage counters read at scrape time.
+//! Prometheus metrics, all exposed through one `prometheus::Registry` (the
+//! crate's encoder escapes label values). Request latency and errors are
+//! recorded as requests run; storage and Raft latencies through the
+//! process-wide `observe_*` functions, so the storage and network layers
+//! need no handle on the node; per-group Raft gauges and membership gauges
+//! are refreshed from openraft's metrics at scrape time.
+//!
+//! Naming: units in the name (`_seconds`, `_bytes`), counters end in
+//! `_total`, ids only ever appear as label values, and no label is named
+//! `node` or `instance` (Kubernetes relabelling uses those).
 
-use std::fmt::Write;
+use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::sync::watch;
 
 use crate::node::Node;
+use crate::types::NodeId;
 
+type RaftMetrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
+
+/// Latency buckets of requests and Raft round trips: 0.5 ms to 5 s.
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// fsync and local append latency: 50 µs to 2.5 s.
+const DISK_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5];
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid histogram")
+}
+
+static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram("keyraft_wal_fsync_duration_seconds", "Duration of one fsync of the write-ahead log", DISK_BUCKETS)
+});
+static RAFT_APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "keyraft_raft_append_duration_seconds",
+        "Round trip of an AppendEntries carrying entries, leader to follower (includes the follower's fsync)",
+        LATENCY_BUCKETS,
+    )
+});
+static RAFT_COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "keyraft_raft_commit_duration_seconds",
+        "Time from a proposal on the leader to its entry being committed and applied",
+        LATENCY_BUCKETS,
+    )
+});
+static RAFT_APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "keyraft_raft_apply_duration_seconds",
+        "Time to apply one batch of committed entries to the state machine",
+        DISK_BUCKETS,
+    )
+});
+static SNAPSHOT_SENT_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "keyraft_rebalance_sent_bytes_total",
+        "Snapshot bytes this node sent to replicas catching up: replicas moved here by rebalancing, and lagging followers",
+    )
+    .expect("valid counter")
+});
+
+static LEADER_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new("keyraft_group_leader_changes_total", "Times this node saw a group's leader change"),
+        &["group"],
+    )
+    .expect("valid counter")
+});
+
+/// Counts leader changes of `group` until its Raft instance goes away.
+pub fn watch_leader(group: u64, mut rx: watch::Receiver<RaftMetrics>) {
+    let counter = LEADER_CHANGES.with_label_values(&[&group.to_string()]);
+    tokio::spawn(async move {
+        let mut last = rx.borrow_and_update().current_leader;
+        while rx.changed().await.is_ok() {
+            let now = rx.borrow_and_update().current_leader;
+            if now.is_some() && now != last {
+                counter.inc();
+            }
+            last = now;
+        }
+    });
+}
+
+/// Records one fsync of the write-ahead log.
+pub fn observe_fsync(seconds: f64) {
+    FSYNC_SECONDS.observe(seconds);
+}
+
+/// Records one AppendEntries round trip that carried entries.
+pub fn observe_raft_append(seconds: f64) {
+    RAFT_APPEND_SECONDS.observe(seconds);
+}
+
+/// Records the commit (and apply) latency of one proposal on the leader.
+pub fn observe_raft_commit(seconds: f64) {
+    RAFT_COMMIT_SECONDS.observe(seconds);
+}
+
+/// Records the time to apply one batch of committed entries.
+pub fn observe_raft_apply(seconds: f64) {
+    RAFT_APPLY_SECONDS.observe(seconds);
+}
+
+/// Counts snapshot bytes sent to a peer.
+pub fn add_snapshot_bytes_sent(bytes: u64) {
+    SNAPSHOT_SENT_BYTES.inc_by(bytes);
+}
+
+/// The node's metrics. Fields are `pub` for the code that records them.
 pub struct Metrics {
     registry: Registry,
+    /// Labels `method`, `consistency` (the read level; empty for writes and admin calls).
     pub request_seconds: HistogramVec,
+    /// Labels `method`, `code`.
     pub request_errors: IntCounterVec,
+    /// Proposals that Raft refused or lost on this node (not the
+    /// redirections of a follower to its leader).
     pub proposal_errors: IntCounter,
+    scrape: ScrapeGauges,
+}
+
+/// Values read from openraft, the WAL and the cluster metadata at scrape time.
+struct ScrapeGauges {
+    group_is_leader: IntGaugeVec,
+    group_has_leader: IntGaugeVec,
+    group_term: IntGaugeVec,
+    group_commit: IntGaugeVec,
+    group_applied: IntGaugeVec,
+    group_last_log: IntGaugeVec,
+    group_snapshot: IntGaugeVec,
+    group_replication_lag: IntGaugeVec,
+    snapshots_built: IntCounterVec,
+    wal_fsyncs: IntCounter,
+    wal_entries: IntCounter,
+    wal_bytes: IntCounter,
+    wal_compactions: IntCounter,
+    wal_size: IntGauge,
+    snapshot_size: IntGauge,
+    member_replicas: IntGaugeVec,
+    member_preferred_leaders: IntGaugeVec,
+    partitions_moving: IntGauge,
+    node_ready: IntGauge,
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge")
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid counter")
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("valid gauge")
 }
 
 impl Default for Metrics {
@@ -24,10 +171,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("unique metric names");
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new("keyraft_request_duration_seconds", "gRPC request latency by method")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
-            &["method"],
+            HistogramOpts::new(
+                "keyraft_request_duration_seconds",
+                "gRPC request latency by method and read consistency level",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "consistency"],
         )
         .expect("valid histogram");
         let request_errors = IntCounterVec::new(
@@ -35,93 +186,183 @@ impl Metrics {
             &["method", "code"],
         )
         .expect("valid counter");
-        let proposal_errors =
-            IntCounter::new("keyraft_proposal_errors_total", "Raft proposals that failed on this node")
-                .expect("valid counter");
-        registry.register(Box::new(request_seconds.clone())).expect("register");
-        registry.register(Box::new(request_errors.clone())).expect("register");
-        registry.register(Box::new(proposal_errors.clone())).expect("register");
-        Self { registry, request_seconds, request_errors, proposal_errors }
+        let proposal_errors = counter(
+            "keyraft_proposals_dropped_total",
+            "Raft proposals that failed on this node (not counting redirections to the leader)",
+        );
+        let scrape = ScrapeGauges {
+            group_is_leader: gauge_vec("keyraft_group_is_leader", "1 when this node leads the group", &["group"]),
+            group_has_leader: gauge_vec(
+                "keyraft_group_has_leader",
+                "1 when this node's replica of the group knows a leader",
+                &["group"],
+            ),
+            group_term: gauge_vec("keyraft_group_term", "Current Raft term of the group", &["group"]),
+            group_commit: gauge_vec("keyraft_group_commit_index", "Highest log index known committed", &["group"]),
+            group_applied: gauge_vec(
+                "keyraft_group_applied_index",
+                "Highest log index applied to the state machine",
+                &["group"],
+            ),
+            group_last_log: gauge_vec("keyraft_group_last_log_index", "Highest log index in the local log", &["group"]),
+            group_snapshot: gauge_vec("keyraft_group_snapshot_index", "Log index of the latest snapshot", &["group"]),
+            group_replication_lag: gauge_vec(
+                "keyraft_group_replication_lag_entries",
+                "On a leader: entries the follower's replicated log is behind the leader's last log index",
+                &["group", "follower"],
+            ),
+            snapshots_built: IntCounterVec::new(
+                Opts::new("keyraft_snapshots_built_total", "Snapshots this node built"),
+                &["group"],
+            )
+            .expect("valid counter"),
+            wal_fsyncs: counter("keyraft_wal_fsyncs_total", "fsyncs of the write-ahead log"),
+            wal_entries: counter("keyraft_wal_entries_total", "Log entries appended to the write-ahead log"),
+            wal_bytes: counter("keyraft_wal_bytes_total", "Bytes written to the write-ahead log"),
+            wal_compactions: counter("keyraft_wal_compactions_total", "Write-ahead log segments compacted"),
+            wal_size: gauge("keyraft_wal_size_bytes", "Bytes the write-ahead log occupies on disk"),
+            snapshot_size: gauge(
+                "keyraft_snapshot_size_bytes",
+                "Bytes the groups' snapshots and state files occupy on disk",
+            ),
+            member_replicas: gauge_vec(
+                "keyraft_member_replicas",
+                "Partition replicas placed on each member, from the cluster metadata",
+                &["member", "state"],
+            ),
+            member_preferred_leaders: gauge_vec(
+                "keyraft_member_preferred_leaders",
+                "Partitions that prefer each member as leader",
+                &["member"],
+            ),
+            partitions_moving: gauge(
+                "keyraft_partitions_moving",
+                "Partitions led here whose voters differ from the desired placement",
+            ),
+            node_ready: gauge("keyraft_node_ready", "1 when the node is ready to serve"),
+        };
+        let build_info = gauge_vec("keyraft_build_info", "Version of this keyraft-node binary; always 1", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        reg(Box::new(request_seconds.clone()));
+        reg(Box::new(request_errors.clone()));
+        reg(Box::new(proposal_errors.clone()));
+        reg(Box::new(LEADER_CHANGES.clone()));
+        reg(Box::new(build_info));
+        for h in [&*FSYNC_SECONDS, &*RAFT_APPEND_SECONDS, &*RAFT_COMMIT_SECONDS, &*RAFT_APPLY_SECONDS] {
+            reg(Box::new(h.clone()));
+        }
+        reg(Box::new(SNAPSHOT_SENT_BYTES.clone()));
+        let s = &scrape;
+        for g in [
+            &s.group_is_leader,
+            &s.group_has_leader,
+            &s.group_term,
+            &s.group_commit,
+            &s.group_applied,
+            &s.group_last_log,
+            &s.group_snapshot,
+            &s.group_replication_lag,
+            &s.member_replicas,
+            &s.member_preferred_leaders,
+        ] {
+            reg(Box::new(g.clone()));
+        }
+        reg(Box::new(s.snapshots_built.clone()));
+        for c in [&s.wal_fsyncs, &s.wal_entries, &s.wal_bytes, &s.wal_compactions] {
+            reg(Box::new(c.clone()));
+        }
+        for g in [&s.wal_size, &s.snapshot_size, &s.partitions_moving, &s.node_ready] {
+            reg(Box::new(g.clone()));
+        }
+        Self { registry, request_seconds, request_errors, proposal_errors, scrape }
     }
 }
 
-/// The whole `/metrics` page.
-pub fn render(node: &Node) -> String {
-    let mut out = String::new();
-    let gauges: [(&str, &str); 7] = [
-        ("keyraft_group_is_leader", "1 when this node leads the group"),
-        ("keyraft_group_term", "current Raft term of the group"),
-        ("keyraft_group_leader_id", "Raft id of the group's leader (0 when unknown)"),
-        ("keyraft_group_commit_index", "highest log index known committed"),
-        ("keyraft_group_applied_index", "highest log index applied to the state machine"),
-        ("keyraft_group_last_log_index", "highest log index in the local log"),
-        ("keyraft_group_snapshot_index", "log index of the latest snapshot"),
-    ];
-    let groups = node.groups.all();
-    let rows: Vec<(u64, [u64; 7], u64)> = groups
-        .iter()
-        .map(|g| {
-            let m = g.raft.metrics().borrow().clone();
-            let committed = node.wal.with_group(g.id, |l| l.committed.map_or(0, |c| c.index));
-            (
-                g.id,
-                [
-                    u64::from(m.state == openraft::ServerState::Leader),
-                    m.current_term,
-                    m.current_leader.unwrap_or(0),
-                    committed,
-                    m.last_applied.map_or(0, |l| l.index),
-                    m.last_log_index.unwrap_or(0),
-                    m.snapshot.map_or(0, |l| l.index),
-                ],
-                g.snapshots_built.load(Ordering::Relaxed),
-            )
+/// Raises a counter mirrored from an atomic to `value` (never lowers it).
+fn mirror(c: &IntCounter, value: u64) {
+    c.inc_by(value.saturating_sub(c.get()));
+}
+
+/// Bytes of the regular files under `dir` whose name passes `keep`.
+fn disk_usage(dir: &Path, keep: &dyn Fn(&str) -> bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path(), keep),
+            Ok(t) if t.is_file() && keep(&e.file_name().to_string_lossy()) => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
         })
-        .collect();
-    for (i, (name, help)) in gauges.iter().enumerate() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (g, vals, _) in &rows {
-            let _ = writeln!(out, "{name}{{group=\"{g}\"}} {}", vals[i]);
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP keyraft_snapshots_built_total snapshots this node built\n# TYPE keyraft_snapshots_built_total counter"
-    );
-    for (g, _, built) in &rows {
-        let _ = writeln!(out, "keyraft_snapshots_built_total{{group=\"{g}\"}} {built}");
-    }
-    let s = node.wal.stats();
-    for (name, help, v) in [
-        ("keyraft_wal_fsyncs_total", "fsyncs of the write-ahead log", s.fsyncs.load(Ordering::Relaxed)),
-        ("keyraft_wal_entries_total", "log entries appended to the write-ahead log", s.records.load(Ordering::Relaxed)),
-        ("keyraft_wal_bytes_total", "bytes written to the write-ahead log", s.bytes.load(Ordering::Relaxed)),
-        (
-            "keyraft_wal_compactions_total",
-            "write-ahead log segments compacted",
-            s.segments_compacted.load(Ordering::Relaxed),
-        ),
+        .sum()
+}
+
+/// Entries each follower is behind `m`'s last log index (on a leader).
+fn replication_lag(m: &RaftMetrics) -> Vec<(NodeId, u64)> {
+    let last = m.last_log_index.unwrap_or(0);
+    m.replication
+        .iter()
+        .flatten()
+        .filter(|(id, _)| **id != m.id)
+        .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+        .collect()
+}
+
+/// Refreshes the scrape-time gauges and encodes every metric.
+pub fn render(node: &Node) -> String {
+    let s = &node.metrics.scrape;
+    let groups = node.groups.all();
+    // Groups closed since the last scrape must disappear, not linger.
+    for v in [
+        &s.group_is_leader,
+        &s.group_has_leader,
+        &s.group_term,
+        &s.group_commit,
+        &s.group_applied,
+        &s.group_last_log,
+        &s.group_snapshot,
+        &s.group_replication_lag,
+        &s.member_replicas,
+        &s.member_preferred_leaders,
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        v.reset();
     }
-    if let Some(meta) = node.meta_rx.borrow().clone() {
-        let _ = writeln!(out, "# HELP keyraft_member_replicas partition replicas placed on each member\n# TYPE keyraft_member_replicas gauge");
+    for g in &groups {
+        let m = g.raft.metrics().borrow().clone();
+        let id = g.id.to_string();
+        let l = [id.as_str()];
+        let committed = node.wal.with_group(g.id, |log| log.committed.map_or(0, |c| c.index));
+        s.group_is_leader.with_label_values(&l).set(i64::from(m.state == openraft::ServerState::Leader));
+        s.group_has_leader.with_label_values(&l).set(i64::from(m.current_leader.is_some()));
+        s.group_term.with_label_values(&l).set(m.current_term as i64);
+        s.group_commit.with_label_values(&l).set(committed as i64);
+        s.group_applied.with_label_values(&l).set(m.last_applied.map_or(0, |x| x.index) as i64);
+        s.group_last_log.with_label_values(&l).set(m.last_log_index.unwrap_or(0) as i64);
+        s.group_snapshot.with_label_values(&l).set(m.snapshot.map_or(0, |x| x.index) as i64);
+        for (follower, lag) in replication_lag(&m) {
+            s.group_replication_lag.with_label_values(&[id.as_str(), &follower.to_string()]).set(lag as i64);
+        }
+        mirror(&s.snapshots_built.with_label_values(&l), g.snapshots_built.load(Ordering::Relaxed));
+    }
+    let w = node.wal.stats();
+    mirror(&s.wal_fsyncs, w.fsyncs.load(Ordering::Relaxed));
+    mirror(&s.wal_entries, w.records.load(Ordering::Relaxed));
+    mirror(&s.wal_bytes, w.bytes.load(Ordering::Relaxed));
+    mirror(&s.wal_compactions, w.segments_compacted.load(Ordering::Relaxed));
+    s.wal_size.set(disk_usage(&node.cfg.data_dir.join("wal"), &|_| true) as i64);
+    s.snapshot_size.set(disk_usage(&node.cfg.data_dir.join("groups"), &|n| n.starts_with("snapshot")) as i64);
+
+    let meta = node.meta_rx.borrow().clone();
+    let mut moving = 0;
+    if let Some(meta) = meta {
         for m in meta.members.values() {
             let replicas = meta.placement.iter().filter(|p| p.replicas.contains(&m.id)).count();
-            let _ = writeln!(
-                out,
-                "keyraft_member_replicas{{node=\"{}\",state=\"{}\"}} {replicas}",
-                m.name,
-                m.state.as_str()
-            );
-        }
-        let _ = writeln!(out, "# HELP keyraft_member_preferred_leaders partitions that prefer each member as leader\n# TYPE keyraft_member_preferred_leaders gauge");
-        for m in meta.members.values() {
+            s.member_replicas.with_label_values(&[&m.name, m.state.as_str()]).set(replicas as i64);
             let leaders = meta.placement.iter().filter(|p| p.preferred_leader == m.id).count();
-            let _ = writeln!(out, "keyraft_member_preferred_leaders{{node=\"{}\"}} {leaders}", m.name);
+            s.member_preferred_leaders.with_label_values(&[&m.name]).set(leaders as i64);
         }
         // Moves in flight, as seen by the leaders on this node.
-        let moving = groups
+        moving = groups
             .iter()
             .filter_map(|g| {
                 let p = keyraft_api::partition_of_group(g.id)?;
@@ -136,14 +377,49 @@ pub fn render(node: &Node) -> String {
                 (have != want).then_some(())
             })
             .count();
-        let _ = writeln!(out, "# HELP keyraft_partitions_moving partitions led here whose voters differ from the desired placement\n# TYPE keyraft_partitions_moving gauge\nkeyraft_partitions_moving {moving}");
     }
-    let _ =
-        writeln!(out, "# HELP keyraft_node_ready 1 when the node is ready to serve\n# TYPE keyraft_node_ready gauge");
-    let _ = writeln!(out, "keyraft_node_ready {}", u8::from(node.readiness().is_ok()));
+    s.partitions_moving.set(moving as i64);
+    s.node_ready.set(i64::from(node.readiness().is_ok()));
+
     let mut buf = Vec::new();
-    if TextEncoder::new().encode(&node.metrics.registry.gather(), &mut buf).is_ok() {
-        out.push_str(&String::from_utf8_lossy(&buf));
+    if let Err(e) = TextEncoder::new().encode(&node.metrics.registry.gather(), &mut buf) {
+        tracing::warn!(error = %e, "cannot encode metrics");
     }
-    out
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_names_follow_conventions() {
+        let m = Metrics::new();
+        m.scrape.member_replicas.with_label_values(&["we\"ird\\name\n", "active"]).set(2);
+        m.request_seconds.with_label_values(&["get", "linearizable"]).observe(0.01);
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&m.registry.gather(), &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains(r#"keyraft_member_replicas{member="we\"ird\\name\n",state="active"} 2"#), "{text}");
+        assert!(text.contains(&format!("keyraft_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        assert!(text.contains(r#"keyraft_request_duration_seconds_count{consistency="linearizable",method="get"} 1"#));
+        assert!(!text.contains("leader_id"), "ids are labels, not values");
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut parts = line.split_whitespace().skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(name.starts_with("keyraft_"), "{name}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}: counters and only counters end in _total");
+        }
+        assert!(!text.contains("{node="), "no label named node");
+    }
+
+    #[test]
+    fn mirrored_counters_follow_their_source() {
+        let c = IntCounter::new("keyraft_x_total", "x").unwrap();
+        mirror(&c, 5);
+        mirror(&c, 7);
+        assert_eq!(c.get(), 7);
+        mirror(&c, 3);
+        assert_eq!(c.get(), 7, "a counter never goes down");
+    }
 }

@@ -138,7 +138,13 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         if fit < rpc.entries.len() {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit as u64)));
         }
-        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+        let carries_entries = !rpc.entries.is_empty();
+        let start = std::time::Instant::now();
+        let res = self.call(Rpc::Append, &rpc, option.hard_ttl()).await;
+        if carries_entries && res.is_ok() {
+            crate::metrics::observe_raft_append(start.elapsed().as_secs_f64());
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -147,7 +153,12 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+        let bytes = rpc.data.len() as u64;
+        let res = self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await;
+        if res.is_ok() {
+            crate::metrics::add_snapshot_bytes_sent(bytes);
+        }
+        res
     }
 
     async fn vote(

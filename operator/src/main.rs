@@ -56,6 +56,9 @@ struct RunArgs {
     /// Namespaces to watch, comma-separated; empty: every namespace.
     #[arg(long, env = "KEYRAFT_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
     watch_namespaces: Vec<String>,
+    /// Log records as `text` or `json` (one object per line); the filter is `RUST_LOG`.
+    #[arg(long, env = "KEYRAFT_LOG_FORMAT", default_value = "text")]
+    log_format: keyraft_api::logging::LogFormat,
 }
 
 #[tokio::main]
@@ -71,11 +74,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    keyraft_api::logging::init(args.log_format, "info,kube=warn");
     let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
     // The pod name (downward API): a pid is 1 in every container.
     let identity = match (args.identity.clone(), args.leader_election) {

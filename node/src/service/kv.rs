@@ -11,7 +11,7 @@ use keyraft_api::{group_of_partition, partition_for_key, ConsistencyLevel, Sessi
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::observe;
+use super::{observe, observe_read};
 use crate::error::NodeError;
 use crate::node::{Node, ReadPlan, Written};
 use crate::storage::sessions::MAX_UNACKED;
@@ -223,7 +223,8 @@ impl Kv for KvService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        observe(&self.node, "get", async {
+        let consistency = req.get_ref().consistency;
+        observe_read(&self.node, "get", consistency, async {
             self.node.refuse_if_departed()?;
             let hops = hops(req.metadata());
             let r = req.into_inner();
@@ -267,7 +268,8 @@ impl Kv for KvService {
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        observe(&self.node, "scan", async {
+        let consistency = req.get_ref().consistency;
+        observe_read(&self.node, "scan", consistency, async {
             self.node.refuse_if_departed()?;
             let hops = hops(req.metadata());
             let r = req.into_inner();
