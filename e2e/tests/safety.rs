@@ -1,0 +1,173 @@
+//! Operator safety scenarios on the simulator: data outlives a hand-made
+//! StatefulSet scale-in, Events say what happened, and a member held back
+//! during a rollout turns the cluster Degraded within its bound, naming it.
+//!
+//! Every scenario has its own namespace suffixed with the process id.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{assert_all_readable, condition, pod_endpoints, service_endpoint, Env, Workload};
+use common::wait_for;
+use serde_json::{json, Value};
+
+/// Bound on a cluster going from `kubectl apply` to Running.
+const CREATE: Duration = Duration::from_secs(180);
+/// Bound on the workload making progress at a checkpoint.
+const PROGRESS: Duration = Duration::from_secs(60);
+/// Bound on a scale or a rollout settling (2 cores, debug builds).
+const SETTLE: Duration = Duration::from_secs(300);
+
+fn namespace(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+fn manifest(name: &str, spec: Value) -> String {
+    let mut base = json!({
+        "apiVersion": "keyraft.io/v1alpha1",
+        "kind": "KeyraftCluster",
+        "metadata": {"name": name},
+        "spec": {"partitions": 8, "rebalance": {"maxConcurrentMoves": 4}},
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        base["spec"][k] = v.clone();
+    }
+    serde_json::to_string(&base).unwrap()
+}
+
+/// (reason, type, note) of the cluster's Events, oldest first.
+async fn events(env: &Env, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let out = env
+        .kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\t\"}{.type}{\"\\t\"}{.note}{.message}{\"\\n\"}{end}",
+        ])
+        .await;
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            Some((f.next()?.to_string(), f.next()?.to_string(), f.next().unwrap_or_default().to_string()))
+        })
+        .collect()
+}
+
+async fn claims(env: &Env, ns: &str, name: &str) -> Vec<String> {
+    let mut c = env.cluster_objects(ns, name, "persistentvolumeclaims").await;
+    c.sort();
+    c
+}
+
+/// `kubectl scale sts` past the operator: the StatefulSet retains every
+/// claim (Retain/Retain), the operator puts the replicas back and the
+/// members come back with their data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_the_statefulset_by_hand_keeps_every_claim_and_the_operator_restores_the_cluster() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("sts-scale");
+    env.create_namespace(ns).await;
+    env.apply(ns, &manifest("kv", json!({"replicas": 3}))).await;
+    env.wait_running(ns, "kv", 3, CREATE).await;
+    let before = claims(&env, ns, "kv").await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    let work = Workload::start(pod_endpoints(ns, "kv", 3), 2, "sts-scale");
+    work.progresses(50, PROGRESS).await;
+
+    env.kubectl_ok(&["scale", "sts/kv", "-n", ns, "--replicas=1"]).await;
+    // Whatever the StatefulSet did meanwhile, no claim went, and the
+    // operator brings it back to spec.replicas.
+    let kr = env.wait_running(ns, "kv", 3, SETTLE).await;
+    assert_eq!(claims(&env, ns, "kv").await, before, "a claim was deleted");
+    let sts = env.kubectl_ok(&["get", "sts/kv", "-n", ns, "-o", "jsonpath={.spec.replicas}"]).await;
+    assert_eq!(sts, "3");
+    assert_eq!(kr["status"]["members"].as_array().unwrap().len(), 3);
+
+    work.progresses(50, PROGRESS).await;
+    let tally = work.stop().await;
+    assert!(tally.wrong_reads.is_empty(), "read-your-writes: {:?}", tally.wrong_reads);
+    assert_all_readable(vec![service_endpoint(ns, "kv")], &tally.acked).await;
+    env.shutdown().await;
+}
+
+/// After `kubectl scale kr --replicas=5`, an Event says the StatefulSet was
+/// set to 5: each occurrence keeps its own note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_after_a_scale_from_three_to_five_name_five() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("events");
+    env.create_namespace(ns).await;
+    env.apply(ns, &manifest("kv", json!({"replicas": 3}))).await;
+    env.wait_running(ns, "kv", 3, CREATE).await;
+    env.kubectl_ok(&["scale", "kr/kv", "-n", ns, "--replicas=5"]).await;
+    env.wait_running(ns, "kv", 5, SETTLE).await;
+    let events = events(&env, ns, "kv").await;
+    let scaled: Vec<&str> = events.iter().filter(|(r, _, _)| r == "Scaled").map(|(_, _, n)| n.as_str()).collect();
+    assert!(scaled.iter().any(|n| n.contains("set to 3 replicas")), "{events:?}");
+    assert!(scaled.iter().any(|n| n.contains("set to 5 replicas")), "{events:?}");
+    // Zones recorded for different members are different Events, each naming its member.
+    let zones: Vec<&str> = events.iter().filter(|(r, _, _)| r == "ZoneRecorded").map(|(_, _, n)| n.as_str()).collect();
+    for pod in ["kv-3", "kv-4"] {
+        assert!(zones.iter().any(|n| n.contains(&format!("member {pod} "))), "{pod}: {events:?}");
+    }
+    env.shutdown().await;
+}
+
+/// A rollout whose restarted member cannot come back (a version that does
+/// not start) waits for it and, past `timeouts.catchUp`, reports Degraded
+/// naming that member; nothing else is restarted meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_held_back_in_a_rollout_turns_degraded_within_its_bound_naming_it() {
+    let bins = tempfile::tempdir().unwrap();
+    let broken = common::tag_bin_dir(bins.path(), "0.3.0-broken", "keyraft-node", "--no-such-flag");
+    let Some(env) = Env::with_operator_on(|cfg| {
+        cfg.tag_bin_dirs.insert("0.3.0-broken".into(), broken);
+    })
+    .await
+    else {
+        return;
+    };
+    let ns = &namespace("held");
+    env.create_namespace(ns).await;
+    let spec = json!({"replicas": 3, "timeouts": {"catchUp": "20s", "ready": "20s", "drain": "20s"}});
+    env.apply(ns, &manifest("kv", spec)).await;
+    env.wait_running(ns, "kv", 3, CREATE).await;
+
+    env.patch_spec(ns, "kv", json!({"version": "0.3.0-broken"})).await;
+    let kr = env
+        .wait_status(ns, "kv", "Degraded naming the held-back member", SETTLE, |kr| {
+            condition(kr, "Degraded").is_some_and(|c| {
+                c["status"] == "True"
+                    && ["CatchUpTimedOut", "ReadyTimedOut"].contains(&c["reason"].as_str().unwrap_or_default())
+            })
+        })
+        .await;
+    let degraded = condition(&kr, "Degraded").unwrap();
+    let message = degraded["message"].as_str().unwrap();
+    let members = kr["status"]["members"].as_array().unwrap();
+    let broken_pods: Vec<&str> =
+        members.iter().filter(|m| m["version"] == "0.3.0-broken").map(|m| m["pod"].as_str().unwrap()).collect();
+    assert_eq!(broken_pods.len(), 1, "the rollout went no further: {members:?}");
+    assert!(message.contains(broken_pods[0]), "{message}");
+    assert!(message.contains("spec.timeouts."), "{message}");
+    // A Warning Event carries the same message.
+    let reason = degraded["reason"].as_str().unwrap();
+    let warning = wait_for("a Warning Event for the Degraded reason", PROGRESS, || async {
+        events(&env, ns, "kv")
+            .await
+            .into_iter()
+            .find(|(r, t, n)| r == reason && t == "Warning" && n.contains(broken_pods[0]))
+    })
+    .await;
+    eprintln!("Degraded: {message}\nEvent: {warning:?}");
+
+    // Reverting the version recovers.
+    env.patch_spec(ns, "kv", json!({"version": "0.1.0"})).await;
+    env.wait_running(ns, "kv", 3, SETTLE).await;
+    env.shutdown().await;
+}
