@@ -419,7 +419,7 @@ impl Node {
                         Some(g) => g,
                         None => self.groups.open(group).await?,
                     };
-                    match g.raft.client_write(cmd.clone()).await {
+                    match commit_timed(&g, cmd.clone()).await {
                         Ok(resp) => {
                             if let Some(p) = partition {
                                 self.set_leader_hint(p, me);
@@ -505,7 +505,7 @@ impl Node {
         let Some(g) = self.groups.get(group) else {
             return ProposeAnswer::Failed(format!("group {group} has no replica on node {}", self.id()));
         };
-        match g.raft.client_write(cmd).await {
+        match commit_timed(&g, cmd).await {
             Ok(r) => ProposeAnswer::Written { result: r.data, index: r.log_id.index, served_by: self.id() },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ProposeAnswer::NotLeader(f.leader_id),
             Err(e) => {
@@ -688,6 +688,23 @@ fn validate_bootstrap(peers: &[String], partitions: u32, rf: u32, me: &str) -> R
         ));
     }
     Ok(())
+}
+
+/// `client_write` on this node's replica (the leader), with the time from
+/// proposal to applied result recorded as the commit latency.
+async fn commit_timed(
+    g: &Group,
+    cmd: Command,
+) -> Result<
+    openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+> {
+    let start = std::time::Instant::now();
+    let res = g.raft.client_write(cmd).await;
+    if res.is_ok() {
+        crate::metrics::observe_raft_commit(start.elapsed().as_secs_f64());
+    }
+    res
 }
 
 #[cfg(test)]

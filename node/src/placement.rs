@@ -302,17 +302,57 @@ impl Node {
                 self.propose_meta(MetaOp::SetPlacement(target)).await?;
             }
         }
-        // Members marked failed or decommissioning that hold nothing any more
-        // and are out of the meta group become removed.
-        for m in meta.members.values().filter(|m| matches!(m.state, MemberState::Failed | MemberState::Decommissioning))
-        {
-            let in_meta = g.raft.metrics().borrow().membership_config.membership().get_node(&m.id).is_some();
-            if !holds(m.id) && !in_meta {
-                tracing::info!(node = m.id, name = %m.name, "member holds nothing and left the meta group; marking it removed");
-                self.propose_meta(MetaOp::SetMemberState { id: m.id, state: MemberState::Removed }).await?;
+        // Members marked failed or decommissioning that are out of the meta
+        // group and of every partition group become removed. The desired
+        // placement dropping them is not enough: until each partition's
+        // leader has committed a membership without them they still count
+        // toward its quorums, and `removed` tells the operator (or a person)
+        // that their volume may go.
+        let in_meta = |id: NodeId| g.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some();
+        let leaving: Vec<&Member> = meta
+            .members
+            .values()
+            .filter(|m| matches!(m.state, MemberState::Failed | MemberState::Decommissioning))
+            .filter(|m| !holds(m.id) && !in_meta(m.id))
+            .collect();
+        if leaving.is_empty() {
+            return Ok(());
+        }
+        let answers = self.member_statuses(meta).await;
+        let Some(held) = still_held(meta.partitions, &answers) else {
+            tracing::debug!("not every partition's leader answered with a committed membership; removal waits");
+            return Ok(());
+        };
+        for m in leaving {
+            if held.contains(&m.id) {
+                tracing::debug!(node = m.id, name = %m.name, "member is still in a partition's membership; removal waits");
+                continue;
             }
+            tracing::info!(node = m.id, name = %m.name, "member is out of every group; marking it removed");
+            self.propose_meta(MetaOp::SetMemberState { id: m.id, state: MemberState::Removed }).await?;
         }
         Ok(())
+    }
+
+    /// This node's status and that of every other member that may hold
+    /// replicas, each asked at once with a short bound; silent ones are left
+    /// out.
+    async fn member_statuses(&self, meta: &ClusterMeta) -> Vec<pb::StatusResponse> {
+        let me = self.id();
+        let asks = meta
+            .members
+            .values()
+            .filter(|m| m.id != me && (m.state.holds_replicas() || m.state == MemberState::Decommissioning))
+            .filter_map(|m| self.peers.admin(&m.advertise).ok())
+            .map(|mut c| async move {
+                match tokio::time::timeout(Duration::from_secs(2), c.status(pb::StatusRequest {})).await {
+                    Ok(Ok(r)) => Some(r.into_inner()),
+                    _ => None,
+                }
+            });
+        let mut out: Vec<pb::StatusResponse> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        out.push(crate::service::admin::status(self));
+        out
     }
 
     /// One step toward `voters` (+ `learners`) in a group this node leads.
@@ -578,4 +618,96 @@ fn describe_moves(from: &[Placement], to: &[Placement]) -> Vec<pb::Move> {
             leader_to: b.preferred_leader,
         })
         .collect()
+}
+
+/// The members in any partition group's membership (voters and learners),
+/// as reported by each partition's leader once that membership committed;
+/// `None` when some partition has no such report (no leader answered, or its
+/// latest membership is not committed yet), since then nobody can tell.
+pub fn still_held(partitions: u32, answers: &[pb::StatusResponse]) -> Option<BTreeSet<NodeId>> {
+    let mut held = BTreeSet::new();
+    for p in 0..partitions {
+        let group = keyraft_api::group_of_partition(p);
+        let leader = answers
+            .iter()
+            .flat_map(|a| a.groups.iter())
+            .filter(|gs| gs.group == group && gs.role == "leader" && gs.applied_index >= gs.membership_index)
+            .max_by_key(|gs| gs.term)?;
+        held.extend(leader.voters.iter().chain(&leader.learners).copied());
+    }
+    Some(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(group: u64, role: &str, term: u64, voters: &[u64], committed: bool) -> pb::GroupStatus {
+        pb::GroupStatus {
+            group,
+            role: role.into(),
+            term,
+            voters: voters.to_vec(),
+            membership_index: 10,
+            applied_index: if committed { 10 } else { 9 },
+            ..Default::default()
+        }
+    }
+
+    fn answer(groups: Vec<pb::GroupStatus>) -> pb::StatusResponse {
+        pb::StatusResponse { groups, ..Default::default() }
+    }
+
+    #[test]
+    fn still_held_takes_each_partitions_leader_and_its_committed_membership() {
+        type Case = (&'static str, Vec<pb::StatusResponse>, Option<Vec<u64>>);
+        let cases: Vec<Case> = vec![
+            (
+                "both partitions led, member 4 already out",
+                vec![
+                    answer(vec![group(1, "leader", 3, &[1, 2, 3], true), group(2, "follower", 3, &[1, 2, 4], true)]),
+                    answer(vec![group(2, "leader", 4, &[1, 2, 3], true)]),
+                ],
+                Some(vec![1, 2, 3]),
+            ),
+            (
+                "a follower's stale view does not count, the leader's does",
+                vec![answer(vec![
+                    group(1, "leader", 3, &[1, 2, 4], true),
+                    group(2, "leader", 3, &[1, 2, 3], true),
+                    group(2, "follower", 3, &[1, 2, 3], true),
+                ])],
+                Some(vec![1, 2, 3, 4]),
+            ),
+            (
+                "a partition without a leader answer: nobody can tell",
+                vec![answer(vec![group(1, "leader", 3, &[1, 2, 3], true), group(2, "follower", 3, &[1, 2, 3], true)])],
+                None,
+            ),
+            (
+                "an uncommitted membership without member 4 is not enough",
+                vec![answer(vec![group(1, "leader", 3, &[1, 2, 3], true), group(2, "leader", 3, &[1, 2, 3], false)])],
+                None,
+            ),
+            (
+                "two claimed leaders: the newer term wins",
+                vec![
+                    answer(vec![group(1, "leader", 3, &[1, 2, 4], true), group(2, "leader", 3, &[1, 2, 3], true)]),
+                    answer(vec![group(1, "leader", 5, &[1, 2, 3], true)]),
+                ],
+                Some(vec![1, 2, 3]),
+            ),
+        ];
+        for (case, answers, want) in cases {
+            let got = still_held(2, &answers).map(|s| s.into_iter().collect::<Vec<_>>());
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn learners_count_as_held() {
+        let mut g = group(1, "leader", 1, &[1, 2, 3], true);
+        g.learners = vec![7];
+        assert_eq!(still_held(1, &[answer(vec![g])]), Some(BTreeSet::from([1, 2, 3, 7])));
+    }
 }

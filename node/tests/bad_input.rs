@@ -162,7 +162,7 @@ async fn bootstrap_is_idempotent() {
     assert_eq!((view.partitions, view.replication_factor, view.cluster_id), (4, 3, first));
     // /metrics tells the same story in Prometheus text.
     let metrics = reqwest_free_get(&c.nodes[1].http.to_string(), "/metrics");
-    assert!(metrics.contains("keyraft_member_replicas{node=\"node-0\",state=\"active\"} 4"), "{metrics}");
+    assert!(metrics.contains("keyraft_member_replicas{member=\"node-0\",state=\"active\"} 4"), "{metrics}");
     for name in ["keyraft_group_applied_index{group=\"1\"}", "keyraft_wal_fsyncs_total", "keyraft_node_ready 1"] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }

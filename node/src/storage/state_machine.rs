@@ -279,6 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let start = std::time::Instant::now();
         let mut out = Vec::new();
         let mut meta_changed = false;
         let mut d = self.write();
@@ -304,6 +305,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if meta_changed {
             self.publish_meta(&d);
         }
+        crate::metrics::observe_raft_apply(start.elapsed().as_secs_f64());
         Ok(out)
     }
 

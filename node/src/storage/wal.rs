@@ -543,9 +543,11 @@ impl Writer {
         let Some(shared) = self.shared.upgrade() else { return };
         fail::fail_point!("storage::fsync");
         if self.fsync {
+            let start = std::time::Instant::now();
             if let Err(e) = self.sync_journal() {
                 fail_stop("log fsync", None, &self.dir, &e);
             }
+            crate::metrics::observe_fsync(start.elapsed().as_secs_f64());
         } else if let Err(e) = shared.db.persist(PersistMode::Buffer) {
             fail_stop("log write", None, &self.dir, &e);
         }
