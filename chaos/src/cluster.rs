@@ -23,6 +23,8 @@ pub struct Node {
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     pub netns: Option<String>,
+    /// A small tmpfs the data directory lives in, when the run fills disks.
+    pub volume: Option<PathBuf>,
     /// Seeds to join through (a node back with an empty data directory).
     pub join: Vec<String>,
     child: Option<Child>,
@@ -63,6 +65,7 @@ impl Cluster {
                 http,
                 data_dir: dir.join(format!("node-{i}")),
                 netns: net.map(|n| n.ns(i)),
+                volume: None,
                 join: Vec::new(),
                 child: None,
                 paused: false,
@@ -73,6 +76,55 @@ impl Cluster {
         opts.attempt_timeout = Duration::from_secs(2);
         let admin = Client::new(opts).map_err(|e| ChaosError::Cluster(e.to_string()))?;
         Ok(Cluster { nodes, bin, dir, name: format!("chaos-{}", std::process::id()), admin })
+    }
+
+    /// Puts each node's data directory on its own tmpfs of `mib` MiB (root
+    /// only), so a disk can be filled: a real `ENOSPC` under the node's
+    /// writes. Call before the nodes start.
+    pub fn mount_volumes(&mut self, mib: u64) -> Result<(), ChaosError> {
+        for n in &mut self.nodes {
+            let vol = self.dir.join(format!("{}-volume", n.name));
+            fs::create_dir_all(&vol).map_err(ChaosError::io(format!("create {}", vol.display())))?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(&vol)
+                .output()
+                .map_err(ChaosError::io("run mount"))?;
+            if !out.status.success() {
+                return Err(ChaosError::Cluster(format!(
+                    "mount a tmpfs at {}: {}",
+                    vol.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            n.data_dir = vol.join("data");
+            n.volume = Some(vol);
+        }
+        Ok(())
+    }
+
+    /// Fills node `i`'s volume until the file system says it is full.
+    pub fn fill_disk(&self, i: usize) -> Result<(), ChaosError> {
+        let vol =
+            self.nodes[i].volume.as_ref().ok_or_else(|| ChaosError::Cluster(format!("node {i} has no volume")))?;
+        let path = vol.join("filler");
+        let mut f = fs::File::create(&path).map_err(ChaosError::io(format!("create {}", path.display())))?;
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            match std::io::Write::write(&mut f, &chunk) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(()),
+                Err(e) => return Err(ChaosError::Io { what: format!("fill {}", path.display()), source: e }),
+            }
+        }
+    }
+
+    /// Frees what [`Cluster::fill_disk`] took, on every volume.
+    pub fn free_disks(&self) {
+        for vol in self.nodes.iter().filter_map(|n| n.volume.as_ref()) {
+            let _ = fs::remove_file(vol.join("filler"));
+        }
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -340,6 +392,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        for vol in self.nodes.iter().filter_map(|n| n.volume.as_ref()) {
+            let _ = Command::new("umount").arg("-l").arg(vol).status();
         }
     }
 }

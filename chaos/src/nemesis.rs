@@ -21,7 +21,8 @@ pub enum Family {
     Process,
     /// iptables cuts between network namespaces (root only).
     Network,
-    /// WAL failpoints through the node's HTTP port (`failpoints` builds only).
+    /// Storage failpoints through the node's HTTP port (`failpoints` builds
+    /// only), and a full disk (root only: data directories on small tmpfs).
     Disk,
     /// Drain, decommission and re-admit (empty volume), rebalance, through
     /// the Admin API, with a process fault on another node half of the time.
@@ -76,6 +77,10 @@ pub enum Fault {
         name: &'static str,
         action: &'static str,
     },
+    /// The node's volume filled to the last byte.
+    DiskFull {
+        node: usize,
+    },
     /// A change of member `id` (node `node`) through the Admin API.
     Member {
         action: MemberAction,
@@ -115,6 +120,7 @@ impl fmt::Display for Fault {
             Fault::Partition { kind, cuts } => write!(f, "partition {kind:?}, dropped from->to {cuts:?}"),
             Fault::ClientCut { node } => write!(f, "clients cut from node {node}"),
             Fault::Failpoint { node, name, action } => write!(f, "failpoint {name}={action} on node {node}"),
+            Fault::DiskFull { node } => write!(f, "disk full on node {node} (freed on heal)"),
             Fault::Member { action, node, id } => write!(f, "{action:?} node {node} (member {id})"),
             Fault::Combined(fs) => {
                 let parts: Vec<String> = fs.iter().map(|f| f.to_string()).collect();
@@ -264,6 +270,9 @@ impl Nemesis {
                     member
                 }
             }
+            Family::Disk if cluster.nodes[target].volume.is_some() && self.rng.random_bool(0.4) => {
+                Fault::DiskFull { node: target }
+            }
             Family::Disk => Fault::Failpoint {
                 node: target,
                 name: DISK_FAILPOINTS[self.rng.random_range(0..DISK_FAILPOINTS.len())],
@@ -337,6 +346,7 @@ impl Nemesis {
             Fault::ClientCut { node } => {
                 net.ok_or_else(|| ChaosError::Cluster("network fault without namespaces".into()))?.cut_clients(*node)?
             }
+            Fault::DiskFull { node } => cluster.fill_disk(*node)?,
             Fault::Failpoint { node, name, action } => {
                 let code = failpoint(cluster.nodes[*node].http, "PUT", name, action).await?;
                 if !(200..300).contains(&code) {
@@ -354,6 +364,8 @@ pub async fn heal(cluster: &mut Cluster, net: Option<&mut Net>, disk: bool) -> R
     if let Some(net) = net {
         net.heal()?;
     }
+    // Space first: a node stopped by a full disk must be able to start.
+    cluster.free_disks();
     cluster.revive_all()?;
     if disk {
         clear_failpoints(cluster).await;

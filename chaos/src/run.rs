@@ -182,6 +182,15 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
     }
     // Declared after `net`, so dropped first: nodes die before their namespaces.
     let mut cluster = Cluster::new(cfg.node_bin.clone(), cfg.out_dir.join("data"), nodes, net.as_ref())?;
+    // A full disk needs a file system of its own per node: root only.
+    if families.contains(&Family::Disk) {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            cluster.mount_volumes(256)?;
+        } else {
+            eprintln!("!!!!!!!! chaos: FULL-DISK FAULTS SKIPPED: mounting a tmpfs needs root !!!!!!!!");
+        }
+    }
     cluster.bootstrap(cfg.partitions, nodes.min(3) as u32, Duration::from_secs(120)).await?;
     if families.contains(&Family::Disk) && !nemesis::failpoints_available(cluster.nodes[0].http).await.unwrap_or(false)
     {
