@@ -578,11 +578,33 @@ pub struct PartitionStatus {
     pub leader: Option<u64>,
 }
 
+/// The CRD: the derived one plus the rules on the whole object (only the
+/// root schema sees `metadata.name`).
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = KeyraftCluster::crd();
+    let max = crate::builders::MAX_CLUSTER_NAME;
+    for v in &mut crd.spec.versions {
+        if let Some(root) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            root.x_kubernetes_validations = Some(vec![
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule {
+                    rule: format!("self.metadata.name.size() <= {max}"),
+                    message: Some(format!(
+                        "metadata.name may have at most {max} characters: the pod, Service and label values derived from it must stay within 63"
+                    )),
+                    reason: Some("FieldValueInvalid".into()),
+                    ..Default::default()
+                },
+            ]);
+        }
+    }
+    crd
+}
+
 /// The CRD as YAML: the content of `crds/keyraftcluster.yaml` and of the
 /// chart's copy, printed by `keyraft-operator crd`.
 pub fn crd_yaml() -> Result<String, crate::Error> {
-    use kube::CustomResourceExt;
-    let body = serde_yaml::to_string(&KeyraftCluster::crd())?;
+    let body = serde_yaml::to_string(&crd())?;
     Ok(format!("# Generated from operator/src/crd.rs by `keyraft-operator crd`; do not edit.\n{body}"))
 }
 

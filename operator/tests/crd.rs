@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use keyraft_operator::crd::{crd_yaml, KeyraftCluster};
-use kube::CustomResourceExt;
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -30,7 +29,7 @@ fn crd_files_match_generated_crd() {
 }
 
 fn schema() -> Value {
-    let crd = KeyraftCluster::crd();
+    let crd = keyraft_operator::crd::crd();
     serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
 }
 
@@ -136,7 +135,7 @@ fn partitions_are_immutable() {
 
 #[test]
 fn crd_has_subresources_columns_and_short_name() {
-    let crd = KeyraftCluster::crd();
+    let crd = keyraft_operator::crd::crd();
     assert_eq!(crd.spec.group, "keyraft.io");
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["kr".to_string()][..]));
@@ -174,4 +173,21 @@ fn every_spec_field_is_documented() {
     walk("spec", &schema["properties"]["spec"], &mut missing);
     walk("status", &schema["properties"]["status"], &mut missing);
     assert!(missing.is_empty(), "fields without description: {missing:?}");
+}
+
+#[test]
+fn a_cluster_name_longer_than_the_derived_names_allow_is_refused_with_the_limit() {
+    let named = |n: usize| {
+        let mut obj = manifest("replicas: 3");
+        obj["metadata"]["name"] = Value::String("k".repeat(n));
+        obj
+    };
+    let max = keyraft_operator::builders::MAX_CLUSTER_NAME;
+    assert!(errors(&named(max), None).is_empty(), "a {max}-character name was refused");
+    let errs = errors(&named(max + 1), None);
+    assert!(
+        errs.iter().any(|e| e.contains(&format!("metadata.name may have at most {max} characters"))),
+        "a {}-character name was accepted: {errs:?}",
+        max + 1
+    );
 }
