@@ -147,6 +147,10 @@ pub struct Event {
 /// that fails under a write; `delay` is a slow disk. The heal restarts it.
 const DISK_FAILPOINTS: [&str; 2] = ["storage::log_write", "storage::fsync"];
 const DISK_ACTIONS: [&str; 3] = ["panic", "delay(300)", "20%delay(1000)"];
+/// The node's outgoing Raft messages (`node/src/network.rs`): a share of them
+/// fails as unreachable, a lossy link (the kernel here has no `tc netem`).
+const NETWORK_FAILPOINT: &str = "network::send";
+const NETWORK_LOSS: &str = "30%return";
 
 pub struct Nemesis {
     pub rng: StdRng,
@@ -156,6 +160,8 @@ pub struct Nemesis {
     pub hold: (f64, f64),
     /// How long the cluster may take to be ready again after a heal.
     pub recovery: Duration,
+    /// Whether the nodes serve `/debug/failpoints` (a `failpoints` build).
+    pub failpoints: bool,
 }
 
 impl Nemesis {
@@ -186,7 +192,7 @@ impl Nemesis {
                 tokio::time::sleep(hold).await;
             }
             let healed = Instant::now();
-            let heal = heal(cluster, net.as_deref_mut(), self.families.contains(&Family::Disk)).await;
+            let heal = heal(cluster, net.as_deref_mut(), self.failpoints).await;
             applied.and(heal)?;
             self.settle(&fault, cluster).await?;
             eprintln!("[{:7.1}s] nemesis: healed", secs(healed));
@@ -228,6 +234,9 @@ impl Nemesis {
                 } else {
                     Fault::Pause { nodes }
                 }
+            }
+            Family::Network if self.failpoints && self.rng.random_bool(0.15) => {
+                Fault::Failpoint { node: target, name: NETWORK_FAILPOINT, action: NETWORK_LOSS }
             }
             Family::Network => match self.rng.random_range(0..6) {
                 0 => Fault::Partition {
@@ -360,24 +369,24 @@ impl Nemesis {
 
 /// Undoes every fault: cuts removed, failpoints cleared, paused nodes
 /// resumed, dead ones restarted.
-pub async fn heal(cluster: &mut Cluster, net: Option<&mut Net>, disk: bool) -> Result<(), ChaosError> {
+pub async fn heal(cluster: &mut Cluster, net: Option<&mut Net>, failpoints: bool) -> Result<(), ChaosError> {
     if let Some(net) = net {
         net.heal()?;
     }
     // Space first: a node stopped by a full disk must be able to start.
     cluster.free_disks();
     cluster.revive_all()?;
-    if disk {
+    if failpoints {
         clear_failpoints(cluster).await;
     }
     Ok(())
 }
 
-/// Clears the disk failpoints on every node that runs (best effort: a node
-/// that crashed on one starts clean).
+/// Clears the nemesis's failpoints on every node that runs (best effort: a
+/// node that crashed on one starts clean).
 pub async fn clear_failpoints(cluster: &Cluster) {
     for n in &cluster.nodes {
-        for name in DISK_FAILPOINTS {
+        for name in DISK_FAILPOINTS.into_iter().chain([NETWORK_FAILPOINT]) {
             let _ = failpoint(n.http, "DELETE", name, "").await;
         }
     }

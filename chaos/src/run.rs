@@ -192,8 +192,8 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
         }
     }
     cluster.bootstrap(cfg.partitions, nodes.min(3) as u32, Duration::from_secs(120)).await?;
-    if families.contains(&Family::Disk) && !nemesis::failpoints_available(cluster.nodes[0].http).await.unwrap_or(false)
-    {
+    let failpoints = nemesis::failpoints_available(cluster.nodes[0].http).await.unwrap_or(false);
+    if families.contains(&Family::Disk) && !failpoints {
         let why = "the node has no /debug/failpoints route (build keyraft-node with --features failpoints)".to_string();
         eprintln!("!!!!!!!! chaos: DISK FAULTS SKIPPED: {why} !!!!!!!!");
         skipped.push((Family::Disk, why));
@@ -215,13 +215,14 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
         quiet: (1.0, 4.0),
         hold: (2.0, 8.0),
         recovery: Duration::from_secs(120),
+        failpoints,
     };
     let mut events = Vec::new();
     let mut error = nemesis.run(&mut cluster, net.as_mut(), t0, until, &mut events).await.err().map(|e| e.to_string());
     if let Some(e) = &error {
         eprintln!("!!!!!!!! chaos: the nemesis stopped: {e}");
     }
-    if let Err(e) = nemesis::heal(&mut cluster, net.as_mut(), families.contains(&Family::Disk)).await {
+    if let Err(e) = nemesis::heal(&mut cluster, net.as_mut(), failpoints).await {
         error.get_or_insert(format!("heal: {e}"));
     }
     // The rest of the time healthy, so writes must flow again (a run whose
