@@ -192,7 +192,11 @@ async fn failover_through_a_leader_kill_a_node_outage_and_a_lost_volume_keeps_ev
     }
     let ns = &namespace("failover");
     env.create_namespace(ns).await;
-    env.apply(ns, &manifest("kv", json!({"replicas": 4, "failover": {"timeout": "30s"}}))).await;
+    env.apply(
+        ns,
+        &manifest("kv", json!({"replicas": 4, "failover": {"timeout": "30s"}, "timeouts": {"startup": "20s"}})),
+    )
+    .await;
     let kr = env.wait_running(ns, "kv", 4, CREATE).await;
     let work = Workload::start(pod_endpoints(ns, "kv", 4), 3, "failover");
     let history = record(pod_endpoints(ns, "kv", 4), "failover-h/").await;

@@ -55,6 +55,11 @@ pub const DEFAULT_VERSION: &str = "0.1.0";
         "rule": "self.replicationFactor <= self.replicas",
         "message": "replicationFactor must not exceed replicas: every partition needs replicationFactor distinct nodes (for a single-node cluster set replicationFactor: 1)",
         "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "duration(has(self.failover) && has(self.failover.timeout) ? self.failover.timeout : '5m') > duration(has(self.timeouts) && has(self.timeouts.startup) ? self.timeouts.startup : '4m')",
+        "message": "failover.timeout must be longer than timeouts.startup (default 4m), or a pod that is still starting would be failed over",
+        "reason": "FieldValueInvalid"
     }
 ]))]
 pub struct KeyraftClusterSpec {
@@ -333,17 +338,10 @@ impl Default for UpdateStrategySpec {
 pub struct FailoverSpec {
     /// How long a member may stay unready before its replicas are re-created
     /// on other nodes, as a duration such as 90s, 5m or 1h30m.
-    /// Always longer than the startup allowance of a pod (240s), so a slow
-    /// start is never failed over.
+    /// Always longer than `timeouts.startup` (CEL), so a slow start is never
+    /// failed over.
     #[serde(default = "default_failover_timeout")]
     #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
-    #[schemars(extend("x-kubernetes-validations" = [
-        {
-            "rule": "duration(self) > duration('240s')",
-            "message": "failover.timeout must be longer than the 240s startup allowance of a pod, or a slow start would be failed over",
-            "reason": "FieldValueInvalid"
-        }
-    ]))]
     pub timeout: String,
 }
 
@@ -375,6 +373,12 @@ pub struct TimeoutsSpec {
     #[serde(default = "default_timeout_join")]
     #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub join: String,
+    /// A starting node's first successful health check (the startup probe,
+    /// e.g. while it replays a large log); the container is restarted after
+    /// it. `failover.timeout` must be longer (CEL).
+    #[serde(default = "default_timeout_startup")]
+    #[schemars(pattern(r"^([0-9]+(s|m|h))+$"))]
+    pub startup: String,
 }
 
 fn default_timeout_drain() -> String {
@@ -392,6 +396,9 @@ fn default_timeout_scale_in() -> String {
 fn default_timeout_join() -> String {
     "10m".to_string()
 }
+fn default_timeout_startup() -> String {
+    "4m".to_string()
+}
 
 impl Default for TimeoutsSpec {
     fn default() -> Self {
@@ -401,6 +408,7 @@ impl Default for TimeoutsSpec {
             ready: default_timeout_ready(),
             scale_in: default_timeout_scale_in(),
             join: default_timeout_join(),
+            startup: default_timeout_startup(),
         }
     }
 }

@@ -58,7 +58,8 @@ fn good_manifests_pass() {
     for spec in [
         "replicas: 3",
         "replicas: 1\nreplicationFactor: 1",
-        "replicas: 5\nreplicationFactor: 5\npartitions: 1024\nversion: v0.2.0-rc.1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nstorage: {size: 500Mi, reclaimPolicy: Retain}\nfailover: {timeout: 1h30m}\ntimeouts: {drain: 30s, catchUp: 2m, ready: 90s, scaleIn: 1h, join: 5m}\nconsistency: {defaultRead: session}\ntopology: {spread: required, antiAffinity: none, zones: [a, b, c]}",
+        "replicas: 3\nfailover: {timeout: 30s}\ntimeouts: {startup: 20s}",
+        "replicas: 5\nreplicationFactor: 5\npartitions: 1024\nversion: v0.2.0-rc.1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nstorage: {size: 500Mi, reclaimPolicy: Retain}\nfailover: {timeout: 1h30m}\ntimeouts: {drain: 30s, catchUp: 2m, ready: 90s, scaleIn: 1h, join: 5m, startup: 1h}\nconsistency: {defaultRead: session}\ntopology: {spread: required, antiAffinity: none, zones: [a, b, c]}",
     ] {
         let errs = errors(&manifest(spec), None);
         assert!(errs.is_empty(), "{spec:?} was rejected: {errs:?}");
@@ -100,8 +101,13 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
         ("replicas: '3'", "/spec/replicas"),
         ("partitions: 8", "replicas"),
         // A failover shorter than the startup allowance would fail over slow starts.
-        ("replicas: 3\nfailover: {timeout: 4m}", "longer than the 240s startup allowance"),
-        ("replicas: 3\nfailover: {timeout: 90s}", "longer than the 240s startup allowance"),
+        ("replicas: 3\nfailover: {timeout: 4m}", "failover.timeout must be longer than timeouts.startup"),
+        ("replicas: 3\nfailover: {timeout: 90s}", "failover.timeout must be longer than timeouts.startup"),
+        (
+            "replicas: 3\nfailover: {timeout: 30s}\ntimeouts: {startup: 30s}",
+            "failover.timeout must be longer than timeouts.startup",
+        ),
+        ("replicas: 3\ntimeouts: {startup: 10m}", "failover.timeout must be longer than timeouts.startup"),
         // The version becomes a label value: at most 63 characters.
         ("replicas: 3\nversion: 'v1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'", "/spec/version"),
         ("replicas: 3\ntimeouts: {drain: forever}", "/spec/timeouts/drain"),

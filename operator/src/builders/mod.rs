@@ -28,9 +28,6 @@ pub const DATA_DIR: &str = "/var/lib/keyraft";
 pub const DATA_VOLUME: &str = "data";
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "keyraft-operator";
-/// How long a pod may take to start (startup probe: every 2 s, this long);
-/// failover.timeout must be longer (CEL on the CRD).
-pub const STARTUP_ALLOWANCE_SECS: i32 = 240;
 /// Longest cluster name: the pods' controller-revision-hash label is
 /// `<name>-<10 characters>` and must stay within 63.
 pub const MAX_CLUSTER_NAME: usize = 52;

@@ -16,10 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{
-    image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT,
-    STARTUP_ALLOWANCE_SECS,
-};
+use super::{image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT};
 use crate::crd::{AntiAffinity, Constraint, KeyraftCluster};
 use crate::Result;
 
@@ -204,7 +201,7 @@ fn node_container(kr: &KeyraftCluster, names: &Names, replicas: i32) -> Containe
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         // Replaying a large log may take a while; liveness starts after
         // this allowance, which failover.timeout must exceed (CEL).
-        startup_probe: Some(http_probe("/healthz", 2, STARTUP_ALLOWANCE_SECS / 2)),
+        startup_probe: Some(http_probe("/healthz", 2, startup_checks(&kr.spec.timeouts.startup))),
         resources: kr.spec.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -267,4 +264,11 @@ pub(super) fn label_selector(labels: &BTreeMap<String, String>) -> LabelSelector
 
 fn non_empty(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
     (!m.is_empty()).then_some(m)
+}
+
+/// Startup-probe failures allowed (one check every 2 s) for the
+/// `timeouts.startup` duration; the schema has already checked its form.
+fn startup_checks(startup: &str) -> i32 {
+    let secs = crate::crd::parse_duration(startup).map_or(240, |d| d.as_secs());
+    (secs / 2).clamp(1, i32::MAX as u64) as i32
 }
