@@ -40,10 +40,27 @@ impl Admin {
     }
 
     /// Admin.Status, turned into the planner's view of the node.
+    /// A member that was removed refuses Status (`FailedPrecondition`: its
+    /// view is stale) but still says who it is: the report then carries its
+    /// identity only, not serving, so the planner can reclaim its pod.
     pub async fn status(&self, addr: &str) -> Result<NodeReport> {
         let mut c = self.client(addr).await?;
-        let resp = c.status(pb::StatusRequest {}).await.map_err(|e| admin_err(addr, e.message()))?.into_inner();
-        node_report(resp).map_err(|e| admin_err(addr, e))
+        match c.status(pb::StatusRequest {}).await {
+            Ok(resp) => node_report(resp.into_inner()).map_err(|e| admin_err(addr, e)),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                let info =
+                    c.identify(pb::IdentifyRequest {}).await.map_err(|e| admin_err(addr, e.message()))?.into_inner();
+                Ok(NodeReport {
+                    node_id: info.id,
+                    joined: info.joined,
+                    cluster_id: info.cluster_id,
+                    ready: false,
+                    version: info.version,
+                    ..NodeReport::default()
+                })
+            }
+            Err(e) => Err(admin_err(addr, e.message())),
+        }
     }
 
     /// Admin.Bootstrap; returns the cluster id (also when it already existed).
@@ -198,6 +215,8 @@ pub(crate) mod fake {
     pub struct FakeNode {
         /// What Status answers.
         pub status: Mutex<pb::StatusResponse>,
+        /// A removed member: Status is refused, Identify still answers.
+        pub departed: Mutex<bool>,
         pub bootstraps: Mutex<Vec<pb::BootstrapRequest>>,
         pub member_states: Mutex<Vec<pb::SetMemberStateRequest>>,
         pub rebalances: Mutex<Vec<pb::RebalanceRequest>>,
@@ -209,6 +228,9 @@ pub(crate) mod fake {
             &self,
             _: tonic::Request<pb::StatusRequest>,
         ) -> Result<tonic::Response<pb::StatusResponse>, tonic::Status> {
+            if *self.departed.lock().unwrap() {
+                return Err(tonic::Status::failed_precondition("node kv-1 (3) is removed"));
+            }
             Ok(tonic::Response::new(self.status.lock().unwrap().clone()))
         }
         async fn bootstrap(
@@ -228,7 +250,7 @@ pub(crate) mod fake {
             &self,
             _: tonic::Request<pb::IdentifyRequest>,
         ) -> Result<tonic::Response<pb::NodeInfo>, tonic::Status> {
-            Err(tonic::Status::unimplemented("fake"))
+            Ok(tonic::Response::new(self.status.lock().unwrap().node.clone().unwrap_or_default()))
         }
         async fn set_default_read(
             &self,
@@ -299,6 +321,7 @@ pub(crate) mod fake {
                     node: Some(pb::NodeInfo { id: 3, joined: false, version: "0.1.0".into(), ..Default::default() }),
                     ..Default::default()
                 }),
+                departed: Mutex::new(false),
                 bootstraps: Mutex::default(),
                 member_states: Mutex::default(),
                 rebalances: Mutex::default(),
@@ -434,6 +457,18 @@ mod tests {
         let calls = node.rebalances.lock().unwrap().clone();
         let sent: Vec<(bool, u32)> = calls.iter().map(|r| (r.dry_run, r.max_moves)).collect();
         assert_eq!(sent, [(false, 1), (true, 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_removed_member_that_refuses_status_is_reported_by_its_identity() {
+        let node = std::sync::Arc::new(FakeNode::default());
+        node.status.lock().unwrap().node.as_mut().unwrap().joined = true;
+        *node.departed.lock().unwrap() = true;
+        let addr = fake::serve(node.clone()).await;
+        let admin = Admin { timeout: Duration::from_secs(2), redirect: None };
+        let report = admin.status(&addr).await.unwrap();
+        assert_eq!((report.node_id, report.joined, report.ready), (3, true, false));
+        assert!(report.view.is_none() && report.partitions.is_empty(), "no stale view taken from it: {report:?}");
     }
 
     #[tokio::test]
