@@ -99,6 +99,7 @@ async fn run(a: Args) -> Result<()> {
         warmup: Duration::from_secs(a.warmup),
         duration: Duration::from_secs(a.seconds),
     };
+    let load_before = loadavg();
     let mut table: Vec<TableRow> =
         rows.iter().map(|r| TableRow { label: r.label(), etcd: None, keyraft: None }).collect();
     for &system in &a.systems {
@@ -115,7 +116,8 @@ async fn run(a: Args) -> Result<()> {
         "{} and {}; {cpus} CPUs; 3 members each on loopback, one system at a time, fsync on; closed loop, \
          {}-byte values, {} keys (preloaded before the read rows), {} s per row after {} s of warm-up; \
          Keyraft {} partitions, replication factor 3, through keyraft-client; etcd through its gRPC KV API, \
-         one channel per member. Latency over all operations of a row; CPU = utime + stime of the 3 members.\n",
+         one channel per member. Latency over all operations of a row; CPU = utime + stime of the 3 members. \
+         Load average (1 min) {load_before} before, {} after: the machine is shared, compare within one run.\n",
         etcd::version(&a.etcd_bin).unwrap_or_else(|| "etcd (version unknown)".into()),
         keyraft::version(&node_bin).unwrap_or_else(|| "keyraft-node (version unknown)".into()),
         a.value_size,
@@ -123,19 +125,35 @@ async fn run(a: Args) -> Result<()> {
         a.seconds,
         a.warmup,
         a.partitions,
+        loadavg(),
     );
     print!("{}", report::render(&table));
     Ok(())
 }
 
+/// The 1-minute load average, for the reader to judge the noise of a run.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
     let args = Args::parse();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        eprintln!("keyraft-bench: cannot install a SIGTERM handler");
+        std::process::exit(1);
+    };
     // On a signal the run is dropped, which stops every member and removes its directory.
-    tokio::select! {
+    let r = tokio::select! {
         r = run(args) => r,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-        _ = term.recv() => bail!("terminated"),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    if let Err(e) = r {
+        eprintln!("keyraft-bench: {e:#}");
+        std::process::exit(1);
     }
 }
