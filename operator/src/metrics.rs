@@ -1,7 +1,7 @@
 //! Prometheus metrics and the HTTP endpoints `/metrics`, `/healthz`, `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
@@ -15,6 +15,9 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub duration: HistogramVec,
     pub actions: IntCounterVec,
+    /// The last error of the controller's watches (list or watch refused,
+    /// a resource missing), cleared by the next event that came through.
+    pub watch_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Default for Metrics {
@@ -49,7 +52,7 @@ impl Metrics {
             registry.register(Box::new(c.clone())).unwrap();
         }
         registry.register(Box::new(duration.clone())).unwrap();
-        Metrics { registry, reconciles, errors, duration, actions }
+        Metrics { registry, reconciles, errors, duration, actions, watch_error: Arc::default() }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -66,13 +69,33 @@ struct HttpState {
     leading: watch::Receiver<bool>,
 }
 
-/// The router: `/metrics`; `/healthz` (process alive); `/readyz` (always
-/// ready: a standby replica is healthy, `/leader` tells which one leads).
+/// Why this replica is not ready, if it is not: the leader needs working
+/// watches; a standby is ready while it waits for the Lease (`/leader` tells
+/// which one leads).
+pub fn readiness(leading: bool, watch_error: Option<&str>) -> Result<&'static str, String> {
+    match (leading, watch_error) {
+        (false, _) => Ok("standby: waiting for the Lease"),
+        (true, None) => Ok("leading; watches working"),
+        (true, Some(e)) => Err(format!("leading, but a watch fails: {e}")),
+    }
+}
+
+/// The router: `/metrics`; `/healthz` (process alive); `/readyz` (see
+/// [`readiness`]).
 pub fn router(metrics: Arc<Metrics>, leading: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/metrics", get(|State(s): State<HttpState>| async move { s.metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<HttpState>| async move {
+                let err = s.metrics.watch_error.lock().unwrap().clone();
+                match readiness(*s.leading.borrow(), err.as_deref()) {
+                    Ok(why) => (StatusCode::OK, format!("ready: {why}\n")),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                }
+            }),
+        )
         .route(
             "/leader",
             get(|State(s): State<HttpState>| async move {
@@ -94,6 +117,14 @@ pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_follows_the_lease_and_the_watches() {
+        assert!(readiness(false, Some("forbidden")).is_ok(), "a standby does not watch");
+        assert!(readiness(true, None).is_ok());
+        let e = readiness(true, Some("namespaces is forbidden")).unwrap_err();
+        assert!(e.contains("namespaces is forbidden"), "{e}");
+    }
 
     #[test]
     fn renders_reconcile_metrics() {
