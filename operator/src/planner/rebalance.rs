@@ -88,8 +88,10 @@ pub(super) fn plan_rebalance(
     if !unsettled.is_empty() || !joining.is_empty() {
         let mut waiting = unsettled;
         waiting.extend(joining.iter().map(|p| format!("{p} (joining)")));
+        // Pending, so still True: the cluster is not balanced yet and will
+        // move replicas as soon as these members settle.
         return vec![rebalancing(
-            false,
+            true,
             "WaitingForMembers",
             format!("{n} partitions to rebalance once every member is active; not yet: {}", waiting.join(", ")),
         )];
