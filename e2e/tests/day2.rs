@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    assert_all_readable, assert_status_truthful, client, condition, node_status, pod_endpoint, pod_endpoints,
-    service_endpoint, settled, Env, Workload,
+    assert_all_readable, assert_status_truthful, client, condition, manifest, namespace, node_status, pod_endpoint,
+    pod_endpoints, service_endpoint, settled, Env, Workload,
 };
 use common::wait_for;
 use keyraft_chaos::workload::Recording;
@@ -40,25 +40,6 @@ async fn assert_linearizable(history: Recording) {
         Ok(r) => eprintln!("history linearizable: {} key groups, {} operations placed", r.groups, r.ops_checked),
         Err(e) => panic!("{e}"),
     }
-}
-
-fn namespace(prefix: &str) -> String {
-    format!("{prefix}-{}", std::process::id())
-}
-
-/// A KeyraftCluster named `name` with `spec` merged over a small default
-/// (8 partitions, 4 moves at a time).
-fn manifest(name: &str, spec: Value) -> String {
-    let mut base = json!({
-        "apiVersion": "keyraft.io/v1alpha1",
-        "kind": "KeyraftCluster",
-        "metadata": {"name": name},
-        "spec": {"partitions": 8, "rebalance": {"maxConcurrentMoves": 4}},
-    });
-    for (k, v) in spec.as_object().unwrap() {
-        base["spec"][k] = v.clone();
-    }
-    serde_json::to_string(&base).unwrap()
 }
 
 fn members(kr: &Value) -> &Vec<Value> {

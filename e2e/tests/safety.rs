@@ -8,9 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{assert_all_readable, condition, pod_endpoints, service_endpoint, Env, Workload};
+use common::cluster::{
+    assert_all_readable, condition, manifest, namespace, pod_endpoints, service_endpoint, Env, Workload,
+};
 use common::wait_for;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Bound on a cluster going from `kubectl apply` to Running.
 const CREATE: Duration = Duration::from_secs(180);
@@ -18,23 +20,6 @@ const CREATE: Duration = Duration::from_secs(180);
 const PROGRESS: Duration = Duration::from_secs(60);
 /// Bound on a scale or a rollout settling (2 cores, debug builds).
 const SETTLE: Duration = Duration::from_secs(300);
-
-fn namespace(prefix: &str) -> String {
-    format!("{prefix}-{}", std::process::id())
-}
-
-fn manifest(name: &str, spec: Value) -> String {
-    let mut base = json!({
-        "apiVersion": "keyraft.io/v1alpha1",
-        "kind": "KeyraftCluster",
-        "metadata": {"name": name},
-        "spec": {"partitions": 8, "rebalance": {"maxConcurrentMoves": 4}},
-    });
-    for (k, v) in spec.as_object().unwrap() {
-        base["spec"][k] = v.clone();
-    }
-    serde_json::to_string(&base).unwrap()
-}
 
 /// (reason, type, note) of the cluster's Events, oldest first.
 async fn events(env: &Env, ns: &str, name: &str) -> Vec<(String, String, String)> {

@@ -514,3 +514,23 @@ pub async fn assert_status_truthful(env: &Env, ns: &str, kr: &Value) {
         .await;
     assert_eq!(ready, format!("{replicas}/{replicas}"), "StatefulSet replicas/ready");
 }
+
+/// A scenario's namespace: `prefix` and this test process's id.
+pub fn namespace(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+/// A KeyraftCluster named `name` with `spec` merged over a small default
+/// (8 partitions, 4 moves at a time).
+pub fn manifest(name: &str, spec: serde_json::Value) -> String {
+    let mut base = serde_json::json!({
+        "apiVersion": "keyraft.io/v1alpha1",
+        "kind": "KeyraftCluster",
+        "metadata": {"name": name},
+        "spec": {"partitions": 8, "rebalance": {"maxConcurrentMoves": 4}},
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        base["spec"][k] = v.clone();
+    }
+    serde_json::to_string(&base).unwrap()
+}
