@@ -151,6 +151,9 @@ const DISK_ACTIONS: [&str; 3] = ["panic", "delay(300)", "20%delay(1000)"];
 /// fails as unreachable, a lossy link (the kernel here has no `tc netem`).
 const NETWORK_FAILPOINT: &str = "network::send";
 const NETWORK_LOSS: &str = "30%return";
+/// The same messages held back (milliseconds, without blocking the node).
+const NETWORK_DELAY_FAILPOINT: &str = "network::delay";
+const NETWORK_DELAY: &str = "return(150)";
 
 pub struct Nemesis {
     pub rng: StdRng,
@@ -235,8 +238,12 @@ impl Nemesis {
                     Fault::Pause { nodes }
                 }
             }
-            Family::Network if self.failpoints && self.rng.random_bool(0.15) => {
-                Fault::Failpoint { node: target, name: NETWORK_FAILPOINT, action: NETWORK_LOSS }
+            Family::Network if self.failpoints && self.rng.random_bool(0.25) => {
+                if self.rng.random_bool(0.5) {
+                    Fault::Failpoint { node: target, name: NETWORK_FAILPOINT, action: NETWORK_LOSS }
+                } else {
+                    Fault::Failpoint { node: target, name: NETWORK_DELAY_FAILPOINT, action: NETWORK_DELAY }
+                }
             }
             Family::Network => match self.rng.random_range(0..6) {
                 0 => Fault::Partition {
@@ -386,7 +393,7 @@ pub async fn heal(cluster: &mut Cluster, net: Option<&mut Net>, failpoints: bool
 /// node that crashed on one starts clean).
 pub async fn clear_failpoints(cluster: &Cluster) {
     for n in &cluster.nodes {
-        for name in DISK_FAILPOINTS.into_iter().chain([NETWORK_FAILPOINT]) {
+        for name in DISK_FAILPOINTS.into_iter().chain([NETWORK_FAILPOINT, NETWORK_DELAY_FAILPOINT]) {
             let _ = failpoint(n.http, "DELETE", name, "").await;
         }
     }

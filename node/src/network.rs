@@ -98,6 +98,12 @@ impl GroupNetwork {
         fail::fail_point!("network::send", |_| Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
             "failpoint network::send"
         )))));
+        // A slow link: `return(MS)` holds this message MS milliseconds without
+        // blocking the runtime (the `fail` crate's own delay sleeps the thread).
+        #[cfg(feature = "failpoints")]
+        if let Some(ms) = fail::eval("network::delay", |arg| arg.and_then(|a| a.parse::<u64>().ok())).flatten() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let msg = RaftMessage { group: self.f.group, payload, cluster: self.f.cluster.clone(), target: self.target };
         let mut client = self.f.peers.raft(&self.addr()).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
