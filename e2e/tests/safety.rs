@@ -21,28 +21,6 @@ const PROGRESS: Duration = Duration::from_secs(60);
 /// Bound on a scale or a rollout settling (2 cores, debug builds).
 const SETTLE: Duration = Duration::from_secs(300);
 
-/// (reason, type, note) of the cluster's Events, oldest first.
-async fn events(env: &Env, ns: &str, name: &str) -> Vec<(String, String, String)> {
-    let out = env
-        .kubectl_ok(&[
-            "get",
-            "events",
-            "-n",
-            ns,
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-            "-o",
-            "jsonpath={range .items[*]}{.reason}{\"\\t\"}{.type}{\"\\t\"}{.note}{.message}{\"\\n\"}{end}",
-        ])
-        .await;
-    out.lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, '\t');
-            Some((f.next()?.to_string(), f.next()?.to_string(), f.next().unwrap_or_default().to_string()))
-        })
-        .collect()
-}
-
 async fn claims(env: &Env, ns: &str, name: &str) -> Vec<String> {
     let mut c = env.cluster_objects(ns, name, "persistentvolumeclaims").await;
     c.sort();
@@ -91,7 +69,7 @@ async fn events_after_a_scale_from_three_to_five_name_five() {
     env.wait_running(ns, "kv", 3, CREATE).await;
     env.kubectl_ok(&["scale", "kr/kv", "-n", ns, "--replicas=5"]).await;
     env.wait_running(ns, "kv", 5, SETTLE).await;
-    let events = events(&env, ns, "kv").await;
+    let events = env.events(ns, "kv").await;
     let scaled: Vec<&str> = events.iter().filter(|(r, _, _)| r == "Scaled").map(|(_, _, n)| n.as_str()).collect();
     assert!(scaled.iter().any(|n| n.contains("set to 3 replicas")), "{events:?}");
     assert!(scaled.iter().any(|n| n.contains("set to 5 replicas")), "{events:?}");
@@ -143,7 +121,7 @@ async fn a_member_held_back_in_a_rollout_turns_degraded_within_its_bound_naming_
     // A Warning Event carries the same message.
     let reason = degraded["reason"].as_str().unwrap();
     let warning = wait_for("a Warning Event for the Degraded reason", PROGRESS, || async {
-        events(&env, ns, "kv")
+        env.events(ns, "kv")
             .await
             .into_iter()
             .find(|(r, t, n)| r == reason && t == "Warning" && n.contains(broken_pods[0]))

@@ -232,8 +232,8 @@ impl Env {
         self.kubectl_ok(&["patch", "kr", name, "-n", ns, "--type=merge", "-p", &patch]).await;
     }
 
-    /// Event reasons recorded for the cluster, oldest first.
-    pub async fn event_reasons(&self, ns: &str, name: &str) -> Vec<String> {
+    /// (reason, type, note) of the cluster's Events, oldest first.
+    pub async fn events(&self, ns: &str, name: &str) -> Vec<(String, String, String)> {
         let out = self
             .kubectl_ok(&[
                 "get",
@@ -243,10 +243,20 @@ impl Env {
                 "--field-selector",
                 &format!("involvedObject.name={name}"),
                 "-o",
-                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+                "jsonpath={range .items[*]}{.reason}{\"\\t\"}{.type}{\"\\t\"}{.note}{.message}{\"\\n\"}{end}",
             ])
             .await;
-        out.lines().map(String::from).collect()
+        out.lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, '\t');
+                Some((f.next()?.to_string(), f.next()?.to_string(), f.next().unwrap_or_default().to_string()))
+            })
+            .collect()
+    }
+
+    /// Event reasons recorded for the cluster, oldest first.
+    pub async fn event_reasons(&self, ns: &str, name: &str) -> Vec<String> {
+        self.events(ns, name).await.into_iter().map(|(reason, _, _)| reason).collect()
     }
 
     fn volumes_root(&self) -> PathBuf {
