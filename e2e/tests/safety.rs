@@ -1,6 +1,7 @@
 //! Operator safety scenarios on the simulator: data outlives a hand-made
 //! StatefulSet scale-in, Events say what happened, and a member held back
-//! during a rollout turns the cluster Degraded within its bound, naming it.
+//! during a rollout turns the cluster Degraded within its bound, naming it,
+//! and an operator whose watches keep failing is restarted by its probe.
 //!
 //! Every scenario has its own namespace suffixed with the process id.
 
@@ -132,5 +133,131 @@ async fn a_member_held_back_in_a_rollout_turns_degraded_within_its_bound_naming_
     // Reverting the version recovers.
     env.patch_spec(ns, "kv", json!({"version": "0.1.0"})).await;
     env.wait_running(ns, "kv", 3, SETTLE).await;
+    env.shutdown().await;
+}
+
+/// `GET path` on an operator pod's HTTP port: the status code and body.
+async fn operator_http(ip: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
+}
+
+/// The operator pods of release `op`: (name, ready, restarts, the value of
+/// `env` in its container, pod IP).
+#[allow(clippy::type_complexity)]
+async fn operator_pods(env: &Env, var: &str) -> Vec<(String, bool, i64, Option<String>, String)> {
+    let out = env
+        .kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            common::cluster::OPERATOR_NS,
+            "-l",
+            "app.kubernetes.io/instance=op",
+            "-o",
+            "json",
+        ])
+        .await;
+    let pods: serde_json::Value = serde_json::from_str(&out).unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap().to_string();
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let restarts = p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["restartCount"].as_i64())
+                .sum();
+            let value = p["spec"]["containers"][0]["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == var)
+                .and_then(|e| e["value"].as_str().map(str::to_string));
+            (name, ready, restarts, value, p["status"]["podIP"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// An operator started without the permissions to watch its resources
+/// (the ClusterRoleBinding deleted) leads but is not Ready, and once its
+/// watches have failed for `unhealthyAfterSeconds` its `/healthz` fails and
+/// the kubelet restarts it; with the binding back (`helm upgrade`) every
+/// operator pod turns Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_whose_watches_keep_failing_turns_unready_then_is_restarted() {
+    const VAR: &str = "KEYRAFT_OPERATOR_UNHEALTHY_AFTER_SECONDS";
+    let Some(env) = Env::with_operator().await else { return };
+    if env.faults("deleting the operator's RBAC").is_none() {
+        return;
+    }
+    let chart = common::repo().join("charts/keyraft-operator");
+    let upgrade = ["upgrade", "op", chart.to_str().unwrap(), "-n", common::cluster::OPERATOR_NS, "--reuse-values"];
+    let out = env.helm(&[&upgrade[..], &["--set", "unhealthyAfterSeconds=10"]].concat()).await;
+    assert!(out.ok, "helm upgrade: {}{}", out.stdout, out.stderr);
+    wait_for("two Ready operator pods with unhealthyAfterSeconds=10", PROGRESS * 2, || async {
+        let pods = operator_pods(&env, VAR).await;
+        (pods.len() == 2 && pods.iter().all(|(_, ready, _, v, _)| *ready && v.as_deref() == Some("10"))).then_some(())
+    })
+    .await;
+
+    env.kubectl_ok(&["delete", "clusterrolebinding", "op-keyraft-operator"]).await;
+    // Fresh processes: a running watch keeps its connection after the
+    // binding goes; a new one is refused on its first list.
+    env.kubectl_ok(&[
+        "delete",
+        "pods",
+        "-n",
+        common::cluster::OPERATOR_NS,
+        "-l",
+        "app.kubernetes.io/instance=op",
+        "--wait=false",
+    ])
+    .await;
+    // The leader's own probes say why before the kubelet acts on them.
+    let unhealthy = wait_for("the leader's /healthz failing on its watches", SETTLE, || async {
+        for (_, _, _, _, ip) in operator_pods(&env, VAR).await {
+            if let Some((503, body)) = operator_http(&ip, "/healthz").await {
+                return Some(body);
+            }
+        }
+        None
+    })
+    .await;
+    assert!(unhealthy.contains("watches failing for"), "{unhealthy}");
+    let restarted = wait_for("an operator pod restarted by its liveness probe and not Ready", SETTLE, || async {
+        operator_pods(&env, VAR).await.into_iter().find(|(_, ready, restarts, _, _)| !ready && *restarts >= 1)
+    })
+    .await;
+    eprintln!("/healthz: {unhealthy}restarted: {restarted:?}");
+    // The other replica is a standby: Ready, never restarted.
+    let pods = operator_pods(&env, VAR).await;
+    assert!(
+        pods.iter().any(|(name, ready, restarts, _, _)| *name != restarted.0 && *ready && *restarts == 0),
+        "the standby stays Ready and alive: {pods:?}"
+    );
+
+    let out = env.helm(&upgrade).await;
+    assert!(out.ok, "helm upgrade: {}{}", out.stdout, out.stderr);
+    env.kubectl_ok(&["get", "clusterrolebinding", "op-keyraft-operator"]).await;
+    wait_for("every operator pod Ready with its permissions back", SETTLE, || async {
+        let pods = operator_pods(&env, VAR).await;
+        (pods.len() == 2 && pods.iter().all(|(_, ready, _, _, _)| *ready)).then_some(())
+    })
+    .await;
     env.shutdown().await;
 }

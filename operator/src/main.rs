@@ -35,6 +35,10 @@ struct RunArgs {
     /// Address of the HTTP server for /metrics, /healthz, /readyz.
     #[arg(long, env = "KEYRAFT_OPERATOR_HTTP", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// `/healthz` fails (and the kubelet restarts the leader) once the
+    /// controller's watches have failed for this many seconds in a row.
+    #[arg(long, env = "KEYRAFT_OPERATOR_UNHEALTHY_AFTER_SECONDS", default_value_t = 300)]
+    unhealthy_after_seconds: u64,
     /// Timeout of every node admin call, in milliseconds.
     #[arg(long, env = "KEYRAFT_OPERATOR_ADMIN_TIMEOUT_MS", default_value_t = 3000)]
     admin_timeout_ms: u64,
@@ -98,7 +102,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let router = metrics::router(metrics.clone(), lead_rx.clone());
+    let router = metrics::router(metrics.clone(), lead_rx.clone(), Duration::from_secs(args.unhealthy_after_seconds));
     let http = tokio::spawn(metrics::serve(args.http_addr, router));
     tracing::info!(addr = %args.http_addr, %identity, "keyraft-operator starting");
 

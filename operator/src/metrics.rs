@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
@@ -15,9 +16,33 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub duration: HistogramVec,
     pub actions: IntCounterVec,
-    /// The last error of the controller's watches (list or watch refused,
-    /// a resource missing), cleared by the next event that came through.
-    pub watch_error: Arc<Mutex<Option<String>>>,
+    /// The controller's watches: failing (list or watch refused, a resource
+    /// missing) since when, cleared by the next event that came through.
+    pub watches: Arc<Mutex<WatchHealth>>,
+}
+
+/// Whether the controller's watches work, and since when they fail.
+#[derive(Debug, Default, Clone)]
+pub struct WatchHealth {
+    failing: Option<(String, Instant)>,
+}
+
+impl WatchHealth {
+    /// A watch failed: keeps the time of the first failure of a run of them.
+    pub fn failed(&mut self, error: String) {
+        let since = self.failing.as_ref().map_or_else(Instant::now, |(_, t)| *t);
+        self.failing = Some((error, since));
+    }
+
+    /// An event came through: the watches work.
+    pub fn working(&mut self) {
+        self.failing = None;
+    }
+
+    /// The last error and for how long the watches have failed.
+    pub fn failing(&self) -> Option<(&str, Duration)> {
+        self.failing.as_ref().map(|(e, t)| (e.as_str(), t.elapsed()))
+    }
 }
 
 impl Default for Metrics {
@@ -52,7 +77,7 @@ impl Metrics {
             registry.register(Box::new(c.clone())).unwrap();
         }
         registry.register(Box::new(duration.clone())).unwrap();
-        Metrics { registry, reconciles, errors, duration, actions, watch_error: Arc::default() }
+        Metrics { registry, reconciles, errors, duration, actions, watches: Arc::default() }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -67,6 +92,7 @@ impl Metrics {
 struct HttpState {
     metrics: Arc<Metrics>,
     leading: watch::Receiver<bool>,
+    unhealthy_after: Duration,
 }
 
 /// Why this replica is not ready, if it is not: the leader needs working
@@ -80,20 +106,43 @@ pub fn readiness(leading: bool, watch_error: Option<&str>) -> Result<&'static st
     }
 }
 
-/// The router: `/metrics`; `/healthz` (process alive); `/readyz` (see
-/// [`readiness`]).
-pub fn router(metrics: Arc<Metrics>, leading: watch::Receiver<bool>) -> Router {
+/// Whether this replica should be restarted: the leader whose watches have
+/// failed for longer than `bound` (a stale connection or credential that a
+/// fresh process would not have); a standby or a short failure is not.
+pub fn liveness(leading: bool, failing: Option<(&str, Duration)>, bound: Duration) -> Result<&'static str, String> {
+    match (leading, failing) {
+        (true, Some((e, since))) if since > bound => {
+            Err(format!("watches failing for {}s (more than {}s): {e}", since.as_secs(), bound.as_secs()))
+        }
+        (false, _) => Ok("standby"),
+        _ => Ok("leading"),
+    }
+}
+
+fn answer(verdict: Result<&'static str, String>, ok: &str, not: &str) -> (StatusCode, String) {
+    match verdict {
+        Ok(why) => (StatusCode::OK, format!("{ok}: {why}\n")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{not}: {why}\n")),
+    }
+}
+
+/// The router: `/metrics`; `/healthz` (see [`liveness`]); `/readyz` (see
+/// [`readiness`]); `/leader`.
+pub fn router(metrics: Arc<Metrics>, leading: watch::Receiver<bool>, unhealthy_after: Duration) -> Router {
     Router::new()
         .route("/metrics", get(|State(s): State<HttpState>| async move { s.metrics.render() }))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(s): State<HttpState>| async move {
+                let watches = s.metrics.watches.lock().unwrap().clone();
+                answer(liveness(*s.leading.borrow(), watches.failing(), s.unhealthy_after), "ok", "unhealthy")
+            }),
+        )
         .route(
             "/readyz",
             get(|State(s): State<HttpState>| async move {
-                let err = s.metrics.watch_error.lock().unwrap().clone();
-                match readiness(*s.leading.borrow(), err.as_deref()) {
-                    Ok(why) => (StatusCode::OK, format!("ready: {why}\n")),
-                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
-                }
+                let watches = s.metrics.watches.lock().unwrap().clone();
+                answer(readiness(*s.leading.borrow(), watches.failing().map(|(e, _)| e)), "ready", "not ready")
             }),
         )
         .route(
@@ -106,7 +155,7 @@ pub fn router(metrics: Arc<Metrics>, leading: watch::Receiver<bool>) -> Router {
                 }
             }),
         )
-        .with_state(HttpState { metrics, leading })
+        .with_state(HttpState { metrics, leading, unhealthy_after })
 }
 
 pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
@@ -124,6 +173,34 @@ mod tests {
         assert!(readiness(true, None).is_ok());
         let e = readiness(true, Some("namespaces is forbidden")).unwrap_err();
         assert!(e.contains("namespaces is forbidden"), "{e}");
+    }
+
+    #[test]
+    fn liveness_fails_only_for_a_leader_whose_watches_fail_past_the_bound() {
+        let bound = Duration::from_secs(300);
+        assert!(liveness(true, None, bound).is_ok());
+        assert!(
+            liveness(false, Some(("forbidden", Duration::from_secs(900))), bound).is_ok(),
+            "a standby does not watch"
+        );
+        assert!(liveness(true, Some(("forbidden", Duration::from_secs(10))), bound).is_ok(), "a short failure");
+        let e = liveness(true, Some(("forbidden", Duration::from_secs(301))), bound).unwrap_err();
+        assert!(e.contains("forbidden") && e.contains("301s"), "{e}");
+    }
+
+    #[test]
+    fn a_run_of_watch_failures_keeps_its_start() {
+        let mut w = WatchHealth::default();
+        assert!(w.failing().is_none());
+        w.failed("first".into());
+        let (_, since) = w.failing().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        w.failed("second".into());
+        let (e, later) = w.failing().unwrap();
+        assert_eq!(e, "second", "the latest error is shown");
+        assert!(later >= since + Duration::from_millis(20), "the run's start is kept: {since:?} then {later:?}");
+        w.working();
+        assert!(w.failing().is_none());
     }
 
     #[test]

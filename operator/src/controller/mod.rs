@@ -137,7 +137,7 @@ async fn run_in(
         }
     }
     let ns = namespace.as_deref();
-    let ctx_watch = ctx.metrics.watch_error.clone();
+    let ctx_watch = ctx.metrics.watches.clone();
     let clusters: Api<KeyraftCluster> = api(&client, ns);
     let cfg = watcher::Config::default();
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
@@ -159,21 +159,22 @@ async fn run_in(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
-            let watch_error = ctx_watch.clone();
+            let watches = ctx_watch.clone();
             async move {
                 match res {
                     Ok((obj, _)) => {
-                        *watch_error.lock().unwrap() = None;
+                        watches.lock().unwrap().working();
                         tracing::debug!(cluster = %obj, "reconciled")
                     }
                     // A list or watch that fails (RBAC, a missing CRD) stops
-                    // every reconcile: `/readyz` says so.
+                    // every reconcile: `/readyz` says so, and `/healthz`
+                    // once it lasts.
                     Err(kube::runtime::controller::Error::QueueError(e)) => {
-                        *watch_error.lock().unwrap() = Some(e.to_string());
+                        watches.lock().unwrap().failed(e.to_string());
                         tracing::warn!(error = %e, "watch failed")
                     }
                     Err(e) => {
-                        *watch_error.lock().unwrap() = None;
+                        watches.lock().unwrap().working();
                         tracing::warn!(error = %e, "reconcile failed")
                     }
                 }
