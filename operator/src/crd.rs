@@ -200,13 +200,29 @@ impl ReadConsistency {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopologySpec {
-    /// Node label that names a node's zone.
+    /// Node label that names a node's zone; it becomes the topology key of
+    /// the pods' spread and affinity rules, so it must be a label key.
     #[serde(default = "default_zone_key")]
-    #[schemars(length(min = 1, max = 316))]
+    #[schemars(length(min = 1, max = 317))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')",
+            "message": "topology.zoneKey must be a node label key: an optional DNS prefix and '/', then a name of at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit (e.g. topology.kubernetes.io/zone)",
+            "reason": "FieldValueInvalid"
+        }
+    ]))]
     pub zone_key: String,
     /// Zones to run in. Empty means every zone the scheduler picks; when set,
-    /// pods get node affinity to these zones.
+    /// pods get node affinity to these zones (label values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(z, z.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",
+            "message": "every entry of topology.zones must be a label value: at most 63 letters, digits, '-', '_' or '.' that starts and ends with a letter or digit",
+            "reason": "FieldValueInvalid"
+        }
+    ]))]
     pub zones: Vec<String>,
     /// Spread of pods over zones: `required` refuses to schedule a pod that
     /// would unbalance zones by more than one, `preferred` only tries.

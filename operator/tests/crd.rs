@@ -59,6 +59,8 @@ fn good_manifests_pass() {
         "replicas: 3",
         "replicas: 1\nreplicationFactor: 1",
         "replicas: 3\nfailover: {timeout: 30s}\ntimeouts: {startup: 20s}",
+        "replicas: 3\ntopology: {zoneKey: kubernetes.io/hostname, zones: [eu-west-1a, Zone_B.2]}",
+        "replicas: 3\ntopology: {zoneKey: zone}",
         "replicas: 5\nreplicationFactor: 5\npartitions: 1024\nversion: v0.2.0-rc.1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nstorage: {size: 500Mi, reclaimPolicy: Retain}\nfailover: {timeout: 1h30m}\ntimeouts: {drain: 30s, catchUp: 2m, ready: 90s, scaleIn: 1h, join: 5m, startup: 1h}\nconsistency: {defaultRead: session}\ntopology: {spread: required, antiAffinity: none, zones: [a, b, c]}",
     ] {
         let errs = errors(&manifest(spec), None);
@@ -111,6 +113,11 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
         // The version becomes a label value: at most 63 characters.
         ("replicas: 3\nversion: 'v1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'", "/spec/version"),
         ("replicas: 3\ntimeouts: {drain: forever}", "/spec/timeouts/drain"),
+        // The zone key and zones become a topology key and label values.
+        ("replicas: 3\ntopology: {zoneKey: 'zone key'}", "topology.zoneKey must be a node label key"),
+        ("replicas: 3\ntopology: {zoneKey: 'example.com/'}", "topology.zoneKey must be a node label key"),
+        ("replicas: 3\ntopology: {zoneKey: '-zone'}", "topology.zoneKey must be a node label key"),
+        ("replicas: 3\ntopology: {zones: [a, 'b c']}", "every entry of topology.zones must be a label value"),
         ("replicas: 3\nupdateStrategy: {maxCatchUpLag: -1}", "/spec/updateStrategy/maxCatchUpLag"),
     ];
     for (spec, fragment) in table {
