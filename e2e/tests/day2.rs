@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    assert_all_readable, assert_status_truthful, client, condition, manifest, namespace, node_status, pod_endpoint,
-    pod_endpoints, service_endpoint, settled, Env, Workload,
+    assert_all_readable, assert_status_truthful, client, condition, manifest, member, members, namespace, new_id,
+    node_id, node_status, pod_endpoint, pod_endpoints, service_endpoint, settled, Env, Workload,
 };
 use common::wait_for;
 use keyraft_chaos::workload::Recording;
@@ -40,14 +40,6 @@ async fn assert_linearizable(history: Recording) {
         Ok(r) => eprintln!("history linearizable: {} key groups, {} operations placed", r.groups, r.ops_checked),
         Err(e) => panic!("{e}"),
     }
-}
-
-fn members(kr: &Value) -> &Vec<Value> {
-    kr["status"]["members"].as_array().expect("status.members")
-}
-
-fn member<'a>(kr: &'a Value, pod: &str) -> &'a Value {
-    members(kr).iter().find(|m| m["pod"] == pod).unwrap_or_else(|| panic!("{pod} not in status.members"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,15 +146,6 @@ async fn rolling_upgrade_of_five_nodes_fails_no_request_and_a_bad_version_stops_
 fn busiest(kr: &Value) -> String {
     let m = members(kr).iter().max_by_key(|m| m["leaders"].as_u64().unwrap_or(0)).unwrap();
     m["pod"].as_str().unwrap().to_string()
-}
-
-/// The pod's member reports a node id other than `old`.
-fn new_id(kr: &Value, pod: &str, old: u64) -> bool {
-    members(kr).iter().any(|m| m["pod"] == pod && m["nodeId"].as_u64().is_some_and(|id| id != old))
-}
-
-fn node_id(kr: &Value, pod: &str) -> u64 {
-    member(kr, pod)["nodeId"].as_u64().unwrap_or_else(|| panic!("{pod} has no node id: {}", member(kr, pod)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

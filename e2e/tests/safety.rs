@@ -1,7 +1,8 @@
 //! Operator safety scenarios on the simulator: data outlives a hand-made
 //! StatefulSet scale-in, Events say what happened, and a member held back
 //! during a rollout turns the cluster Degraded within its bound, naming it,
-//! and an operator whose watches keep failing is restarted by its probe.
+//! a pod stuck Pending is failed over, and an operator whose watches keep
+//! failing is restarted by its probe.
 //!
 //! Every scenario has its own namespace suffixed with the process id.
 
@@ -10,7 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    assert_all_readable, condition, manifest, namespace, pod_endpoints, service_endpoint, Env, Workload,
+    assert_all_readable, assert_status_truthful, condition, manifest, members, namespace, new_id, node_id,
+    pod_endpoints, service_endpoint, settled, Env, Workload,
 };
 use common::wait_for;
 use serde_json::json;
@@ -133,6 +135,74 @@ async fn a_member_held_back_in_a_rollout_turns_degraded_within_its_bound_naming_
     // Reverting the version recovers.
     env.patch_spec(ns, "kv", json!({"version": "0.1.0"})).await;
     env.wait_running(ns, "kv", 3, SETTLE).await;
+    env.shutdown().await;
+}
+
+/// Marks every Node unschedulable (`kubectl cordon`) or schedulable again.
+async fn cordon_all(env: &Env, cordon: bool) {
+    let nodes = env.kubectl_ok(&["get", "nodes", "-o", "name"]).await;
+    for node in nodes.lines().filter(|l| !l.is_empty()) {
+        env.kubectl_ok(&[if cordon { "cordon" } else { "uncordon" }, node]).await;
+    }
+}
+
+/// A pod that cannot be scheduled (every Node cordoned, then the pod
+/// deleted) stays Pending with no Ready condition at all: past
+/// `failover.timeout` its member is failed over like any unready one, its
+/// replicas re-created on the others while writes go on; once it can be
+/// scheduled it joins anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_stuck_pending_is_failed_over_and_rejoins_once_scheduled() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("pending");
+    env.create_namespace(ns).await;
+    let spec = json!({"replicas": 4, "failover": {"timeout": "30s"}, "timeouts": {"startup": "20s"}});
+    env.apply(ns, &manifest("kv", spec)).await;
+    let kr = env.wait_running(ns, "kv", 4, CREATE).await;
+    let work = Workload::start(pod_endpoints(ns, "kv", 4), 3, "pending");
+    work.progresses(100, PROGRESS).await;
+
+    let pod = "kv-1";
+    let old_id = node_id(&kr, pod);
+    cordon_all(&env, true).await;
+    env.kubectl_ok(&["delete", "pod", pod, "-n", ns, "--wait=false"]).await;
+    let pending = wait_for("the re-created pod Pending", PROGRESS, || async {
+        let out = env.kubectl(&["get", "pod", pod, "-n", ns, "-o", "json"]).await;
+        let p: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        (p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Pending").then_some(p)
+    })
+    .await;
+    let conditions = pending["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !conditions.iter().any(|c| c["type"] == "Ready"),
+        "an unscheduled pod has no Ready condition: {conditions:?}"
+    );
+    let t = std::time::Instant::now();
+    let failed_over = env
+        .wait_status(ns, "kv", &format!("{pod} (Pending) failed over and removed"), SETTLE, |kr| {
+            members(kr).iter().any(|m| m["pod"] == pod && m["state"] == "removed")
+                && kr["status"]["partitions"].as_array().is_some_and(|ps| {
+                    ps.iter().all(|p| p["replicas"].as_array().unwrap().iter().all(|r| r.as_u64() != Some(old_id)))
+                })
+        })
+        .await;
+    eprintln!("{pod} Pending: failed over and removed after {:?}", t.elapsed());
+    assert!(condition(&failed_over, "Available").is_some_and(|c| c["status"] == "True"), "still Available");
+    let events = env.event_reasons(ns, "kv").await;
+    assert!(events.iter().any(|e| e == "MemberFailed"), "Event MemberFailed recorded: {events:?}");
+    work.progresses(100, PROGRESS).await;
+
+    cordon_all(&env, false).await;
+    let back = env
+        .wait_status(ns, "kv", &format!("{pod} scheduled and back as a new member"), SETTLE, |kr| {
+            settled(kr, 4) && new_id(kr, pod, old_id)
+        })
+        .await;
+    assert_status_truthful(&env, ns, &back).await;
+    let tally = work.stop().await;
+    assert!(tally.failed.is_empty(), "writes failed: {:?}", tally.failed);
+    assert!(tally.wrong_reads.is_empty(), "read-your-writes: {:?}", tally.wrong_reads);
+    assert_all_readable(vec![service_endpoint(ns, "kv")], &tally.acked).await;
     env.shutdown().await;
 }
 

@@ -279,6 +279,26 @@ pub fn settled(kr: &Value, replicas: i64) -> bool {
         && condition(kr, "Rebalancing").is_none_or(|c| c["status"] != "True")
 }
 
+/// `status.members`.
+pub fn members(kr: &Value) -> &Vec<Value> {
+    kr["status"]["members"].as_array().expect("status.members")
+}
+
+/// The member of a pod in `status.members`.
+pub fn member<'a>(kr: &'a Value, pod: &str) -> &'a Value {
+    members(kr).iter().find(|m| m["pod"] == pod).unwrap_or_else(|| panic!("{pod} not in status.members"))
+}
+
+/// The node id of a pod's member.
+pub fn node_id(kr: &Value, pod: &str) -> u64 {
+    member(kr, pod)["nodeId"].as_u64().unwrap_or_else(|| panic!("{pod} has no node id: {}", member(kr, pod)))
+}
+
+/// The pod's member reports a node id other than `old`.
+pub fn new_id(kr: &Value, pod: &str, old: u64) -> bool {
+    members(kr).iter().any(|m| m["pod"] == pod && m["nodeId"].as_u64().is_some_and(|id| id != old))
+}
+
 /// A status condition by type.
 pub fn condition<'a>(kr: &'a Value, type_: &str) -> Option<&'a Value> {
     kr["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
