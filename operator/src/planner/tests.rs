@@ -558,6 +558,27 @@ fn upgrade_table() {
             "Paused",
         ),
         (
+            "replicationFactor 1: no other voter can take a leadership over, restart without draining",
+            |o| {
+                o.spec.version = "0.2.0".into();
+                o.spec.replication_factor = 1;
+                set_leaders(o, 2, 4);
+            },
+            vec![restart("kv-1")],
+            "RollingUpdate",
+        ),
+        (
+            "replicationFactor 1, a member left draining (by an earlier operator): restart it",
+            |o| {
+                o.spec.version = "0.2.0".into();
+                o.spec.replication_factor = 1;
+                set_state(o, "kv-1", "draining");
+                set_leaders(o, 1, 2);
+            },
+            vec![restart("kv-1")],
+            "RollingUpdate",
+        ),
+        (
             "no other member may lead: restart without draining",
             |o| {
                 o.spec.version = "0.2.0".into();

@@ -137,13 +137,16 @@ pub(super) fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, 
             upgrading(true, "RollingUpdate", format!("restarting {} on {target}{detail}; {names}", next.name)),
         ]
     };
-    // Someone else must be able to take the leaderships over.
-    let other_leader = obs.pods.iter().any(|p| {
-        p.name != next.name
-            && p.ready
-            && state_of(&p.name) == Some(MemberState::Active)
-            && report(p).is_some_and(|r| r.ready)
-    });
+    // Someone else must be able to take the leaderships over: another
+    // voter of the same partitions, so never with replicationFactor 1
+    // (its partitions are down while their only replica restarts).
+    let other_leader = obs.spec.replication_factor > 1
+        && obs.pods.iter().any(|p| {
+            p.name != next.name
+                && p.ready
+                && state_of(&p.name) == Some(MemberState::Active)
+                && report(p).is_some_and(|r| r.ready)
+        });
     let Some(leads) = obs.leaderships(next) else {
         // Its status call failed and some partition has no known leader:
         // it may still lead, so it is not treated as drained.
@@ -154,6 +157,7 @@ pub(super) fn plan_upgrade(obs: &Observation, view: Option<&ClusterViewReport>, 
     };
     match (state_of(&next.name), id_of(next)) {
         (Some(MemberState::Draining), _) if leads == 0 => restart(" (drained)".into()),
+        (Some(MemberState::Draining), _) if !other_leader => restart(String::new()),
         (Some(MemberState::Draining), _) => {
             let blocker = format!("{} still leads {leads} partitions", next.name);
             let mut v = vec![upgrading(
