@@ -126,8 +126,11 @@ fn scale_in_step(
 pub(super) fn plan_reclaim(obs: &Observation, view: &ClusterViewReport, sts_replicas: i32) -> Vec<Action> {
     obs.pods
         .iter()
-        // Only once it is back (ready): a pod on a lost Node cannot be deleted cleanly.
-        .filter(|p| (p.ordinal as i32) < sts_replicas && !p.terminating && p.ready)
+        // Only once its node answers (below) as the removed member: a pod on
+        // a lost Node cannot be deleted cleanly. Not only once it is ready:
+        // a member removed before it heard of its removal campaigns in the
+        // meta group it left and never turns ready again.
+        .filter(|p| (p.ordinal as i32) < sts_replicas && !p.terminating)
         .filter(|p| {
             p.report().is_some_and(|r| {
                 r.node_id != 0

@@ -673,10 +673,17 @@ fn a_member_back_before_removal_is_reactivated_and_one_back_after_is_reclaimed()
     let reclaim = Action::ReclaimMember { pod: "kv-2".into(), pvc: "data-kv-2".into() };
     assert_eq!(of_kind(&actions, |a| matches!(a, Action::ReclaimMember { .. })), vec![&reclaim]);
     assert!(member_actions(&actions).is_empty(), "{actions:?}");
-    // Not while its pod is still unready (its Node lost): only once it is back.
+    // Not while its node cannot be reached (its Node lost): only once it
+    // answers as the removed member.
     let mut away = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
     away.pods[2].ready = false;
+    away.pods[2].node = NodeObservation::Unreachable("connection refused".into());
     assert!(of_kind(&plan(&away), |a| matches!(a, Action::ReclaimMember { .. })).is_empty());
+    // Answering but unready: a member removed before it heard of its removal
+    // campaigns in a meta group it left and is never ready again.
+    let mut unready = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
+    unready.pods[2].ready = false;
+    assert_eq!(of_kind(&plan(&unready), |a| matches!(a, Action::ReclaimMember { .. })), vec![&reclaim]);
 
     // A new incarnation (new id) under the same name is not reclaimed.
     let mut obs = running(4, &members(&m), vec![(0, vec![1, 2, 4])]);
