@@ -1,6 +1,6 @@
 //! The one place that owns the lifecycle of this node's Raft groups: opening
-//! a group (from its log in the storage engine and its snapshot), looking groups up, and
-//! shutting them down.
+//! a group (from its log and state machine in the storage engine), looking
+//! groups up, and shutting them down.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use crate::error::NodeError;
 use crate::meta::ClusterMeta;
 use crate::network::NetworkFactory;
 use crate::peers::Peers;
-use crate::storage::state_machine::SmReader;
+use crate::storage::sm_store::SmReader;
 use crate::storage::{LogStore, StateMachine, Wal};
 use crate::types::{GroupId, NodeId, Raft};
 
@@ -29,7 +29,7 @@ pub struct Group {
 
 pub struct Groups {
     node_id: NodeId,
-    groups_dir: PathBuf,
+    tmp_dir: PathBuf,
     wal: Wal,
     peers: Peers,
     cluster: String,
@@ -42,7 +42,7 @@ pub struct Groups {
 impl Groups {
     pub fn new(
         node_id: NodeId,
-        groups_dir: PathBuf,
+        tmp_dir: PathBuf,
         wal: Wal,
         peers: Peers,
         cluster: String,
@@ -53,7 +53,7 @@ impl Groups {
             raft_config.validate().map_err(|e| NodeError::Internal(format!("raft configuration: {e}")))?;
         Ok(Self {
             node_id,
-            groups_dir,
+            tmp_dir,
             wal,
             peers,
             cluster,
@@ -76,14 +76,12 @@ impl Groups {
     }
 
     /// Groups that have state on disk from an earlier run.
-    pub fn on_disk(&self) -> Vec<GroupId> {
+    pub fn on_disk(&self) -> Result<Vec<GroupId>, NodeError> {
         let mut ids = self.wal.groups();
-        if let Ok(rd) = std::fs::read_dir(&self.groups_dir) {
-            ids.extend(rd.flatten().filter_map(|e| e.file_name().to_str()?.parse::<GroupId>().ok()));
-        }
+        ids.extend(self.wal.sm_store().groups().map_err(|e| NodeError::Internal(format!("list state machines: {e}")))?);
         ids.sort_unstable();
         ids.dedup();
-        ids
+        Ok(ids)
     }
 
     /// Returns the group, opening it first if needed. Idempotent.
@@ -98,10 +96,9 @@ impl Groups {
         if let Some(g) = self.get(id) {
             return Ok(g);
         }
-        let dir = self.groups_dir.join(id.to_string());
         let meta_tx = (id == keyraft_api::META_GROUP).then(|| self.meta_tx.clone());
-        let sm =
-            StateMachine::open(id, &dir, meta_tx, self.wal.clone()).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let sm = StateMachine::open(id, self.wal.clone(), &self.tmp_dir, meta_tx)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
         let reader = sm.reader();
         let snapshots_built = sm.snapshots_built();
         let network = NetworkFactory {
@@ -127,13 +124,15 @@ impl Groups {
         if let Some(g) = g {
             let _ = g.raft.shutdown().await;
         }
+        // The log goes first: a state without a log opens as a group whose
+        // log was purged up to its state; a log purged without its state
+        // could not be replayed.
         self.wal.drop_group(id).await.map_err(|e| NodeError::Internal(format!("forget group {id}: {e}")))?;
-        match std::fs::remove_dir_all(self.groups_dir.join(id.to_string())) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(NodeError::Internal(format!("delete group {id}: {e}")))
-            }
-            _ => Ok(()),
-        }
+        let store = self.wal.sm_store();
+        tokio::task::spawn_blocking(move || store.drop_group(id))
+            .await
+            .map_err(|e| NodeError::Internal(format!("delete group {id}: {e}")))?
+            .map_err(|e| NodeError::Internal(format!("delete group {id}: {e}")))
     }
 
     pub async fn shutdown(&self) {

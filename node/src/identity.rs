@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes: the storage format (see
+/// `storage::STORAGE_FORMAT`). Version 1 was written by the releases of
+/// storage formats 1 (log in `wal/`) and 2 (state machines in snapshot
+/// files), which `storage::refuse_old_format` tells apart.
+pub const FORMAT_VERSION: u32 = crate::storage::STORAGE_FORMAT;
 const FILE: &str = "KEYRAFT_IDENTITY";
 /// Where a new identity is written before it is renamed into place.
 const TMP_FILE: &str = "KEYRAFT_IDENTITY.tmp";

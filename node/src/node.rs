@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::meta::{initial_placement, ClusterMeta, Member, MemberState, MetaOp};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
-use crate::storage::state_machine::SmReader;
+use crate::storage::sm_store::SmReader;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::types::{Command, CommandResult, NodeId};
 
@@ -85,7 +85,7 @@ impl Node {
         let peers = Peers::default();
         let groups = Groups::new(
             identity.node_id,
-            cfg.data_dir.join("groups"),
+            cfg.data_dir.join("tmp"),
             wal.clone(),
             peers.clone(),
             cfg.cluster.clone(),
@@ -106,7 +106,7 @@ impl Node {
             removed: Default::default(),
         });
         node.groups.open(META_GROUP).await?;
-        for g in node.groups.on_disk() {
+        for g in node.groups.on_disk()? {
             node.groups.open(g).await?;
         }
         node.check_cluster_id()?;

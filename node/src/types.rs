@@ -1,11 +1,9 @@
 //! The openraft type configuration shared by every group on a node, and the
 //! commands that travel through the Raft logs.
 
-use std::collections::BTreeMap;
-use std::io::Cursor;
-
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::meta::MetaOp;
 
@@ -19,6 +17,7 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = NodeId,
         Node = BasicNode,
+        SnapshotData = crate::storage::snapshot::SnapshotData,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

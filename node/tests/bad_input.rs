@@ -206,7 +206,7 @@ fn foreign_other_cluster_and_unknown_format_data_directories_are_refused_at_star
     // Another cluster's directory: create an identity, then start for a different cluster.
     let theirs = root.join("theirs");
     std::fs::create_dir_all(&theirs).unwrap();
-    let ident = serde_json::json!({"format_version": 1, "node_id": 42, "incarnation": "x", "name": "n0", "cluster_name": "alpha", "cluster_id": null});
+    let ident = serde_json::json!({"format_version": keyraft_node::identity::FORMAT_VERSION, "node_id": 42, "incarnation": "x", "name": "n0", "cluster_name": "alpha", "cluster_id": null});
     std::fs::write(theirs.join("KEYRAFT_IDENTITY"), ident.to_string()).unwrap();
     let out = run_node(&theirs, "n0", "beta");
     assert!(!out.status.success());

@@ -1,6 +1,8 @@
-//! A data directory written by the release that kept its log in a bincode
-//! write-ahead log (fixture: `tests/fixtures/v1-data`) is refused at start,
-//! with a message that says how to migrate, and is left untouched.
+//! Data directories of older storage formats are refused at start, with a
+//! message that says how to migrate, and are left untouched: the release
+//! that kept its log in a bincode write-ahead log (`tests/fixtures/v1-data`,
+//! storage format 1) and the one that kept its state machines in memory with
+//! snapshot files (`tests/fixtures/v2-data`, storage format 2).
 
 mod common;
 
@@ -36,11 +38,12 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[test]
-fn a_format_1_data_directory_is_refused_with_how_to_migrate() {
-    let root = scratch_dir("format1");
+/// Starts a node on a copy of `fixture`; checks it refuses with `needles`
+/// and leaves the directory as it was.
+fn refused(fixture: &str, needles: &[&str]) {
+    let root = scratch_dir(fixture);
     let dir = root.join("node-0");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-data"), &dir);
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture), &dir);
     let before = listing(&dir);
     let out = Command::new(common::node_bin())
         .args(["--name", "node-0", "--cluster", "keyraft", "--listen", "127.0.0.1:0"])
@@ -50,11 +53,27 @@ fn a_format_1_data_directory_is_refused_with_how_to_migrate() {
         .env("KEYRAFT_LOG", "error")
         .output()
         .unwrap();
-    assert!(!out.status.success(), "a format-1 directory must be refused");
+    assert!(!out.status.success(), "{fixture} must be refused");
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["older Keyraft release", "storage format 1", "Refusing to start", "delete the data directory"] {
+    for needle in needles {
         assert!(err.contains(needle), "message lacks {needle:?}: {err}");
     }
     assert_eq!(listing(&dir), before, "the refused directory must be left as it was");
     remove_dir(&root);
+}
+
+#[test]
+fn a_format_1_data_directory_is_refused_with_how_to_migrate() {
+    refused(
+        "v1-data",
+        &["older Keyraft release", "storage format 1", "Refusing to start", "delete the data directory"],
+    );
+}
+
+#[test]
+fn a_format_2_data_directory_is_refused_with_how_to_migrate() {
+    refused(
+        "v2-data",
+        &["older Keyraft release", "storage format 2", "Refusing to start", "delete the data directory"],
+    );
 }

@@ -51,7 +51,7 @@ pub fn status(node: &Node) -> pb::StatusResponse {
                 voters,
                 learners,
                 membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
-                keys: g.sm.read().kv.len() as u64,
+                keys: g.sm.keys().unwrap_or(0),
             }
         })
         .collect();

@@ -121,12 +121,8 @@ impl KvService {
             ReadPlan::Local { reader, .. } => {
                 let limit = effective_limit(req.limit)? as usize;
                 let (start, end) = scan_bounds(req)?;
-                let data = reader.read();
-                let range = data.kv.range::<[u8], _>((std::ops::Bound::Included(&start[..]), end_bound(&end)));
-                let mut items: Vec<pb::KeyValue> =
-                    range.take(limit + 1).map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect();
-                let more = items.len() > limit;
-                items.truncate(limit);
+                let (items, more) = reader.scan(&start, &end, limit).map_err(|e| Status::internal(e.to_string()))?;
+                let items = items.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect();
                 Ok(pb::ScanResponse { items, more })
             }
             ReadPlan::Forward(addr) => {
@@ -200,14 +196,6 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     Vec::new()
 }
 
-fn end_bound(end: &[u8]) -> std::ops::Bound<&[u8]> {
-    if end.is_empty() {
-        std::ops::Bound::Unbounded
-    } else {
-        std::ops::Bound::Excluded(end)
-    }
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
@@ -236,10 +224,7 @@ impl Kv for KvService {
                     // The token is the index of the state actually read (the
                     // applied-index metric can lag it): a later read with it
                     // never sees an older state, on any replica.
-                    let (value, read_at) = {
-                        let d = reader.read();
-                        (d.kv.get(&r.key).cloned(), d.last_applied.map_or(0, |l| l.index))
-                    };
+                    let (value, read_at) = reader.get(&r.key).map_err(|e| Status::internal(e.to_string()))?;
                     Ok(Response::new(pb::GetResponse {
                         header: Self::header(p, read_at.max(min_index), served_by, self.node.cfg.advertise.clone()),
                         found: value.is_some(),

@@ -7,6 +7,10 @@
 //! it is refused, so the table holds at most the client's in-flight writes
 //! whatever their number. Older clients send no such mark (0); for them the
 //! last [`LEGACY_RESULTS`] results are kept, as before.
+//!
+//! The table lives in memory (its size is bounded by the writes clients have
+//! in flight, not by the data) and in the engine: every change is noted and
+//! written with the apply batch that made it ([`Sessions::take_writes`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,7 +29,7 @@ pub const MAX_UNACKED: u64 = 1 << 20;
 
 static ALREADY_ACKNOWLEDGED: CommandResult = CommandResult::AlreadyAcknowledged;
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone)]
 struct ClientSession {
     last_index: u64,
     /// Every seq below this was answered to the client.
@@ -33,9 +37,31 @@ struct ClientSession {
     results: BTreeMap<u64, CommandResult>,
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// What is stored for a client besides its results.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClientMarks {
+    pub last_index: u64,
+    pub first_unacked: u64,
+}
+
+/// A change to write to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    Client(u64),
+    Result(u64, u64),
+}
+
+/// A record to store (`Some`) or delete (`None`).
+#[derive(Debug)]
+pub enum SessionWrite {
+    Client(u64, Option<ClientMarks>),
+    Result(u64, u64, Option<CommandResult>),
+}
+
+#[derive(Debug, Default)]
 pub struct Sessions {
     clients: HashMap<u64, ClientSession>,
+    changed: Vec<Changed>,
 }
 
 impl Sessions {
@@ -50,24 +76,75 @@ impl Sessions {
     /// Remembers the result of `rid`, applied at log `index`, and forgets
     /// what the client has acknowledged since.
     pub fn record(&mut self, index: u64, rid: RequestId, res: &CommandResult) {
-        let s = self.clients.entry(rid.client_id).or_default();
+        let c = rid.client_id;
+        let s = self.clients.entry(c).or_default();
         s.last_index = index;
         s.results.insert(rid.seq, res.clone());
+        self.changed.push(Changed::Client(c));
+        self.changed.push(Changed::Result(c, rid.seq));
         if rid.first_unacked == 0 {
             while s.results.len() > LEGACY_RESULTS {
-                s.results.pop_first();
+                if let Some((seq, _)) = s.results.pop_first() {
+                    self.changed.push(Changed::Result(c, seq));
+                }
             }
         } else if rid.first_unacked > s.first_unacked {
             s.first_unacked = rid.first_unacked;
-            s.results = s.results.split_off(&rid.first_unacked);
+            let kept = s.results.split_off(&rid.first_unacked);
+            let dropped = std::mem::replace(&mut s.results, kept);
+            self.changed.extend(dropped.into_keys().map(|seq| Changed::Result(c, seq)));
         }
     }
 
     /// Forgets idle clients; called as the log advances.
     pub fn expire(&mut self, index: u64) {
         if index.is_multiple_of(4096) {
-            self.clients.retain(|_, s| s.last_index + SESSION_IDLE_ENTRIES > index);
+            let changed = &mut self.changed;
+            self.clients.retain(|c, s| {
+                let keep = s.last_index + SESSION_IDLE_ENTRIES > index;
+                if !keep {
+                    changed.push(Changed::Client(*c));
+                    changed.extend(s.results.keys().map(|seq| Changed::Result(*c, *seq)));
+                }
+                keep
+            });
         }
+    }
+
+    /// The records changed since the last call, as they now are.
+    pub fn take_writes(&mut self) -> Vec<SessionWrite> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable_by_key(|c| match *c {
+            Changed::Client(c) => (c, 0, 0),
+            Changed::Result(c, s) => (c, 1, s),
+        });
+        changed.dedup();
+        changed
+            .into_iter()
+            .map(|c| match c {
+                Changed::Client(c) => SessionWrite::Client(
+                    c,
+                    self.clients
+                        .get(&c)
+                        .map(|s| ClientMarks { last_index: s.last_index, first_unacked: s.first_unacked }),
+                ),
+                Changed::Result(c, seq) => {
+                    SessionWrite::Result(c, seq, self.clients.get(&c).and_then(|s| s.results.get(&seq)).cloned())
+                }
+            })
+            .collect()
+    }
+
+    /// Restores a client's marks read back from the engine.
+    pub fn load_client(&mut self, client: u64, marks: ClientMarks) {
+        let s = self.clients.entry(client).or_default();
+        s.last_index = marks.last_index;
+        s.first_unacked = marks.first_unacked;
+    }
+
+    /// Restores a result read back from the engine.
+    pub fn load_result(&mut self, client: u64, seq: u64, res: CommandResult) {
+        self.clients.entry(client).or_default().results.insert(seq, res);
     }
 }
 

@@ -18,9 +18,12 @@
 //! recovers from what the disk holds, never from memory.
 //!
 //! Purges wait for the state machine: a group's log is purged only up to
-//! the last snapshot its state machine has made durable
-//! ([`Wal::snapshot_durable`]); a purge openraft asks for earlier (it purges
-//! as soon as it hands a snapshot install over) is deferred until then.
+//! the index its state machine has committed to the engine
+//! ([`Wal::state_saved`]); a purge openraft asks for earlier (it purges as
+//! soon as it hands a snapshot install over) is deferred until then. The
+//! state machines live in the same engine (keyspace `sm`, see
+//! [`super::sm_store`]): a purge committed after the state it relies on sits
+//! after it in the one journal, so it never reaches the disk without it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -70,9 +73,9 @@ pub struct GroupLog {
     pub purged: Option<LogId>,
     /// Id of the last entry stored (None if the log holds no entry).
     pub last: Option<LogId>,
-    /// Index up to which the state machine has a durable snapshot.
+    /// Index up to which the state machine's state is in the engine.
     snapshot_index: Option<u64>,
-    /// A purge waiting for a durable snapshot that covers it.
+    /// A purge waiting for state that covers it.
     deferred_purge: Option<LogId>,
 }
 
@@ -119,6 +122,7 @@ struct Shared {
     db: Database,
     log: Keyspace,
     raft: Keyspace,
+    sm: Keyspace,
     groups: Mutex<HashMap<GroupId, GroupLog>>,
     tx: Mutex<Option<mpsc::Sender<Done>>>,
     stats: WalStats,
@@ -220,6 +224,16 @@ impl Wal {
         };
         let log = ks("log").map_err(engine_err(dir))?;
         let raft = ks("raft").map_err(engine_err(dir))?;
+        // Values of 1 KiB and more go to blob files: compaction then moves
+        // keys, not large values.
+        let mt = opts.memtable_bytes;
+        let sm = db
+            .keyspace(super::sm_store::SM_KEYSPACE, move || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(mt)
+                    .with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+            })
+            .map_err(engine_err(dir))?;
         let corrupt = |what: String| WalError::Corrupt { path: dir.to_path_buf(), what };
 
         let mut groups: HashMap<GroupId, GroupLog> = HashMap::new();
@@ -259,6 +273,7 @@ impl Wal {
             db,
             log,
             raft,
+            sm,
             groups: Mutex::new(groups),
             tx: Mutex::new(Some(tx)),
             stats: WalStats::default(),
@@ -273,6 +288,16 @@ impl Wal {
             .spawn(move || writer.run(rx))
             .map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
         Ok(Wal { shared })
+    }
+
+    /// The state machines' part of the engine.
+    pub fn sm_store(&self) -> super::sm_store::SmStore {
+        super::sm_store::SmStore { db: self.shared.db.clone(), ks: self.shared.sm.clone() }
+    }
+
+    /// Directory of the engine.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
     }
 
     pub fn stats(&self) -> &WalStats {
@@ -398,12 +423,12 @@ impl Wal {
     }
 
     /// Removes the entries with index <= `upto.index`, once the state machine
-    /// holds a durable snapshot that covers them.
+    /// has committed state that covers them.
     pub fn purge(&self, group: GroupId, upto: LogId) -> io::Result<()> {
         let mut groups = self.lock();
         let g = groups.entry(group).or_default();
         if g.snapshot_index.is_none_or(|s| s < upto.index) {
-            tracing::debug!(group, upto = upto.index, "purge deferred until a snapshot covering it is durable");
+            tracing::debug!(group, upto = upto.index, "purge deferred until state covering it is saved");
             if g.deferred_purge.is_none_or(|d| d.index < upto.index) {
                 g.deferred_purge = Some(upto);
             }
@@ -432,9 +457,9 @@ impl Wal {
         Ok(())
     }
 
-    /// The state machine of `group` has a durable snapshot up to `index`:
-    /// purges up to it are allowed now (and a deferred one runs).
-    pub fn snapshot_durable(&self, group: GroupId, index: Option<u64>) -> io::Result<()> {
+    /// The state machine of `group` has committed its state up to `index` to
+    /// the engine: purges up to it are allowed now (and a deferred one runs).
+    pub fn state_saved(&self, group: GroupId, index: Option<u64>) -> io::Result<()> {
         let mut groups = self.lock();
         let g = groups.entry(group).or_default();
         if index > g.snapshot_index {
@@ -607,7 +632,7 @@ mod tests {
             append(&wal, 2, (1..=3).map(|i| entry(1, i)).collect()).await;
             wal.truncate(1, 8).await.unwrap();
             wal.save_vote(2, Vote::new(3, 9)).await.unwrap();
-            wal.snapshot_durable(1, Some(4)).unwrap();
+            wal.state_saved(1, Some(4)).unwrap();
             wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 4)).unwrap();
             wal.sync().await.unwrap();
             wal.close();
@@ -630,9 +655,9 @@ mod tests {
         append(&wal, 1, (1..=10).map(|i| entry(1, i)).collect()).await;
         wal.purge(1, LogId::new(CommittedLeaderId::new(1, 1), 6)).unwrap();
         assert_eq!(indexes(&wal, 1), (1..=10).collect::<Vec<_>>(), "no snapshot yet: nothing purged");
-        wal.snapshot_durable(1, Some(5)).unwrap();
+        wal.state_saved(1, Some(5)).unwrap();
         assert_eq!(indexes(&wal, 1).len(), 10, "the snapshot does not cover the purge yet");
-        wal.snapshot_durable(1, Some(6)).unwrap();
+        wal.state_saved(1, Some(6)).unwrap();
         assert_eq!(indexes(&wal, 1), (7..=10).collect::<Vec<_>>());
         wal.with_group(1, |g| assert_eq!(g.purged.map(|p| p.index), Some(6)));
     }
@@ -643,7 +668,7 @@ mod tests {
         {
             let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
             append(&wal, 3, (1..=4).map(|i| entry(2, i)).collect()).await;
-            wal.snapshot_durable(3, Some(4)).unwrap();
+            wal.state_saved(3, Some(4)).unwrap();
             wal.purge(3, LogId::new(CommittedLeaderId::new(2, 1), 4)).unwrap();
             wal.sync().await.unwrap();
             wal.close();
