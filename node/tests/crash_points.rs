@@ -137,6 +137,14 @@ async fn crash_at_fsync() {
     crash_and_recover(Some("storage::fsync")).await;
 }
 
+/// A crash while an apply batch (keys, exactly-once changes, applied index)
+/// is committed to the engine: the state is the last batch that reached the
+/// disk, and the log, purged only up to state in the engine, replays the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_at_state_machine_write() {
+    crash_and_recover(Some("storage::sm_write")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_at_snapshot_build() {
     crash_and_recover(Some("storage::snapshot_build")).await;
