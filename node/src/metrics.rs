@@ -220,10 +220,13 @@ impl Metrics {
             wal_entries: counter("keyraft_wal_entries_total", "Log entries appended to the write-ahead log"),
             wal_bytes: counter("keyraft_wal_bytes_total", "Bytes written to the write-ahead log"),
             wal_compactions: counter("keyraft_wal_compactions_total", "Write-ahead log segments compacted"),
-            wal_size: gauge("keyraft_wal_size_bytes", "Bytes the write-ahead log occupies on disk"),
+            wal_size: gauge(
+                "keyraft_wal_size_bytes",
+                "Bytes the storage engine's journal (its write-ahead log, db/*.jnl) occupies on disk",
+            ),
             snapshot_size: gauge(
                 "keyraft_snapshot_size_bytes",
-                "Bytes the groups' snapshots and state files occupy on disk",
+                "Bytes of the snapshot files being written, sent or received (temporary files under tmp/)",
             ),
             member_replicas: gauge_vec(
                 "keyraft_member_replicas",
@@ -349,8 +352,8 @@ pub fn render(node: &Node) -> String {
     mirror(&s.wal_entries, w.records.load(Ordering::Relaxed));
     mirror(&s.wal_bytes, w.bytes.load(Ordering::Relaxed));
     mirror(&s.wal_compactions, w.segments_compacted.load(Ordering::Relaxed));
-    s.wal_size.set(disk_usage(&node.cfg.data_dir.join("wal"), &|_| true) as i64);
-    s.snapshot_size.set(disk_usage(&node.cfg.data_dir.join("groups"), &|n| n.starts_with("snapshot")) as i64);
+    s.wal_size.set(disk_usage(&node.cfg.data_dir.join("db"), &|n| n.ends_with(".jnl")) as i64);
+    s.snapshot_size.set(crate::storage::snapshot::files_bytes(&node.cfg.data_dir.join("tmp")) as i64);
 
     let meta = node.meta_rx.borrow().clone();
     let mut moving = 0;

@@ -55,14 +55,67 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Name prefix of snapshot files in the temporary directory.
+const SNAPSHOT_FILE_PREFIX: &str = "snapshot-";
+
 /// Creates a temporary file in `dir` and unlinks it at once: it lives as long
 /// as its handle, and a crash leaves nothing behind.
 pub fn unlinked_temp(dir: &Path) -> io::Result<File> {
     super::wal::create_dir_durable(dir)?;
-    let path = dir.join(format!("snapshot-{:016x}.tmp", rand::random::<u64>()));
+    let path = dir.join(format!("{SNAPSHOT_FILE_PREFIX}{:016x}.tmp", rand::random::<u64>()));
     let f = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
     std::fs::remove_file(&path)?;
     Ok(f)
+}
+
+/// Bytes on disk of this process's snapshot files under `tmp_dir`: the
+/// unlinked temporary files of snapshots being written out, sent or received
+/// (found through the process's open descriptors, `/proc/self/fd`, since they
+/// have no name any more), plus any such file still linked there. Each file
+/// counts once, however many descriptors it has.
+pub fn files_bytes(tmp_dir: &Path) -> u64 {
+    let dir = std::fs::canonicalize(tmp_dir).unwrap_or_else(|_| tmp_dir.to_path_buf());
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut count = |md: std::fs::Metadata| {
+        if md.is_file() && seen.insert(file_id(&md)) {
+            total += md.len();
+        }
+    };
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let ours = target.parent() == Some(dir.as_path())
+                && target.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(SNAPSHOT_FILE_PREFIX));
+            if ours {
+                // stat through the descriptor: the file may be unlinked.
+                if let Ok(md) = std::fs::metadata(fd.path()) {
+                    count(md);
+                }
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.starts_with(SNAPSHOT_FILE_PREFIX)) {
+                if let Ok(md) = e.metadata() {
+                    count(md);
+                }
+            }
+        }
+    }
+    total
+}
+
+#[cfg(unix)]
+fn file_id(md: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (md.dev(), md.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(md: &std::fs::Metadata) -> (u64, u64) {
+    (md.len(), 0)
 }
 
 fn write_frame(w: &mut impl Write, body: &[&[u8]]) -> io::Result<()> {
@@ -337,5 +390,31 @@ impl AsyncSeek for SnapshotData {
             f.as_mut().start_seek(pos)?;
         }
         f.poll_complete(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_files_are_measured_while_open_though_unlinked() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        assert_eq!(files_bytes(&tmp), 0, "no directory, no files");
+        let mut a = unlinked_temp(&tmp).unwrap();
+        a.write_all(&[1u8; 10_000]).unwrap();
+        let mut b = unlinked_temp(&tmp).unwrap();
+        b.write_all(&[2u8; 5_000]).unwrap();
+        // A second descriptor of the same file counts once.
+        let a2 = a.try_clone().unwrap();
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the files have no name");
+        if Path::new("/proc/self/fd").is_dir() {
+            assert_eq!(files_bytes(&tmp), 15_000);
+            drop(b);
+            assert_eq!(files_bytes(&tmp), 10_000);
+            drop((a, a2));
+        }
+        assert_eq!(files_bytes(&tmp), 0, "closed: the space is free again");
     }
 }
