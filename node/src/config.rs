@@ -80,14 +80,25 @@ pub struct Config {
     pub wal_segment_mb: u64,
 
     /// Block cache of the storage engine, in MiB: with the memtables
-    /// (`--storage-memtable-mb` per keyspace) it bounds what the engine keeps
-    /// in memory, whatever the amount of data.
+    /// (`--storage-memtable-mb`) it bounds what the engine keeps in memory,
+    /// whatever the amount of data.
     #[arg(long, env = "KEYRAFT_STORAGE_CACHE_MB", default_value_t = 64)]
     pub storage_cache_mb: u64,
 
-    /// Largest memtable of one storage-engine keyspace, in MiB.
+    /// Largest memtable of one storage-engine keyspace, in MiB. Each of the
+    /// three keyspaces holds its active memtable and at most four sealed ones
+    /// waiting to be flushed (the engine then holds writes back), so the
+    /// memtables take at most 15 times this.
     #[arg(long, env = "KEYRAFT_STORAGE_MEMTABLE_MB", default_value_t = 16)]
     pub storage_memtable_mb: u64,
+
+    /// Largest total size of the storage engine's journal files, in MiB (at
+    /// least 64): past it the engine flushes the memtables that keep the
+    /// oldest journal alive, so it can be deleted. Bounds the disk the
+    /// journal takes and the log replayed at start.
+    #[arg(long, env = "KEYRAFT_STORAGE_JOURNAL_MB", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(64..))]
+    pub storage_journal_mb: u64,
 
     /// Version this node reports to the cluster (defaults to the build's).
     #[arg(long = "reported-version", env = "KEYRAFT_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
@@ -144,5 +155,9 @@ mod tests {
         assert_eq!(c.cluster, "keyraft");
         let err = Config::try_parse_from(["keyraft-node", "--data-dir", "/d"]).unwrap_err().to_string();
         assert!(err.contains("--name"), "{err}");
+        assert_eq!(c.storage_journal_mb, 128);
+        let base = ["keyraft-node", "--name", "n0", "--data-dir", "/d", "--advertise", "h:1"];
+        let small = Config::try_parse_from(base.iter().chain(&["--storage-journal-mb", "32"]));
+        assert!(small.unwrap_err().to_string().contains("64"), "the engine needs at least 64 MiB of journal");
     }
 }

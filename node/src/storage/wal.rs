@@ -49,19 +49,24 @@ const TAG_VOTE: u8 = 1;
 const TAG_COMMITTED: u8 = 2;
 const TAG_PURGED: u8 = 3;
 
+/// The engine refuses a smaller journal budget.
+pub const MIN_JOURNAL_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, Clone)]
 pub struct WalOptions {
     /// Block cache of the engine, in bytes.
     pub cache_bytes: u64,
     /// Largest memtable of a keyspace, in bytes.
     pub memtable_bytes: u64,
+    /// Largest total size of the journal files, in bytes (at least 64 MiB).
+    pub journal_bytes: u64,
     /// fsync before acknowledging. Only tests of non-durable paths turn it off.
     pub fsync: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        Self { cache_bytes: 64 << 20, memtable_bytes: 16 << 20, fsync: true }
+        Self { cache_bytes: 64 << 20, memtable_bytes: 16 << 20, journal_bytes: 128 << 20, fsync: true }
     }
 }
 
@@ -217,7 +222,11 @@ impl Wal {
     /// starts the writer.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Wal, WalError> {
         create_dir_durable(dir).map_err(|source| WalError::Io { path: dir.to_path_buf(), source })?;
-        let db = Database::builder(dir).cache_size(opts.cache_bytes).open().map_err(engine_err(dir))?;
+        let db = Database::builder(dir)
+            .cache_size(opts.cache_bytes)
+            .max_journaling_size(opts.journal_bytes.max(MIN_JOURNAL_BYTES))
+            .open()
+            .map_err(engine_err(dir))?;
         let ks = |name: &str| {
             let mt = opts.memtable_bytes;
             db.keyspace(name, move || KeyspaceCreateOptions::default().max_memtable_size(mt))
