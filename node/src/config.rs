@@ -88,7 +88,8 @@ pub struct Config {
     /// Largest memtable of one storage-engine keyspace, in MiB. Each of the
     /// three keyspaces holds its active memtable and at most four sealed ones
     /// waiting to be flushed (the engine then holds writes back), so the
-    /// memtables take at most 15 times this.
+    /// memtables take at most 15 times this. The engine records it when a
+    /// keyspace is created: it applies to new data directories only.
     #[arg(long, env = "KEYRAFT_STORAGE_MEMTABLE_MB", default_value_t = 16)]
     pub storage_memtable_mb: u64,
 
