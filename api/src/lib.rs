@@ -8,6 +8,8 @@ pub mod limits;
 pub mod logging;
 pub mod partition;
 pub mod placement;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// Generated gRPC and protobuf types (package `keyraft.v1`).
 pub mod pb {

@@ -13,7 +13,9 @@ use keyraft_api::limits::MAX_MESSAGE_BYTES;
 use keyraft_api::pb::admin_client::AdminClient;
 use keyraft_api::pb::kv_client::KvClient;
 use keyraft_api::pb::{self, batch_op};
+use keyraft_api::tls::{FlagNames, TlsConnector, TlsFiles, TlsState};
 use keyraft_api::{partition_for_key, ConsistencyLevel, SessionToken, LEADER_HINT_HEADER};
+use std::path::PathBuf;
 use tokio::sync::OnceCell;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -32,6 +34,25 @@ pub struct ClientOptions {
     /// Send requests straight to the leader a node named, even if it is not
     /// among `endpoints`.
     pub follow_leader_hints: bool,
+    /// TLS settings; `None` dials plaintext (nodes run with
+    /// `--insecure-plaintext`).
+    pub tls: Option<TlsOptions>,
+    /// Bearer token sent with every call this client makes (`authorization:
+    /// Bearer`); needs `tls`. Raw clients from [`Client::admin`] carry it only
+    /// on requests built with [`Client::request`].
+    pub token: Option<String>,
+}
+
+/// Where the client's TLS files are.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM bundle of the cluster's CA; the nodes' certificates must chain to it.
+    pub ca: PathBuf,
+    /// PEM client certificate (URI SAN `keyraft-role:admin` or
+    /// `keyraft-role:client`) and its key; without them, authenticate with a
+    /// token.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl ClientOptions {
@@ -41,6 +62,8 @@ impl ClientOptions {
             timeout: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(4),
             follow_leader_hints: true,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -68,6 +91,8 @@ pub struct Client {
 
 struct Inner {
     opts: ClientOptions,
+    tls: Option<TlsConnector>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     channels: Mutex<HashMap<String, Channel>>,
     partitions: OnceCell<u32>,
     leaders: Mutex<HashMap<u32, String>>,
@@ -98,6 +123,26 @@ impl Drop for Pending {
 /// How long an address that gave no answer in time is passed over.
 const SILENT_FOR: Duration = Duration::from_secs(5);
 
+/// A status's message with its causes (a transport error's reason is in
+/// its source chain).
+fn chain_text(s: &Status) -> String {
+    let mut text = s.message().to_string();
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        let m = e.to_string();
+        if !text.contains(&m) {
+            text = format!("{text}: {m}");
+        }
+        src = e.source();
+    }
+    text
+}
+
+/// Whether a failure is a TLS refusal by either side.
+fn is_tls_refusal(s: &Status) -> bool {
+    keyraft_api::tls::is_refusal(&chain_text(s))
+}
+
 /// Whether a failed attempt may succeed on another try or node.
 fn retryable(s: &Status) -> bool {
     matches!(
@@ -113,15 +158,56 @@ fn retryable(s: &Status) -> bool {
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Client, ClientError> {
+        let mut opts = opts;
         if opts.endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        for e in &opts.endpoints {
+        for e in &mut opts.endpoints {
+            if let Some(rest) = e.strip_prefix("https://") {
+                if opts.tls.is_none() {
+                    return Err(ClientError::Tls(format!(
+                        "endpoint {e} asks for TLS: pass --ca (KEYRAFT_CA) with the cluster's CA bundle"
+                    )));
+                }
+                *e = rest.to_string();
+            } else if let Some(rest) = e.strip_prefix("http://") {
+                if opts.tls.is_some() {
+                    return Err(ClientError::Tls(format!("endpoint {e} asks for plaintext, but --ca turns TLS on")));
+                }
+                *e = rest.to_string();
+            }
             Endpoint::from_shared(format!("http://{e}"))
                 .map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?;
         }
+        let tls = match &opts.tls {
+            None => None,
+            Some(t) => {
+                let state = TlsState::load(TlsFiles {
+                    ca: t.ca.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    flags: FlagNames { ca: "--ca", cert: "--cert", key: "--key" },
+                    require_member: None,
+                })
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+                Some(TlsConnector::new(&state).map_err(|e| ClientError::Tls(e.to_string()))?)
+            }
+        };
+        let token = match &opts.token {
+            None => None,
+            Some(_) if tls.is_none() => {
+                return Err(ClientError::Tls("a bearer token is only sent over TLS: pass --ca as well".into()))
+            }
+            Some(t) => Some(
+                format!("Bearer {}", t.trim())
+                    .parse()
+                    .map_err(|_| ClientError::Tls("the token holds characters not allowed in a header".into()))?,
+            ),
+        };
         Ok(Client {
             inner: Arc::new(Inner {
+                tls,
+                token,
                 opts,
                 channels: Mutex::new(HashMap::new()),
                 partitions: OnceCell::new(),
@@ -154,11 +240,15 @@ impl Client {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.inner.tls.is_some() { "https" } else { "http" };
+        let ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| ClientError::BadEndpoint(addr.into(), e.to_string()))?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let ch = match &self.inner.tls {
+            Some(tls) => ep.connect_with_connector_lazy(tls.clone()),
+            None => ep.connect_lazy(),
+        };
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }
@@ -169,7 +259,17 @@ impl Client {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// An admin client for one node.
+    /// `msg` as a request carrying this client's bearer token, if any.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.inner.token {
+            r.metadata_mut().insert(keyraft_api::tls::AUTHORIZATION_HEADER, t.clone());
+        }
+        r
+    }
+
+    /// An admin client for one node (it presents the client certificate;
+    /// build requests with [`Client::request`] to send the token too).
     pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {
         Ok(AdminClient::new(self.channel(addr)?))
     }
@@ -229,6 +329,11 @@ impl Client {
                     self.inner.silent.lock().unwrap_or_else(|e| e.into_inner()).remove(&target);
                     return Ok(resp.into_inner());
                 }
+                // A handshake every node refuses (unknown CA, expired or
+                // missing certificate) will not pass on a retry.
+                Err(s) if is_tls_refusal(&s) && attempts as usize >= self.inner.opts.endpoints.len() => {
+                    return Err(ClientError::Rejected { code: Code::Unauthenticated, message: self.describe(&s) })
+                }
                 Err(s) if retryable(&s) && start.elapsed() < self.inner.opts.timeout => {
                     self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
                     if let Some(p) = partition {
@@ -250,12 +355,28 @@ impl Client {
                     return Err(ClientError::Unavailable {
                         attempts,
                         elapsed: start.elapsed(),
-                        last: s.message().to_string(),
+                        last: self.describe(&s),
                     })
                 }
-                Err(s) => return Err(ClientError::Rejected { code: s.code(), message: s.message().to_string() }),
+                Err(s) => return Err(ClientError::Rejected { code: s.code(), message: self.describe(&s) }),
             }
         }
+    }
+
+    /// A status's message with its causes and what they mean, plus a hint
+    /// when plaintext met a TLS node.
+    fn describe(&self, s: &Status) -> String {
+        let mut text = chain_text(s);
+        if let Some(hint) = keyraft_api::tls::explain(&text).filter(|_| !text.contains(" (")) {
+            text = format!("{text} ({hint})");
+        }
+        let transport = matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Internal)
+            || text.contains("h2 protocol error")
+            || text.contains("transport error");
+        if self.inner.tls.is_none() && transport && !text.contains("refused") {
+            text.push_str(" (if the nodes run TLS, pass --ca with the cluster's CA, and --cert/--key or --token-file)");
+        }
+        text
     }
 
     /// The cluster's partition count, learned once from any node.
@@ -279,7 +400,7 @@ impl Client {
             let this = self.clone();
             async move {
                 let mut c = this.admin(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let r = c.status(pb::StatusRequest {}).await?;
+                let r = c.status(this.request(pb::StatusRequest {})).await?;
                 if r.get_ref().cluster.is_none() {
                     return Err(Status::failed_precondition(format!("node {addr} has not joined a cluster yet")));
                 }
@@ -343,12 +464,12 @@ impl Client {
     ) -> Result<Resp, ClientError>
     where
         Req: Clone,
-        F: Fn(KvClient<Channel>, Req) -> Fut,
+        F: Fn(KvClient<Channel>, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.with_retries(partition, prefer_leader, |addr| {
             let kv = self.kv(&addr).map_err(|e| Status::invalid_argument(e.to_string()));
-            let fut = kv.map(|c| call(c, req.clone()));
+            let fut = kv.map(|c| call(c, self.request(req.clone())));
             async move { fut?.await }
         })
         .await
@@ -403,7 +524,11 @@ impl Client {
         token: &str,
     ) -> Result<pb::GetResponse, Status> {
         let req = pb::GetRequest { key: key.into(), consistency: level.to_wire() as i32, session_token: token.into() };
-        self.kv(addr).map_err(|e| Status::invalid_argument(e.to_string()))?.get(req).await.map(|r| r.into_inner())
+        self.kv(addr)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .get(self.request(req))
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// A raw Kv client for one node (for tools and tests).

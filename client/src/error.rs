@@ -8,6 +8,9 @@ pub enum ClientError {
     NoEndpoints,
     #[error("endpoint {0:?} is not a valid address: {1}")]
     BadEndpoint(String, String),
+    /// TLS settings that cannot be used (unreadable files, token without TLS).
+    #[error("{0}")]
+    Tls(String),
     /// The cluster refused the request; retrying will not help.
     #[error("{message}")]
     Rejected { code: Code, message: String },
@@ -22,7 +25,7 @@ impl ClientError {
         match self {
             Self::Rejected { code, .. } => *code,
             Self::Unavailable { .. } => Code::Unavailable,
-            Self::NoEndpoints | Self::BadEndpoint(..) => Code::InvalidArgument,
+            Self::NoEndpoints | Self::BadEndpoint(..) | Self::Tls(_) => Code::InvalidArgument,
         }
     }
 }

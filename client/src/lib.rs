@@ -8,6 +8,6 @@ pub mod local;
 pub mod output;
 pub mod status;
 
-pub use client::{Client, ClientOptions, ClientStats, WriteInfo};
+pub use client::{Client, ClientOptions, ClientStats, TlsOptions, WriteInfo};
 pub use error::ClientError;
 pub use keyraft_api::{pb, ConsistencyLevel};

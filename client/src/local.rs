@@ -11,8 +11,69 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyraft_api::pb;
+use keyraft_api::tls::certgen::{Authority, Holder, DEFAULT_VALIDITY};
+use keyraft_api::tls::Role;
 
-use crate::{Client, ClientError, ClientOptions};
+use crate::{Client, ClientError, ClientOptions, TlsOptions};
+
+/// The node flag that turns TLS off; a local cluster whose `extra_args`
+/// hold it runs plaintext, any other runs TLS with a throwaway CA.
+pub const PLAINTEXT_FLAG: &str = "--insecure-plaintext";
+
+/// The throwaway CA of a local cluster and the credentials it issued, kept
+/// under `<data_dir>/tls` (and reused when the cluster starts again):
+/// `ca.pem`, `<node>.pem`, `admin.pem` (role admin), `client.pem` (role
+/// client), each with its `-key.pem`.
+pub struct LocalTls {
+    pub dir: PathBuf,
+    /// Issues more certificates (tests: rotation, expiry).
+    pub authority: Authority,
+    pub ca: PathBuf,
+    /// Certificate and key with the admin role.
+    pub admin: (PathBuf, PathBuf),
+    /// Certificate and key with the client role.
+    pub client: (PathBuf, PathBuf),
+}
+
+impl LocalTls {
+    fn create_or_load(dir: &Path, cluster: &str) -> io::Result<LocalTls> {
+        let ca = dir.join("ca.pem");
+        let ca_key = dir.join("ca-key.pem");
+        let authority = if ca.is_file() && ca_key.is_file() {
+            Authority::from_pem(&fs::read_to_string(&ca)?, &fs::read_to_string(&ca_key)?).map_err(io::Error::other)?
+        } else {
+            let a =
+                Authority::new(&format!("keyraft {cluster} local CA"), DEFAULT_VALIDITY).map_err(io::Error::other)?;
+            a.write(dir)?;
+            a
+        };
+        let mut t =
+            LocalTls { dir: dir.to_path_buf(), authority, ca, admin: Default::default(), client: Default::default() };
+        t.admin = t.issue_once("admin", &Holder::User { role: Role::Admin, common_name: "local-admin".into() })?;
+        t.client = t.issue_once("client", &Holder::User { role: Role::Client, common_name: "local-client".into() })?;
+        Ok(t)
+    }
+
+    /// `<dir>/<stem>.pem` and its key, issued now unless both exist.
+    fn issue_once(&self, stem: &str, holder: &Holder) -> io::Result<(PathBuf, PathBuf)> {
+        let (cert, key) = (self.dir.join(format!("{stem}.pem")), self.dir.join(format!("{stem}-key.pem")));
+        if cert.is_file() && key.is_file() {
+            return Ok((cert, key));
+        }
+        self.authority.issue(holder, DEFAULT_VALIDITY).map_err(io::Error::other)?.write(&self.dir, stem)
+    }
+
+    /// Member `name`'s certificate and key (for `host` and localhost).
+    pub fn member(&self, name: &str, host: &str) -> io::Result<(PathBuf, PathBuf)> {
+        let hosts = vec![host.to_string(), "localhost".to_string()];
+        self.issue_once(name, &Holder::Member { name: name.into(), hosts })
+    }
+
+    /// Client TLS settings presenting `(cert, key)`.
+    pub fn options(&self, (cert, key): &(PathBuf, PathBuf)) -> TlsOptions {
+        TlsOptions { ca: self.ca.clone(), cert: Some(cert.clone()), key: Some(key.clone()) }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -42,6 +103,7 @@ pub struct LocalCluster {
     pub nodes: Vec<NodeSpec>,
     /// Seeds each node joins through (empty for the bootstrap nodes).
     joins: Vec<Vec<String>>,
+    tls: Option<LocalTls>,
     children: Vec<Option<Child>>,
 }
 
@@ -68,15 +130,22 @@ pub fn find_node_bin() -> PathBuf {
 
 impl LocalCluster {
     /// Lays out the nodes (ports, data directories) without starting them.
-    pub fn new(opts: LocalOptions) -> io::Result<Self> {
+    pub fn new(mut opts: LocalOptions) -> io::Result<Self> {
         fs::create_dir_all(&opts.data_dir)?;
+        // Absolute, so the paths handed to nodes and printed work from anywhere.
+        opts.data_dir = std::path::absolute(&opts.data_dir)?;
+        let tls = if opts.extra_args.iter().any(|a| a == PLAINTEXT_FLAG) {
+            None
+        } else {
+            Some(LocalTls::create_or_load(&opts.data_dir.join("tls"), &opts.cluster)?)
+        };
         let mut nodes = Vec::new();
         for i in 0..opts.nodes {
             nodes.push(Self::layout(&opts, i)?);
         }
         let children = (0..opts.nodes).map(|_| None).collect();
         let joins = vec![Vec::new(); opts.nodes];
-        Ok(Self { opts, nodes, joins, children })
+        Ok(Self { opts, nodes, joins, children, tls })
     }
 
     fn layout(opts: &LocalOptions, i: usize) -> io::Result<NodeSpec> {
@@ -103,13 +172,26 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.grpc.to_string()).collect()
     }
 
+    /// The cluster's TLS credentials (`None` when it runs plaintext).
+    pub fn tls(&self) -> Option<&LocalTls> {
+        self.tls.as_ref()
+    }
+
+    /// Options reaching every node with the admin identity.
+    pub fn client_options(&self) -> ClientOptions {
+        let mut o = ClientOptions::new(self.endpoints());
+        o.tls = self.tls.as_ref().map(|t| t.options(&t.admin));
+        o
+    }
+
     pub fn client(&self) -> Result<Client, ClientError> {
-        Client::new(ClientOptions::new(self.endpoints()))
+        Client::new(self.client_options())
     }
 
     /// A client that talks only to node `i`.
     pub fn client_of(&self, i: usize) -> Result<Client, ClientError> {
-        let mut o = ClientOptions::new(vec![self.nodes[i].grpc.to_string()]);
+        let mut o = self.client_options();
+        o.endpoints = vec![self.nodes[i].grpc.to_string()];
         o.follow_leader_hints = false;
         Client::new(o)
     }
@@ -124,6 +206,14 @@ impl LocalCluster {
             return Ok(());
         }
         let n = &self.nodes[i];
+        let tls_args = match &self.tls {
+            Some(t) => {
+                let (cert, key) = t.member(&n.name, &self.opts.host)?;
+                let p = |p: &Path| p.display().to_string();
+                vec!["--tls-ca".into(), p(&t.ca), "--tls-cert".into(), p(&cert), "--tls-key".into(), p(&key)]
+            }
+            None => vec![],
+        };
         let log = OpenOptions::new().create(true).append(true).open(self.log_path(i))?;
         let child = Command::new(&self.opts.node_bin)
             .arg("--name")
@@ -139,6 +229,7 @@ impl LocalCluster {
             .arg("--cluster")
             .arg(&self.opts.cluster)
             .args(if self.joins[i].is_empty() { vec![] } else { vec!["--join".to_string(), self.joins[i].join(",")] })
+            .args(tls_args)
             .args(&self.opts.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -176,6 +267,11 @@ impl LocalCluster {
         let i = self.nodes.len() - 1;
         self.start(i)?;
         Ok(i)
+    }
+
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(|c| c.id())
     }
 
     pub fn is_running(&mut self, i: usize) -> bool {
@@ -247,7 +343,7 @@ impl LocalCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let mut a = c.admin(&self.nodes[i].grpc.to_string()).map_err(|e| e.to_string())?;
-            match a.identify(pb::IdentifyRequest {}).await {
+            match a.identify(c.request(pb::IdentifyRequest {})).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(format!(

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use keyraft_client::bench::{self, BenchOptions};
-use keyraft_client::local::{find_node_bin, LocalCluster, LocalOptions};
+use keyraft_client::local::{find_node_bin, LocalCluster, LocalOptions, PLAINTEXT_FLAG};
 use keyraft_client::output::{self, Encoding, Format};
-use keyraft_client::{pb, status, Client, ClientOptions, ConsistencyLevel};
+use keyraft_client::{pb, status, Client, ClientOptions, ConsistencyLevel, TlsOptions};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -27,6 +27,23 @@ struct Cli {
         global = true
     )]
     endpoints: Vec<String>,
+
+    /// PEM bundle of the cluster's CA: turns on TLS (endpoints may then be
+    /// written https://HOST:PORT).
+    #[arg(long, env = "KEYRAFT_CA", global = true)]
+    ca: Option<PathBuf>,
+
+    /// PEM client certificate (URI SAN keyraft-role:admin or keyraft-role:client).
+    #[arg(long, env = "KEYRAFT_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, env = "KEYRAFT_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
+
+    /// File holding a bearer token to authenticate with instead of --cert.
+    #[arg(long, env = "KEYRAFT_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
 
     /// Give up on an operation after this many seconds (retries included).
     #[arg(long, default_value_t = 15, global = true)]
@@ -244,6 +261,10 @@ enum LocalCmd {
         /// Write and read a few sample keys once the cluster is ready.
         #[arg(long)]
         demo: bool,
+        /// Run the nodes without TLS or authentication (by default a
+        /// throwaway CA and certificates are made under DATA_DIR/tls).
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
     /// Start one more node that joins the running cluster at --endpoints; runs until Ctrl-C.
     AddNode {
@@ -254,6 +275,9 @@ enum LocalCmd {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+        /// The cluster runs without TLS (it was started with --insecure-plaintext).
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
 }
 
@@ -272,6 +296,14 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut opts = ClientOptions::new(cli.endpoints.clone());
     opts.timeout = Duration::from_secs(cli.timeout);
+    opts.tls = cli.ca.clone().map(|ca| TlsOptions { ca, cert: cli.cert.clone(), key: cli.key.clone() });
+    if let Some(f) = &cli.token_file {
+        let t = std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?;
+        if t.trim().is_empty() {
+            bail!("--token-file {}: empty", f.display());
+        }
+        opts.token = Some(t.trim().to_string());
+    }
     let client = || Client::new(opts.clone());
     match cli.cmd {
         Cmd::Put { key, value } => {
@@ -381,11 +413,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("{failed} writes failed");
             }
         }
-        Cmd::Local { cmd: LocalCmd::Up { nodes, partitions, replication_factor, data_dir, base_port, demo } } => {
-            local_up(nodes, partitions, replication_factor, data_dir, base_port, demo).await?;
+        Cmd::Local {
+            cmd: LocalCmd::Up { nodes, partitions, replication_factor, data_dir, base_port, demo, insecure_plaintext },
+        } => {
+            local_up(nodes, partitions, replication_factor, data_dir, base_port, demo, insecure_plaintext).await?;
         }
-        Cmd::Local { cmd: LocalCmd::AddNode { index, data_dir, base_port } } => {
-            add_node(index, data_dir, base_port, cli.endpoints.clone()).await?;
+        Cmd::Local { cmd: LocalCmd::AddNode { index, data_dir, base_port, insecure_plaintext } } => {
+            add_node(index, data_dir, base_port, cli.endpoints.clone(), insecure_plaintext).await?;
         }
         Cmd::Admin { cmd } => admin(&client()?, cmd, cli.output).await?,
         Cmd::Placement => {
@@ -405,7 +439,7 @@ async fn statuses(c: &Client) -> anyhow::Result<Vec<pb::StatusResponse>> {
     let first = c.cluster_status().await?;
     let ask = |addr: String| async move {
         let mut a = c.admin(&addr).ok()?;
-        tokio::time::timeout(Duration::from_secs(2), a.status(pb::StatusRequest {}))
+        tokio::time::timeout(Duration::from_secs(2), a.status(c.request(pb::StatusRequest {})))
             .await
             .ok()?
             .ok()
@@ -455,41 +489,55 @@ async fn admin(c: &Client, cmd: AdminCmd, format: Format) -> anyhow::Result<()> 
     let set_state = |node: String, state: &'static str| {
         let (id, name) = node_ref(&node);
         first_answer(c, move |mut a| {
-            let req = pb::SetMemberStateRequest { id, name: name.clone(), state: state.into() };
+            let req = c.request(pb::SetMemberStateRequest { id, name: name.clone(), state: state.into() });
             async move { a.set_member_state(req).await }
         })
     };
-    let member =
-        match cmd {
-            AdminCmd::Drain { node } => set_state(node, "draining").await?.member,
-            AdminCmd::Undrain { node } => set_state(node, "active").await?.member,
-            AdminCmd::Decommission { node } => set_state(node, "decommissioning").await?.member,
-            AdminCmd::Fail { node } => set_state(node, "failed").await?.member,
-            AdminCmd::Rebalance { dry_run, max_moves } => {
-                let current = c.cluster_status().await?;
-                let plan = first_answer(c, |mut a| async move {
-                    a.rebalance(pb::RebalanceRequest { dry_run: true, max_moves }).await
+    let member = match cmd {
+        AdminCmd::Drain { node } => set_state(node, "draining").await?.member,
+        AdminCmd::Undrain { node } => set_state(node, "active").await?.member,
+        AdminCmd::Decommission { node } => set_state(node, "decommissioning").await?.member,
+        AdminCmd::Fail { node } => set_state(node, "failed").await?.member,
+        AdminCmd::Rebalance { dry_run, max_moves } => {
+            let current = c.cluster_status().await?;
+            let plan = first_answer(c, |mut a| async move {
+                a.rebalance(c.request(pb::RebalanceRequest { dry_run: true, max_moves })).await
+            })
+            .await?;
+            emit(format, &status::moves_view(&plan.moves, current.cluster.as_ref()), status::MovesView::table)?;
+            if !dry_run && !plan.moves.is_empty() {
+                let done = first_answer(c, |mut a| async move {
+                    a.rebalance(c.request(pb::RebalanceRequest { dry_run: false, max_moves })).await
                 })
                 .await?;
-                emit(format, &status::moves_view(&plan.moves, current.cluster.as_ref()), status::MovesView::table)?;
-                if !dry_run && !plan.moves.is_empty() {
-                    let done = first_answer(c, |mut a| async move {
-                        a.rebalance(pb::RebalanceRequest { dry_run: false, max_moves }).await
-                    })
-                    .await?;
-                    // The plan above is the data; the confirmation goes to stderr so -o json stays parseable.
-                    eprintln!("applied: {} partitions are moving (watch with `keyraft placement`)", done.moves.len());
-                }
-                return Ok(());
+                // The plan above is the data; the confirmation goes to stderr so -o json stays parseable.
+                eprintln!("applied: {} partitions are moving (watch with `keyraft placement`)", done.moves.len());
             }
-        };
+            return Ok(());
+        }
+    };
     if let Some(m) = member {
         println!("node {} ({}) is now {}", m.name, m.id, m.state);
     }
     Ok(())
 }
 
-async fn add_node(index: usize, data_dir: PathBuf, base_port: u16, endpoints: Vec<String>) -> anyhow::Result<()> {
+/// Extra node flags of a local cluster: none, or the explicit plaintext opt-out.
+fn local_args(insecure_plaintext: bool) -> Vec<String> {
+    if insecure_plaintext {
+        vec![PLAINTEXT_FLAG.into()]
+    } else {
+        vec![]
+    }
+}
+
+async fn add_node(
+    index: usize,
+    data_dir: PathBuf,
+    base_port: u16,
+    endpoints: Vec<String>,
+    insecure_plaintext: bool,
+) -> anyhow::Result<()> {
     let mut cluster = LocalCluster::new(LocalOptions {
         nodes: 0,
         base_port,
@@ -497,8 +545,10 @@ async fn add_node(index: usize, data_dir: PathBuf, base_port: u16, endpoints: Ve
         data_dir,
         node_bin: find_node_bin(),
         cluster: "keyraft".into(),
-        extra_args: vec![],
+        extra_args: local_args(insecure_plaintext),
     })?;
+    let endpoints: Vec<String> =
+        endpoints.iter().map(|e| e.trim_start_matches("https://").trim_start_matches("http://").to_string()).collect();
     let i = cluster.add_node_at(index, &endpoints)?;
     let n = cluster.nodes[i].clone();
     let info = cluster.wait_live(i, Duration::from_secs(30)).await.map_err(anyhow::Error::msg)?;
@@ -527,6 +577,7 @@ async fn local_up(
     data_dir: PathBuf,
     base_port: u16,
     demo: bool,
+    insecure_plaintext: bool,
 ) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -541,7 +592,7 @@ async fn local_up(
         data_dir: data_dir.clone(),
         node_bin: find_node_bin(),
         cluster: "keyraft".into(),
-        extra_args: vec![],
+        extra_args: local_args(insecure_plaintext),
     })
     .with_context(|| format!("--data-dir {}", data_dir.display()))?;
     cluster.start_all()?;
@@ -570,9 +621,23 @@ async fn local_up(
                 );
             }
         }
-        println!(
-            "try:\n  export KEYRAFT_ENDPOINTS={eps}\n  keyraft put hello world && keyraft get hello && keyraft status"
-        );
+        let env = match cluster.tls() {
+            Some(t) => format!(
+                "export KEYRAFT_ENDPOINTS={eps} KEYRAFT_CA={} KEYRAFT_CERT={} KEYRAFT_KEY={}",
+                t.ca.display(),
+                t.admin.0.display(),
+                t.admin.1.display()
+            ),
+            None => format!("export KEYRAFT_ENDPOINTS={eps}"),
+        };
+        match cluster.tls() {
+            Some(t) => println!(
+                "TLS on: CA and certificates in {} (admin.pem: admin role; client.pem: key-value only)",
+                t.dir.display()
+            ),
+            None => println!("TLS OFF (--insecure-plaintext): anyone who reaches these ports controls the cluster"),
+        }
+        println!("try:\n  {env}\n  keyraft put hello world && keyraft get hello && keyraft status");
         println!("keyraft local cluster ready at {eps} (Ctrl-C stops it)");
         anyhow::Ok(())
     }

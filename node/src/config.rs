@@ -101,6 +101,37 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(64..))]
     pub storage_journal_mb: u64,
 
+    /// PEM bundle of the CA that signs this cluster's certificates: every
+    /// peer and client certificate must chain to it. With --tls-cert and
+    /// --tls-key it turns on TLS for the gRPC port (mutual TLS between nodes).
+    #[arg(long, env = "KEYRAFT_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM certificate (chain) of this node, with the URI SAN
+    /// `keyraft-member:<--name>` and the host names/addresses it is reached by;
+    /// used to serve and to call peers. Reloaded when the file changes.
+    #[arg(long, env = "KEYRAFT_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert. Reloaded when the file changes.
+    #[arg(long, env = "KEYRAFT_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// Bearer tokens clients may authenticate with instead of a certificate:
+    /// one `ROLE NAME TOKEN` per line (ROLE admin or client; `#` comments).
+    /// Reloaded when the file changes. Needs TLS.
+    #[arg(long, env = "KEYRAFT_TOKENS_FILE", requires = "tls_ca")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Serve gRPC in plaintext with no authentication at all: anyone who
+    /// reaches the port controls the cluster. Local experiments only.
+    #[arg(long, env = "KEYRAFT_INSECURE_PLAINTEXT", conflicts_with_all = ["tls_ca", "tls_cert", "tls_key", "tokens_file"])]
+    pub insecure_plaintext: bool,
+
+    /// Seconds between checks of the TLS and token files for changes.
+    #[arg(long, env = "KEYRAFT_TLS_RELOAD_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_reload_secs: u64,
+
     /// Version this node reports to the cluster (defaults to the build's).
     #[arg(long = "reported-version", env = "KEYRAFT_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub reported_version: String,
@@ -109,7 +140,34 @@ pub struct Config {
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
+/// How the gRPC port is protected.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Tls(keyraft_api::tls::TlsFiles),
+    /// `--insecure-plaintext`.
+    Plaintext,
+}
+
 impl Config {
+    /// TLS from the files, or plaintext when asked for explicitly; neither
+    /// is an error naming the flags.
+    pub fn transport(&self) -> Result<Transport, String> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Ok(Transport::Tls(keyraft_api::tls::TlsFiles {
+                ca: ca.clone(),
+                cert: Some(cert.clone()),
+                key: Some(key.clone()),
+                flags: keyraft_api::tls::FlagNames { ca: "--tls-ca", cert: "--tls-cert", key: "--tls-key" },
+                require_member: Some(self.name.clone()),
+            })),
+            _ if self.insecure_plaintext => Ok(Transport::Plaintext),
+            _ => Err("no TLS configured: pass --tls-ca, --tls-cert and --tls-key (env KEYRAFT_TLS_CA, \
+                 KEYRAFT_TLS_CERT, KEYRAFT_TLS_KEY), or --insecure-plaintext (KEYRAFT_INSECURE_PLAINTEXT=true) \
+                 to serve without any authentication"
+                .into()),
+        }
+    }
+
     pub fn raft_config(&self) -> openraft::Config {
         openraft::Config {
             cluster_name: self.cluster.clone(),
@@ -156,8 +214,26 @@ mod tests {
         assert_eq!(c.cluster, "keyraft");
         let err = Config::try_parse_from(["keyraft-node", "--data-dir", "/d"]).unwrap_err().to_string();
         assert!(err.contains("--name"), "{err}");
-        assert_eq!(c.storage_journal_mb, 128);
+        let why = c.transport().unwrap_err();
+        assert!(why.contains("--tls-cert") && why.contains("--insecure-plaintext"), "{why}");
         let base = ["keyraft-node", "--name", "n0", "--data-dir", "/d", "--advertise", "h:1"];
+        let plain = Config::try_parse_from(base.iter().chain(&["--insecure-plaintext"])).unwrap();
+        assert!(matches!(plain.transport(), Ok(Transport::Plaintext)));
+        let tls = Config::try_parse_from(base.iter().chain(&["--tls-ca", "ca", "--tls-cert", "c", "--tls-key", "k"]));
+        assert!(matches!(tls.unwrap().transport(), Ok(Transport::Tls(_))));
+        let half = Config::try_parse_from(base.iter().chain(&["--tls-cert", "c"])).unwrap_err().to_string();
+        assert!(half.contains("--tls-ca"), "{half}");
+        let both = Config::try_parse_from(base.iter().chain(&[
+            "--tls-ca",
+            "ca",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--insecure-plaintext",
+        ]));
+        assert!(both.is_err());
+        assert_eq!(c.storage_journal_mb, 128);
         let small = Config::try_parse_from(base.iter().chain(&["--storage-journal-mb", "32"]));
         assert!(small.unwrap_err().to_string().contains("64"), "the engine needs at least 64 MiB of journal");
     }

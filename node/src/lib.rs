@@ -7,6 +7,7 @@
 //! [`groups`] (group lifecycle), [`node`] (joining, routing, reads),
 //! [`service`] (gRPC), [`http`] + [`metrics`], [`server`] (process).
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod groups;

@@ -49,6 +49,8 @@ pub struct Written {
 
 pub struct Node {
     pub cfg: Config,
+    /// This node's TLS material (`None` with `--insecure-plaintext`).
+    pub tls: Option<Arc<keyraft_api::tls::TlsState>>,
     identity: Mutex<Identity>,
     pub groups: Groups,
     pub peers: Peers,
@@ -71,6 +73,11 @@ impl Node {
     pub async fn open(cfg: Config) -> anyhow::Result<Arc<Node>> {
         #[cfg(feature = "failpoints")]
         crate::storage::failpoints::init();
+        let tls = match cfg.transport().map_err(anyhow::Error::msg)? {
+            crate::config::Transport::Tls(files) => Some(keyraft_api::tls::TlsState::load(files)?),
+            crate::config::Transport::Plaintext => None,
+        };
+        let connector = tls.as_ref().map(keyraft_api::tls::TlsConnector::new).transpose()?;
         crate::storage::refuse_old_format(&cfg.data_dir)?;
         let identity = Identity::load_or_create(&cfg.data_dir, &cfg.name, &cfg.cluster)?;
         let wal = Wal::open(
@@ -83,7 +90,7 @@ impl Node {
             },
         )?;
         let (meta_tx, meta_rx) = watch::channel(None);
-        let peers = Peers::default();
+        let peers = Peers::new(connector);
         let groups = Groups::new(
             identity.node_id,
             cfg.data_dir.join("tmp"),
@@ -95,6 +102,7 @@ impl Node {
         )?;
         let node = Arc::new(Node {
             metrics: Metrics::new(),
+            tls,
             identity: Mutex::new(identity),
             groups,
             peers,

@@ -9,25 +9,36 @@ use keyraft_api::limits::MAX_MESSAGE_BYTES;
 use keyraft_api::pb::admin_client::AdminClient;
 use keyraft_api::pb::kv_client::KvClient;
 use keyraft_api::pb::raft_client::RaftClient;
+use keyraft_api::tls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<RwLock<HashMap<String, Channel>>>,
+    /// Dials TLS presenting this node's certificate; `None` in plaintext.
+    tls: Option<TlsConnector>,
 }
 
 impl Peers {
+    pub fn new(tls: Option<TlsConnector>) -> Peers {
+        Peers { channels: Default::default(), tls }
+    }
+
     /// A lazily connecting channel to `addr` (host:port), created once.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         if let Some(c) = self.channels.read().unwrap_or_else(|e| e.into_inner()).get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let ep = Endpoint::from_shared(format!("{scheme}://{addr}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = match &self.tls {
+            Some(tls) => ep.connect_with_connector_lazy(tls.clone()),
+            None => ep.connect_lazy(),
+        };
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(addr.to_string()).or_insert(ch).clone())
     }

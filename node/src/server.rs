@@ -7,6 +7,9 @@ use keyraft_api::pb::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use std::sync::Arc;
+
+use crate::auth::{Auth, Guard, Tokens};
 use crate::config::Config;
 use crate::node::Node;
 use crate::service::{admin::AdminService, kv::KvService, raft::RaftService};
@@ -20,6 +23,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("--http-listen {}: cannot bind: {e}", cfg.http_listen))?;
     let node = Node::open(cfg).await?;
+    let reload = std::time::Duration::from_secs(node.cfg.tls_reload_secs);
+    let auth = match &node.tls {
+        Some(tls) => {
+            tls.spawn_reloader(reload);
+            let tokens = node.cfg.tokens_file.clone().map(Tokens::load).transpose().map_err(anyhow::Error::msg)?;
+            if let Some(t) = &tokens {
+                t.spawn_reloader(reload);
+            }
+            let own = tls.own();
+            tracing::info!(
+                ca = %tls.files().ca.display(), cert_not_after = own.as_ref().map_or(0, |c| c.not_after),
+                tokens = tokens.is_some(), "TLS on: clients and peers must authenticate"
+            );
+            Some(Arc::new(Auth { tokens }))
+        }
+        None => {
+            for _ in 0..3 {
+                tracing::warn!(
+                    "!!! --insecure-plaintext: gRPC is served WITHOUT TLS and WITHOUT authentication; \
+                     anyone who reaches {} can read and write all data and reconfigure the cluster !!!",
+                    node.cfg.listen
+                );
+            }
+            None
+        }
+    };
     let id = node.identity();
     tracing::info!(
         name = %id.name, node_id = id.node_id, incarnation = %id.incarnation, cluster = %id.cluster_name,
@@ -39,32 +68,45 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
-    // ACKs add ~40 ms to a read that confirms leadership.
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
-    let grpc = tonic::transport::Server::builder()
-        .add_service(
+    let router = tonic::transport::Server::builder()
+        .add_service(Guard::new(
             KvServer::new(KvService { node: node.clone() })
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+            auth.clone(),
+        ))
+        .add_service(Guard::new(
             RaftServer::new(RaftService { node: node.clone() })
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(AdminServer::new(AdminService { node: node.clone() }))
-        .serve_with_incoming_shutdown(incoming, {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.changed().await;
+            auth.clone(),
+        ))
+        .add_service(Guard::new(AdminServer::new(AdminService { node: node.clone() }), auth));
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let grpc: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &node.tls {
+            Some(tls) => {
+                let incoming = keyraft_api::tls::tls_incoming(grpc_listener, tls.clone())?;
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
             }
-        });
+            None => {
+                // Small request/response pairs: without TCP_NODELAY, Nagle plus
+                // delayed ACKs add ~40 ms to a read that confirms leadership.
+                let incoming =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |s| {
+                        if let Ok(s) = &s {
+                            let _ = s.set_nodelay(true);
+                        }
+                        s
+                    });
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
     let http = axum::serve(http_listener, crate::http::router(node.clone())).with_graceful_shutdown({
         let mut rx = stop_rx.clone();
         async move {

@@ -131,8 +131,7 @@ async fn a_node_that_has_not_joined_says_so() {
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     // A Raft message meant for another node id (the predecessor at this
     // address) is refused, never answered with this node's log.
-    let mut raft =
-        keyraft_client::pb::raft_client::RaftClient::connect(format!("http://{}", c.nodes[0].grpc)).await.unwrap();
+    let mut raft = common::raft_as(&c, 0, 0);
     let msg = keyraft_client::pb::RaftMessage { group: 0, payload: vec![], cluster: "test".into(), target: 999 };
     let err = raft.append_entries(msg).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -192,6 +191,7 @@ fn run_node(dir: &std::path::Path, name: &str, cluster: &str) -> std::process::O
             "127.0.0.1:0",
             "--advertise",
             "127.0.0.1:1",
+            "--insecure-plaintext",
         ])
         .arg("--data-dir")
         .arg(dir)

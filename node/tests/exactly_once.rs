@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keyraft_client::{Client, ClientOptions, ConsistencyLevel};
+use keyraft_client::{Client, ConsistencyLevel};
 
 const TASKS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_writes_through_one_client_apply_once_while_leaders_die() {
     let mut c = common::cluster("exactly-once", 3, 2, 3, &[]).await;
-    let mut opts = ClientOptions::new(c.endpoints());
+    let mut opts = c.client_options();
     opts.timeout = Duration::from_secs(60);
     let client = Client::new(opts).unwrap();
     let stop = Arc::new(AtomicBool::new(false));

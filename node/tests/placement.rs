@@ -285,7 +285,8 @@ async fn a_removed_member_refuses_kv_and_admin_calls_and_clients_move_on() {
     .await;
     // A client that knows only the removed node and one live node works and
     // is never shown the removed node's view.
-    let mut opts = keyraft_client::ClientOptions::new(vec![addr.clone(), c.nodes[0].grpc.to_string()]);
+    let mut opts = c.client_options();
+    opts.endpoints = vec![addr.clone(), c.nodes[0].grpc.to_string()];
     opts.follow_leader_hints = false;
     let mixed = keyraft_client::Client::new(opts).unwrap();
     for i in 0..10 {

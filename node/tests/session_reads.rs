@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keyraft_client::{Client, ClientOptions, ConsistencyLevel};
+use keyraft_client::{Client, ConsistencyLevel};
 
 const KEYS: usize = 4;
 const READERS: usize = 8;
@@ -57,7 +57,7 @@ async fn session_reads_never_go_back_across_replicas_and_a_leader_kill() {
     let went_back: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut readers = Vec::new();
     for r in 0..READERS {
-        let mut opts = ClientOptions::new(c.endpoints());
+        let mut opts = c.client_options();
         opts.timeout = Duration::from_secs(30);
         let client = Client::new(opts).unwrap();
         let (stop, reads, went_back) = (stop.clone(), reads.clone(), went_back.clone());

@@ -9,6 +9,7 @@ use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::observe;
+use crate::auth::Caller;
 use crate::error::NodeError;
 use crate::meta::{MemberState, MetaOp, Placement};
 use crate::node::Node;
@@ -78,6 +79,27 @@ pub fn status(node: &Node) -> pb::StatusResponse {
         default_read: m.default_read.to_wire() as i32,
     });
     pb::StatusResponse { node: Some(node.node_info()), groups, cluster }
+}
+
+impl AdminService {
+    /// With TLS, a member certificate joins only under its own name. A
+    /// forwarded join (hops > 0) comes from a registered member that checked
+    /// the joiner's certificate itself.
+    fn check_joiner(&self, caller: Option<&Caller>, name: &str, hops: u32) -> Result<(), Status> {
+        let Some(Caller(principal)) = caller else { return Ok(()) };
+        let Some(cert_member) = principal.member_name() else { return Ok(()) };
+        if cert_member == name {
+            return Ok(());
+        }
+        let forwarder_is_member = hops > 0
+            && self.node.meta_rx.borrow().as_ref().is_some_and(|m| m.members.values().any(|m| m.name == cert_member));
+        if forwarder_is_member {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "join as member {name:?} refused: the certificate is member {cert_member:?}'s; a node joins only under the name its certificate names"
+        )))
+    }
 }
 
 #[tonic::async_trait]
@@ -218,7 +240,9 @@ impl Admin for AdminService {
             self.node.refuse_if_departed()?;
             let hops =
                 req.metadata().get(keyraft_api::HOPS_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+            let caller = req.extensions().get::<Caller>().cloned();
             let info = req.into_inner().node.ok_or_else(|| NodeError::invalid("node", "missing"))?;
+            self.check_joiner(caller.as_ref(), &info.name, hops)?;
             if info.id == 0 || info.advertise.is_empty() {
                 return Err(NodeError::invalid("node", "id and advertise address are required").into());
             }

@@ -9,8 +9,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+
+use crate::auth::Caller;
 use crate::node::Node;
-use crate::types::Command;
+use crate::types::{Command, NodeId, TypeConfig};
 
 pub struct RaftService {
     pub node: Arc<Node>,
@@ -25,9 +28,39 @@ fn encode<T: Serialize>(group: u64, v: &T) -> Result<Response<RaftMessage>, Stat
     Ok(Response::new(RaftMessage { group, payload, cluster: String::new(), target: 0 }))
 }
 
+/// The node a Raft request says it comes from (the candidate or leader
+/// named in its vote).
+fn sender_of(vote: &openraft::Vote<NodeId>) -> Option<NodeId> {
+    vote.leader_id().voted_for()
+}
+
 impl RaftService {
-    /// Checks the sender's cluster and opens the addressed group.
-    async fn group(&self, m: &RaftMessage) -> Result<Arc<crate::groups::Group>, Status> {
+    /// With TLS, the sender a message claims (by node id) must be the member
+    /// its certificate names. An id the registry does not hold yet (a new
+    /// cluster's first messages, a replica that lags the registry) is taken
+    /// from any member of the cluster's CA: refusing it could keep a lagging
+    /// replica from ever catching up.
+    fn check_sender(&self, caller: Option<&Caller>, sender: Option<NodeId>) -> Result<(), Status> {
+        let (Some(Caller(principal)), Some(sender)) = (caller, sender) else { return Ok(()) };
+        let Some(cert_member) = principal.member_name() else {
+            return Err(Status::permission_denied(format!(
+                "Raft messages come from members only; the caller is {principal}"
+            )));
+        };
+        let meta = self.node.meta_rx.borrow().clone();
+        if let Some(claimed) = meta.as_ref().and_then(|m| m.members.get(&sender)) {
+            if claimed.name != cert_member {
+                return Err(Status::permission_denied(format!(
+                    "Raft message claims to come from member {:?} (node {sender}), but its certificate is member {cert_member:?}'s",
+                    claimed.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the sender's cluster and the node the message is meant for.
+    fn addressed(&self, m: &RaftMessage) -> Result<(), Status> {
         if m.cluster != self.node.cfg.cluster {
             return Err(Status::failed_precondition(format!(
                 "cluster: message for cluster {:?} reached a node of cluster {:?}",
@@ -41,6 +74,11 @@ impl RaftService {
                 self.node.id()
             )));
         }
+        Ok(())
+    }
+
+    /// Opens the addressed group.
+    async fn group(&self, m: &RaftMessage) -> Result<Arc<crate::groups::Group>, Status> {
         if let Some(g) = self.node.groups.get(m.group) {
             return Ok(g);
         }
@@ -62,23 +100,35 @@ impl RaftService {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
         let m = req.into_inner();
+        self.addressed(&m)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&m)?;
+        self.check_sender(caller.as_ref(), sender_of(&rpc.vote))?;
         let g = self.group(&m).await?;
-        let res = g.raft.append_entries(decode(&m)?).await;
+        let res = g.raft.append_entries(rpc).await;
         encode(m.group, &res)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
         let m = req.into_inner();
+        self.addressed(&m)?;
+        let rpc: VoteRequest<NodeId> = decode(&m)?;
+        self.check_sender(caller.as_ref(), sender_of(&rpc.vote))?;
         let g = self.group(&m).await?;
-        let res = g.raft.vote(decode(&m)?).await;
+        let res = g.raft.vote(rpc).await;
         encode(m.group, &res)
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let caller = req.extensions().get::<Caller>().cloned();
         let m = req.into_inner();
+        self.addressed(&m)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&m)?;
+        self.check_sender(caller.as_ref(), sender_of(&rpc.vote))?;
         let g = self.group(&m).await?;
-        let res = g.raft.install_snapshot(decode(&m)?).await;
+        let res = g.raft.install_snapshot(rpc).await;
         encode(m.group, &res)
     }
 

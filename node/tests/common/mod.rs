@@ -210,3 +210,32 @@ pub async fn placement_converged(c: &LocalCluster) -> Result<(), String> {
 pub async fn admin(c: &LocalCluster) -> keyraft_api::pb::admin_client::AdminClient<tonic::transport::Channel> {
     c.client().unwrap().admin(&c.nodes[0].grpc.to_string()).unwrap()
 }
+
+/// A channel to node `to` presenting `cert` (certificate, key) and trusting
+/// the cluster's CA, as a peer or tool would dial it.
+pub fn channel_as(c: &LocalCluster, cert: Option<&(PathBuf, PathBuf)>, to: usize) -> tonic::transport::Channel {
+    let t = c.tls().expect("the cluster runs TLS");
+    let state = keyraft_api::tls::TlsState::load(keyraft_api::tls::TlsFiles {
+        ca: t.ca.clone(),
+        cert: cert.map(|c| c.0.clone()),
+        key: cert.map(|c| c.1.clone()),
+        flags: keyraft_api::tls::FlagNames { ca: "ca", cert: "cert", key: "key" },
+        require_member: None,
+    })
+    .expect("load TLS files");
+    let connector = keyraft_api::tls::TlsConnector::new(&state).expect("connector");
+    tonic::transport::Endpoint::from_shared(format!("https://{}", c.nodes[to].grpc))
+        .unwrap()
+        .connect_with_connector_lazy(connector)
+}
+
+/// A raw Raft client to node `to` presenting node `member`'s certificate.
+pub fn raft_as(
+    c: &LocalCluster,
+    member: usize,
+    to: usize,
+) -> keyraft_api::pb::raft_client::RaftClient<tonic::transport::Channel> {
+    let t = c.tls().expect("the cluster runs TLS");
+    let cert = t.member(&c.nodes[member].name, &c.opts.host).expect("member certificate");
+    keyraft_api::pb::raft_client::RaftClient::new(channel_as(c, Some(&cert), to))
+}

@@ -177,6 +177,10 @@ fn node_container(kr: &KeyraftCluster, names: &Names, replicas: i32) -> Containe
             env("KEYRAFT_JOIN", join_seeds(names, replicas)),
             // Zones are recorded by the operator from Node labels, not by the pod.
             env("KEYRAFT_ZONE", String::new()),
+            // TLS from the operator (certificates in Secrets, its own admin
+            // client certificate) is not built yet: nodes refuse to start
+            // without TLS files unless told explicitly to serve plaintext.
+            env("KEYRAFT_INSECURE_PLAINTEXT", "true".into()),
         ]),
         // Cluster-wide settings (limits, default read level) from the ConfigMap.
         env_from: Some(vec![EnvFromSource {
