@@ -34,11 +34,12 @@ struct Cli {
     ca: Option<PathBuf>,
 
     /// PEM client certificate (URI SAN keyraft-role:admin or keyraft-role:client).
-    #[arg(long, env = "KEYRAFT_CERT", global = true, requires = "key")]
+    // Ids distinct from the `key` argument of put/get.
+    #[arg(id = "tls_cert", long = "cert", env = "KEYRAFT_CERT", global = true, requires = "tls_key")]
     cert: Option<PathBuf>,
 
     /// PEM private key of --cert.
-    #[arg(long, env = "KEYRAFT_KEY", global = true, requires = "cert")]
+    #[arg(id = "tls_key", long = "key", env = "KEYRAFT_KEY", global = true, requires = "tls_cert")]
     key: Option<PathBuf>,
 
     /// File holding a bearer token to authenticate with instead of --cert.
@@ -652,4 +653,19 @@ async fn local_up(
     }
     cluster.stop_all();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent_and_tls_flags_reach_every_command() {
+        Cli::command().debug_assert();
+        let cli =
+            Cli::try_parse_from(["keyraft", "--ca", "c", "--cert", "a", "--key", "k", "put", "key", "v"]).unwrap();
+        assert!(cli.ca.is_some() && cli.cert.is_some() && cli.key.is_some());
+        assert!(Cli::try_parse_from(["keyraft", "--cert", "a", "status"]).is_err(), "--cert needs --key");
+    }
 }
