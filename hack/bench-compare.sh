@@ -5,7 +5,7 @@
 # Keyraft nodes (16 partitions, replication factor 3). Prints one Markdown
 # table. Ratios are comparable within one run only.
 #   BENCH_SECONDS=10 (per row)  BENCH_WARMUP=2  BENCH_ROWS=w1,w16,w64,w256,lin64,ses64
-#   BENCH_SYSTEMS=etcd,keyraft  ETCD_BIN=etcd
+#   BENCH_SYSTEMS=etcd,keyraft  ETCD_BIN=etcd  BENCH_KEYRAFT_PLAINTEXT=1 (Keyraft without TLS)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARGO="${CARGO:-cargo}"

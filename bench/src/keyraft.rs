@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use keyraft_client::local::{LocalCluster, LocalOptions};
+use keyraft_client::local::{LocalCluster, LocalOptions, PLAINTEXT_FLAG};
 use keyraft_client::Client;
 
 use crate::{procstat, BenchError};
@@ -27,8 +27,16 @@ pub fn version(bin: &Path) -> Option<String> {
 
 impl KeyraftCluster {
     /// Starts `nodes` nodes under `dir`, bootstraps `partitions` partitions
-    /// replicated on every node, and waits for a leader of each.
-    pub async fn start(node_bin: &Path, dir: &Path, nodes: usize, partitions: u32) -> Result<Self, BenchError> {
+    /// replicated on every node, and waits for a leader of each. With `tls`
+    /// the nodes serve mutual TLS from a throwaway CA and the client presents
+    /// the admin certificate; without, they run `--insecure-plaintext`.
+    pub async fn start(
+        node_bin: &Path,
+        dir: &Path,
+        nodes: usize,
+        partitions: u32,
+        tls: bool,
+    ) -> Result<Self, BenchError> {
         let mut cluster = LocalCluster::new(LocalOptions {
             nodes,
             base_port: 0,
@@ -36,7 +44,7 @@ impl KeyraftCluster {
             data_dir: dir.to_path_buf(),
             node_bin: node_bin.to_path_buf(),
             cluster: "keyraft-bench".into(),
-            extra_args: Vec::new(),
+            extra_args: if tls { Vec::new() } else { vec![PLAINTEXT_FLAG.to_string()] },
         })
         .map_err(BenchError::io("keyraft cluster layout"))?;
         cluster.start_all().map_err(BenchError::io("keyraft nodes"))?;

@@ -48,6 +48,10 @@ struct Args {
     /// Default: next to this executable, then $PATH.
     #[arg(long, env = "KEYRAFT_NODE_BIN")]
     node_bin: Option<PathBuf>,
+    /// Run the Keyraft nodes with --insecure-plaintext (default: mutual TLS
+    /// with a throwaway CA, as `keyraft local up`), to measure what TLS costs.
+    #[arg(long, env = "BENCH_KEYRAFT_PLAINTEXT")]
+    keyraft_plaintext: bool,
 }
 
 fn selected_rows(ids: &[String]) -> Result<Vec<Row>> {
@@ -81,7 +85,7 @@ async fn run_system(system: System, a: &Args, node_bin: &Path, rows: &[Row], s: 
             Ok(measure::rows(&Target::Etcd(members), &cluster.pids(), rows, s, say).await?)
         }
         System::Keyraft => {
-            let k = KeyraftCluster::start(node_bin, dir.path(), MEMBERS, a.partitions).await?;
+            let k = KeyraftCluster::start(node_bin, dir.path(), MEMBERS, a.partitions, !a.keyraft_plaintext).await?;
             Ok(measure::rows(&Target::Keyraft(k.client.clone()), &k.pids, rows, s, say).await?)
         }
     }
@@ -115,8 +119,8 @@ async fn run(a: Args) -> Result<()> {
     println!(
         "{} and {}; {cpus} CPUs; 3 members each on loopback, one system at a time, fsync on; closed loop, \
          {}-byte values, {} keys (preloaded before the read rows), {} s per row after {} s of warm-up; \
-         Keyraft {} partitions, replication factor 3, through keyraft-client; etcd through its gRPC KV API, \
-         one channel per member. Latency over all operations of a row; CPU = utime + stime of the 3 members. \
+         Keyraft {} partitions, replication factor 3, {}, through keyraft-client; etcd through its gRPC KV \
+         API in plaintext, one channel per member. Latency over all operations of a row; CPU = utime + stime of the 3 members. \
          Load average (1 min) {load_before} before, {} after: the machine is shared, compare within one run.\n",
         etcd::version(&a.etcd_bin).unwrap_or_else(|| "etcd (version unknown)".into()),
         keyraft::version(&node_bin).unwrap_or_else(|| "keyraft-node (version unknown)".into()),
@@ -125,6 +129,7 @@ async fn run(a: Args) -> Result<()> {
         a.seconds,
         a.warmup,
         a.partitions,
+        if a.keyraft_plaintext { "plaintext (--insecure-plaintext)" } else { "mutual TLS" },
         loadavg(),
     );
     print!("{}", report::render(&table));

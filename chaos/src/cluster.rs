@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyraft_api::pb::admin_client::AdminClient;
+use keyraft_client::local::LocalTls;
 use keyraft_client::{pb, Client, ClientOptions};
 use tonic::transport::Channel;
 
@@ -36,6 +37,10 @@ pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     name: String,
+    /// The run's throwaway CA and credentials (under `<dir>/tls`): nodes
+    /// serve mutual TLS as in production, the nemesis calls Admin as admin
+    /// and the workload uses a client certificate.
+    tls: LocalTls,
     admin: Client,
 }
 
@@ -71,11 +76,21 @@ impl Cluster {
                 paused: false,
             });
         }
+        let name = format!("chaos-{}", std::process::id());
+        let tls = LocalTls::create_or_load(&dir.join("tls"), &name).map_err(ChaosError::io("issue TLS credentials"))?;
         let mut opts = ClientOptions::new(nodes.iter().map(|n| n.grpc.to_string()).collect());
         opts.timeout = Duration::from_secs(5);
         opts.attempt_timeout = Duration::from_secs(2);
+        opts.tls = Some(tls.options(&tls.admin));
         let admin = Client::new(opts).map_err(|e| ChaosError::Cluster(e.to_string()))?;
-        Ok(Cluster { nodes, bin, dir, name: format!("chaos-{}", std::process::id()), admin })
+        Ok(Cluster { nodes, bin, dir, name, tls, admin })
+    }
+
+    /// Options for a workload client: every node, TLS with the client role.
+    pub fn client_options(&self) -> ClientOptions {
+        let mut o = ClientOptions::new(self.endpoints());
+        o.tls = Some(self.tls.options(&self.tls.client));
+        o
     }
 
     /// Puts each node's data directory on its own tmpfs of `mib` MiB (root
@@ -146,6 +161,8 @@ impl Cluster {
             .open(&log_path)
             .map_err(ChaosError::io(format!("open {}", log_path.display())))?;
         let n = &self.nodes[i];
+        let (cert, key) =
+            self.tls.member(&n.name, &n.grpc.ip().to_string()).map_err(ChaosError::io("issue a node certificate"))?;
         let mut cmd = match &n.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -167,6 +184,12 @@ impl Cluster {
             .arg("--cluster")
             .arg(&self.name)
             .args(if n.join.is_empty() { vec![] } else { vec!["--join".to_string(), n.join.join(",")] })
+            .arg("--tls-ca")
+            .arg(&self.tls.ca)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(ChaosError::io("clone log handle"))?)
             .stderr(log);

@@ -7,7 +7,6 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use keyraft_client::ClientOptions;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -203,7 +202,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Summary, ChaosError> {
         return Err(ChaosError::Cluster("no fault family can run here".into()));
     }
 
-    let mut opts = ClientOptions::new(cluster.endpoints());
+    let mut opts = cluster.client_options();
     opts.timeout = cfg.op_timeout;
     opts.attempt_timeout = Duration::from_secs(3).min(cfg.op_timeout);
     let recording = Recording::start(opts, cfg.clients, cfg.groups, "", cfg.seed, cfg.op_pause).await?;

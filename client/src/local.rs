@@ -36,7 +36,9 @@ pub struct LocalTls {
 }
 
 impl LocalTls {
-    fn create_or_load(dir: &Path, cluster: &str) -> io::Result<LocalTls> {
+    /// The CA and the admin and client credentials under `dir`, issued on
+    /// first use (`cluster` names the CA) and read back afterwards.
+    pub fn create_or_load(dir: &Path, cluster: &str) -> io::Result<LocalTls> {
         let ca = dir.join("ca.pem");
         let ca_key = dir.join("ca-key.pem");
         let authority = if ca.is_file() && ca_key.is_file() {
