@@ -48,6 +48,8 @@ fn refused(fixture: &str, needles: &[&str]) {
     let out = Command::new(common::node_bin())
         .args(["--name", "node-0", "--cluster", "keyraft", "--listen", "127.0.0.1:0"])
         .args(["--http-listen", "127.0.0.1:0", "--advertise", "127.0.0.1:1"])
+        // The storage check is what is tested here, not the transport.
+        .arg("--insecure-plaintext")
         .arg("--data-dir")
         .arg(&dir)
         .env("KEYRAFT_LOG", "error")
