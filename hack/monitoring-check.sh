@@ -83,6 +83,9 @@ wait_for() {
 }
 ready() { for i in 0 1 2; do http_get "http://127.0.0.1:$((BASE_PORT + 1000 + i))/readyz" || return 1; done; }
 wait_for "three ready nodes" ready
+# The local cluster runs TLS: the admin certificate `keyraft local up` issued.
+export KEYRAFT_CA="${WORK}/data/tls/ca.pem" KEYRAFT_CERT="${WORK}/data/tls/admin.pem" \
+  KEYRAFT_KEY="${WORK}/data/tls/admin-key.pem"
 
 # Traffic, so the request series exist: writes, reads at two levels, a scan,
 # and one refused request (draining a member that does not exist).
