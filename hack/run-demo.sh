@@ -39,7 +39,17 @@ echo "== kubectl apply -f examples/basic.yaml"
 "${KUBECTL}" get kr basic
 
 EP="basic.default.svc:7000"
-echo "== data through the client Service ${EP}"
+# TLS is on: the client certificate the operator issued, from its Secret
+# (the README's kubectl recipe).
+CREDS="${ROOT}/keyraft-credentials"
+mkdir -p "${CREDS}"
+chmod 700 "${CREDS}"
+for k in ca.crt tls.crt tls.key; do
+  "${KUBECTL}" get secret basic-client-tls -o jsonpath="{.data.${k//./\\.}}" | base64 -d >"${CREDS}/${k}"
+done
+chmod 600 "${CREDS}/tls.key"
+export KEYRAFT_CA="${CREDS}/ca.crt" KEYRAFT_CERT="${CREDS}/tls.crt" KEYRAFT_KEY="${CREDS}/tls.key"
+echo "== data through the client Service ${EP} (mutual TLS, certificate from Secret basic-client-tls)"
 K="${ROOT}/target/debug/keyraft"
 "${K}" --endpoints "${EP}" put greeting "hello from keyraft on kubernetes"
 echo "get greeting -> $("${K}" --endpoints "${EP}" get greeting --consistency linearizable)"
@@ -48,6 +58,7 @@ cat <<MSG
 
 Keyraft is running under the operator on the local Kubernetes simulator.
   export KUBECONFIG=${KUBECONFIG}
+  export KEYRAFT_CA=${KEYRAFT_CA#"${ROOT}"/} KEYRAFT_CERT=${KEYRAFT_CERT#"${ROOT}"/} KEYRAFT_KEY=${KEYRAFT_KEY#"${ROOT}"/}
   ${KUBECTL#"${ROOT}"/} get kr,sts,pods,pvc
   ${KUBECTL#"${ROOT}"/} describe kr basic
   ${KUBECTL#"${ROOT}"/} scale kr/basic --replicas=5

@@ -30,7 +30,7 @@ const SETTLE: Duration = Duration::from_secs(300);
 /// level, delete, compare-and-swap, batch on six keys) is recorded, and the
 /// history checked for linearizability at the end (keyraft-chaos).
 async fn record(endpoints: Vec<String>, prefix: &str) -> Recording {
-    let mut opts = keyraft_client::ClientOptions::new(endpoints);
+    let mut opts = common::cluster::client_options(endpoints);
     opts.timeout = Duration::from_secs(20);
     Recording::start(opts, 2, 3, prefix, 14, Duration::from_millis(20)).await.expect("start the recorded clients")
 }

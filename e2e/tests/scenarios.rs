@@ -73,8 +73,56 @@ async fn a_three_node_cluster_from_the_example_becomes_available_and_keeps_every
     // Nothing changed underneath: still Running, same cluster.
     let after = env.wait_running(ns, "basic", 3, Duration::from_secs(30)).await;
     assert_eq!(after["status"]["clusterId"], kr["status"]["clusterId"]);
+    tls_is_on_and_enforced(&env, ns, "basic").await;
     eprintln!("{} writes acknowledged and read back; scenario took {:?}", tally.acked.len(), t0.elapsed());
     env.shutdown().await;
+}
+
+/// The cluster runs TLS by default: the client certificate taken from its
+/// Secret with kubectl (the README's recipe) reads and writes but may not
+/// call admin methods; a client without a certificate, or in plaintext, is
+/// refused with a message saying so.
+async fn tls_is_on_and_enforced(env: &Env, ns: &str, name: &str) {
+    use base64::Engine as _;
+    use keyraft_client::{Client, ClientOptions, TlsOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = format!("{name}-client-tls");
+    for (key, file) in [("ca\\.crt", "ca.pem"), ("tls\\.crt", "client.pem"), ("tls\\.key", "client-key.pem")] {
+        let jsonpath = format!("jsonpath={{.data.{key}}}");
+        let b64 = env.kubectl_ok(&["get", "secret", &secret, "-n", ns, "-o", &jsonpath]).await;
+        let pem = base64::engine::general_purpose::STANDARD.decode(b64.trim()).expect("base64 from kubectl");
+        std::fs::write(dir.path().join(file), pem).unwrap();
+    }
+    let ep = service_endpoint(ns, name);
+    let with = |cert: bool, tls: bool| {
+        let mut o = ClientOptions::new(vec![ep.clone()]);
+        o.timeout = Duration::from_secs(10);
+        o.tls = tls.then(|| TlsOptions {
+            ca: dir.path().join("ca.pem"),
+            cert: cert.then(|| dir.path().join("client.pem")),
+            key: cert.then(|| dir.path().join("client-key.pem")),
+        });
+        Client::new(o).expect("client options")
+    };
+
+    let app = with(true, true);
+    app.put("tls/app", "over mutual TLS").await.expect("a client certificate writes");
+    let back = app.get("tls/app", Some(keyraft_client::ConsistencyLevel::Linearizable)).await.unwrap();
+    assert_eq!(back.as_deref(), Some(&b"over mutual TLS"[..]));
+    let mut admin = app.admin(&ep).unwrap();
+    let refused = admin
+        .rebalance(keyraft_client::pb::RebalanceRequest { dry_run: true, max_moves: 1 })
+        .await
+        .expect_err("a client identity may not call Admin.Rebalance");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("admin"), "{}", refused.message());
+
+    let t = Instant::now();
+    let anonymous = with(false, true).put("tls/anonymous", "x").await.expect_err("no certificate, no token");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated, "{anonymous}");
+    let plaintext = with(false, false).put("tls/plaintext", "x").await.expect_err("plaintext to a TLS node");
+    assert!(t.elapsed() < Duration::from_secs(25), "refusals must not hang: {:?}", t.elapsed());
+    eprintln!("refused as expected: without a certificate: {anonymous}; in plaintext: {plaintext}");
 }
 
 /// Lines of `kubectl describe` output as (key, value) after trimming.
@@ -300,10 +348,12 @@ async fn a_cluster_created_again_over_retained_volumes_serves_its_old_data() {
     assert_eq!(env.cluster_objects(ns, "kept", "pvc").await, ["persistentvolumeclaim/data-kept-0"]);
 
     env.apply(ns, KEPT).await;
+    // The new cluster object has a CA of its own: its credentials are read
+    // once it runs.
+    let again = env.wait_running(ns, "kept", 1, CREATE).await;
     let c = client(pod_endpoints(ns, "kept", 1));
     let got = wait_for("kept-key readable again", CREATE, || async { c.get("kept-key", None).await.ok() }).await;
     assert_eq!(got.as_deref(), Some(&b"survives"[..]), "the retained claim's data");
-    let again = env.wait_running(ns, "kept", 1, CREATE).await;
     assert_eq!(again["status"]["clusterId"], first["status"]["clusterId"], "the same Raft cluster");
     assert_status_truthful(&env, ns, &again).await;
     env.shutdown().await;

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use keyraft_api::pb::{self, admin_client::AdminClient};
+use keyraft_api::tls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
 use keyraft_api::placement::NodeState;
@@ -15,27 +19,83 @@ use std::collections::BTreeMap;
 use crate::planner::{ClusterViewReport, GroupReport, MemberReport, MemberState, NodeReport, Role};
 use crate::{Error, Result};
 
-/// Reaches nodes by `<pod>.<headless>.<ns>.svc:7000`.
-#[derive(Clone, Debug)]
+/// Reaches nodes by `<pod>.<headless>.<ns>.svc:7000`, over mutual TLS with
+/// the admin certificate of the node's cluster.
+#[derive(Clone)]
 pub struct Admin {
     pub timeout: Duration,
-    /// Tests: every call goes to this address instead of the node's.
+    /// TLS of each cluster, by the DNS suffix its pods are reached under
+    /// (`<headless>.<ns>.svc`); the controller registers it every pass.
+    pub tls: Arc<RwLock<HashMap<String, TlsConnector>>>,
+    /// Tests: every call goes to this address instead of the node's, in
+    /// plaintext.
     #[cfg(test)]
     pub redirect: Option<String>,
 }
 
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+/// The DNS suffix of a pod address: `<headless>.<ns>.svc` of
+/// `<pod>.<headless>.<ns>.svc:7000`.
+fn cluster_suffix(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.split_once('.').map_or(host, |(_, rest)| rest)
+}
+
 impl Admin {
+    pub fn new(timeout: Duration) -> Admin {
+        Admin {
+            timeout,
+            tls: Arc::default(),
+            #[cfg(test)]
+            redirect: None,
+        }
+    }
+
+    /// From now on, nodes whose addresses end in `suffix` are reached over
+    /// TLS through `connector`.
+    pub fn set_tls(&self, suffix: &str, connector: TlsConnector) {
+        self.tls.write().unwrap_or_else(|e| e.into_inner()).insert(suffix.to_string(), connector);
+    }
+
+    /// Forgets a deleted cluster's TLS.
+    pub fn forget_tls(&self, suffix: &str) {
+        self.tls.write().unwrap_or_else(|e| e.into_inner()).remove(suffix);
+    }
+
     async fn client(&self, addr: &str) -> Result<AdminClient<Channel>> {
         #[cfg(test)]
-        let addr = self.redirect.as_deref().unwrap_or(addr);
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        if let Some(to) = &self.redirect {
+            return self.connect(to, None).await;
+        }
+        let tls = self.tls.read().unwrap_or_else(|e| e.into_inner()).get(cluster_suffix(addr)).cloned();
+        // Unit tests talk to fake nodes in plaintext; the operator never does.
+        if tls.is_none() && !cfg!(test) {
+            return Err(admin_err(addr, "no admin certificate for this cluster yet (see its TLS Secrets)"));
+        }
+        self.connect(addr, tls).await
+    }
+
+    async fn connect(&self, addr: &str, tls: Option<TlsConnector>) -> Result<AdminClient<Channel>> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| admin_err(addr, e))?
             .connect_timeout(self.timeout)
             .timeout(self.timeout);
-        let channel = tokio::time::timeout(self.timeout, endpoint.connect())
+        let connect = async {
+            match tls {
+                Some(c) => endpoint.connect_with_connector(c).await,
+                None => endpoint.connect().await,
+            }
+        };
+        let channel = tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| admin_err(addr, "connect timed out"))?
-            .map_err(|e| admin_err(addr, e))?;
+            .map_err(|e| admin_err(addr, error_text(&e)))?;
         Ok(AdminClient::new(channel))
     }
 
@@ -155,6 +215,21 @@ fn member_report(m: pb::MemberRecord) -> Result<MemberReport, String> {
     let state =
         MemberState::parse(&m.state).ok_or_else(|| format!("member {} has unknown state {:?}", m.id, m.state))?;
     Ok(MemberReport { id: m.id, name: m.name, state, zone: m.zone })
+}
+
+/// An error with its causes: a refused TLS handshake's reason is in the
+/// source chain of tonic's transport error.
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let m = c.to_string();
+        if !text.contains(&m) {
+            text = format!("{text}: {m}");
+        }
+        src = c.source();
+    }
+    text
 }
 
 fn admin_err(addr: &str, e: impl std::fmt::Display) -> Error {
@@ -408,7 +483,7 @@ mod tests {
         let node = std::sync::Arc::new(FakeNode::default());
         let addr = fake::serve(node.clone()).await;
 
-        let admin = Admin { timeout: Duration::from_secs(2), redirect: None };
+        let admin = Admin::new(Duration::from_secs(2));
         let report = admin.status(&addr).await.unwrap();
         assert_eq!(report.node_id, 3);
         assert!(!report.joined);
@@ -465,7 +540,7 @@ mod tests {
         node.status.lock().unwrap().node.as_mut().unwrap().joined = true;
         *node.departed.lock().unwrap() = true;
         let addr = fake::serve(node.clone()).await;
-        let admin = Admin { timeout: Duration::from_secs(2), redirect: None };
+        let admin = Admin::new(Duration::from_secs(2));
         let report = admin.status(&addr).await.unwrap();
         assert_eq!((report.node_id, report.joined, report.ready), (3, true, false));
         assert!(report.view.is_none() && report.partitions.is_empty(), "no stale view taken from it: {report:?}");
@@ -473,7 +548,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_node_is_an_error_within_the_timeout() {
-        let admin = Admin { timeout: Duration::from_millis(300), redirect: None };
+        let admin = Admin::new(Duration::from_millis(300));
         // Port 1 on loopback: nothing listens.
         let start = std::time::Instant::now();
         let err = admin.status("127.0.0.1:1").await.unwrap_err();

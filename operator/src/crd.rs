@@ -146,6 +146,12 @@ pub struct KeyraftClusterSpec {
     /// Additions to the pod template of every node.
     #[serde(default)]
     pub pod_template: PodTemplateOverrides,
+
+    /// TLS on the nodes' gRPC port: mutual TLS between nodes, client
+    /// certificates for applications and people, an admin certificate for
+    /// the operator. On by default, with certificates the operator issues.
+    #[serde(default)]
+    pub tls: TlsSpec,
 }
 
 fn default_image() -> String {
@@ -498,6 +504,95 @@ pub struct PodTemplateOverrides {
     /// PriorityClass of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+}
+
+/// Where the cluster's certificates come from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.mode != 'provided' || has(self.provided)",
+        "message": "tls.mode provided needs tls.provided.nodeSecret and tls.provided.operatorSecret naming the Secrets that hold the certificates",
+        "reason": "FieldValueRequired"
+    },
+    {
+        "rule": "self.mode == 'provided' || !has(self.provided)",
+        "message": "tls.provided is only read with tls.mode provided; remove it or set mode: provided",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "duration(has(self.certificateValidity) ? self.certificateValidity : '2160h') >= duration('1h')",
+        "message": "tls.certificateValidity must be at least 1h: certificates are renewed when a third of their validity remains",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct TlsSpec {
+    /// `operator` (default): the operator creates a CA for this cluster and
+    /// issues the node, admin and client certificates into Secrets
+    /// (`<name>-ca`, `<name>-node-tls`, `<name>-admin-tls`,
+    /// `<name>-client-tls`) and renews them before they expire; nodes reload
+    /// renewed certificates without a restart. `provided`: the Secrets named
+    /// in `provided` hold certificates issued elsewhere. Fixed at creation:
+    /// moving a running cluster to another CA needs a trust roll-over the
+    /// operator does not do yet.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self == oldSelf",
+            "message": "tls.mode is immutable: nodes would stop trusting each other half-way through a change of CA; create a new cluster to change it",
+            "reason": "FieldValueForbidden"
+        }
+    ]))]
+    pub mode: TlsMode,
+
+    /// Lifetime of the certificates the operator issues (mode operator), as
+    /// a duration such as 2160h (the default, 90 days) or 720h. A
+    /// certificate is renewed once less than a third of it remains. The CA
+    /// itself lasts ten years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub certificate_validity: Option<String>,
+
+    /// The Secrets of mode provided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provided: Option<ProvidedTls>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        TlsSpec { mode: TlsMode::Operator, certificate_validity: None, provided: None }
+    }
+}
+
+/// Who issues the certificates.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TlsMode {
+    /// The operator runs a CA per cluster and issues every certificate.
+    #[default]
+    Operator,
+    /// Existing Secrets named in `tls.provided`.
+    Provided,
+}
+
+/// Secrets holding certificates issued outside the operator, in the
+/// cluster's namespace. Certificates follow Keyraft's identity conventions:
+/// a node's names its member with the URI SAN `keyraft-member:<pod name>`,
+/// the operator's carries `keyraft-role:admin`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvidedTls {
+    /// Secret with `ca.crt` (the CA bundle every certificate chains to) and,
+    /// for every pod, `<pod>.crt` and `<pod>.key`, e.g. `basic-0.crt`. Each
+    /// node certificate also names the pod's DNS names
+    /// (`<pod>.<name>-headless.<namespace>.svc`) and the client Service
+    /// (`<name>.<namespace>.svc`).
+    #[schemars(length(min = 1, max = 253))]
+    pub node_secret: String,
+    /// Secret with `ca.crt`, `tls.crt` and `tls.key`: an admin client
+    /// certificate the operator reaches the nodes with.
+    #[schemars(length(min = 1, max = 253))]
+    pub operator_secret: String,
 }
 
 /// Observed state of a Keyraft cluster, written by the operator.

@@ -10,6 +10,7 @@ pub mod lease;
 pub mod metrics;
 pub mod planner;
 pub mod rbac;
+pub mod tls;
 
 /// Errors of the operator library.
 #[derive(Debug, thiserror::Error)]

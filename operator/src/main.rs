@@ -115,12 +115,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("leading: starting the controller");
 
-    let mut ctx = controller::Context::new(
-        client,
-        Admin { timeout: Duration::from_millis(args.admin_timeout_ms) },
-        metrics,
-        identity,
-    );
+    let mut ctx =
+        controller::Context::new(client, Admin::new(Duration::from_millis(args.admin_timeout_ms)), metrics, identity);
     // Destructive steps check the Lease before each call.
     ctx.leading = args.leader_election.then(|| lead_rx.clone());
     // `--watch-namespaces ""` (the chart's default) parses as one empty name.

@@ -41,6 +41,13 @@ pub const CLUSTER_RULES: &[Rule] = &[
         needed_by: "controller::run owns() (list, watch); server-side apply of both Services and the ConfigMap",
     },
     Rule {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get", "create", "patch"],
+        needed_by: "controller::certs::ensure_tls: reads the TLS Secrets (get), creates the CA Secret (create), \
+                    server-side apply of issued certificates (patch)",
+    },
+    Rule {
         api_group: "policy",
         resources: &["poddisruptionbudgets"],
         verbs: &["list", "watch", "create", "patch"],

@@ -168,4 +168,26 @@ mod tests {
         let again = Authority::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
         assert!(again.issue(&Holder::User { role: Role::Client, common_name: "app".into() }, DEFAULT_VALIDITY).is_ok());
     }
+
+    #[test]
+    fn tls_state_from_pem_in_memory_loads_and_names_its_source_on_errors() {
+        use crate::tls::TlsState;
+        let ca = Authority::new("test-ca", DEFAULT_VALIDITY).unwrap();
+        let a = ca.issue(&Holder::User { role: Role::Admin, common_name: "op".into() }, DEFAULT_VALIDITY).unwrap();
+        let st =
+            TlsState::from_pem("Secret ns/x", ca.cert_pem().as_bytes(), a.cert_pem.as_bytes(), a.key_pem.as_bytes())
+                .unwrap();
+        assert_eq!(st.own().unwrap().principal, Some(Principal::User { role: Role::Admin, who: "op".into() }));
+        assert!(!st.reload_if_changed().unwrap(), "nothing to reload in memory");
+        let other = ca.issue(&Holder::User { role: Role::Client, common_name: "c".into() }, DEFAULT_VALIDITY).unwrap();
+        let err = TlsState::from_pem(
+            "Secret ns/x",
+            ca.cert_pem().as_bytes(),
+            a.cert_pem.as_bytes(),
+            other.key_pem.as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Secret ns/x") && err.contains("does not go with"), "{err}");
+    }
 }

@@ -129,6 +129,15 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
     Ok(CertInfo { principal, common_name, not_after: v.not_after.timestamp(), not_before: v.not_before.timestamp() })
 }
 
+/// [`cert_info`] of the first certificate in a PEM text (a certificate
+/// file or a Secret's `tls.crt`).
+pub fn cert_info_pem(pem: &[u8]) -> Result<CertInfo, String> {
+    use rustls_pki_types::pem::PemObject;
+    let der =
+        rustls_pki_types::CertificateDer::from_pem_slice(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+    cert_info(&der)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ mod state;
 
 use std::path::PathBuf;
 
-pub use identity::{cert_info, CertInfo, Principal, Role, MEMBER_URI_PREFIX, ROLE_URI_PREFIX};
+pub use identity::{cert_info, cert_info_pem, CertInfo, Principal, Role, MEMBER_URI_PREFIX, ROLE_URI_PREFIX};
 pub use net::{tls_incoming, PeerConn, TlsConn, TlsConnector};
 pub use state::{provider, FlagNames, TlsFiles, TlsState};
 

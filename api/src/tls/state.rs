@@ -59,6 +59,8 @@ pub struct TlsState {
     /// The stamp of the last load that failed, so it is reported once.
     last_failed: RwLock<Vec<u8>>,
     last_check: std::sync::Mutex<std::time::Instant>,
+    /// Built from PEM in memory ([`TlsState::from_pem`]): nothing to reload.
+    in_memory: bool,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -97,8 +99,25 @@ impl TlsFiles {
         let stamp = self.stamp()?;
         let f = &self.flags;
         let ca_pem = read(f.ca, &self.ca)?;
+        let own = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((read(f.cert, cert)?, read(f.key, key)?)),
+            _ => None,
+        };
+        self.build(provider, stamp, &ca_pem, own)
+    }
+
+    /// Material from PEM bytes (read from the files, or given in memory);
+    /// errors name the flags and paths.
+    fn build(
+        &self,
+        provider: &Arc<CryptoProvider>,
+        stamp: Vec<u8>,
+        ca_pem: &[u8],
+        own: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Loaded, TlsError> {
+        let f = &self.flags;
         let mut roots = RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&ca_pem) {
+        for c in CertificateDer::pem_slice_iter(ca_pem) {
             let c = c.map_err(|e| invalid(f.ca, &self.ca, format!("not PEM certificates: {e}")))?;
             roots.add(c).map_err(|e| invalid(f.ca, &self.ca, format!("not a usable CA certificate: {e}")))?;
         }
@@ -109,7 +128,8 @@ impl TlsFiles {
         let (key, own) = match (&self.cert, &self.key) {
             (None, None) => (None, None),
             (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(f.cert, cert)?)
+                let (cert_pem, key_pem) = own.unwrap_or_default();
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
                     .collect::<Result<_, _>>()
                     .map_err(|e| invalid(f.cert, cert, format!("not PEM certificates: {e}")))?;
                 let leaf = chain.first().ok_or_else(|| invalid(f.cert, cert, "holds no certificate"))?;
@@ -124,7 +144,7 @@ impl TlsFiles {
                         ));
                     }
                 }
-                let pk = PrivateKeyDer::from_pem_slice(&read(f.key, key)?)
+                let pk = PrivateKeyDer::from_pem_slice(&key_pem)
                     .map_err(|e| invalid(f.key, key, format!("no PEM private key: {e}")))?;
                 let ck = CertifiedKey::from_der(chain, pk, provider)
                     .map_err(|e| invalid(f.key, key, format!("does not go with {}: {e}", cert.display())))?;
@@ -168,6 +188,31 @@ impl TlsState {
             current: RwLock::new(Arc::new(loaded)),
             last_failed: RwLock::new(Vec::new()),
             last_check: std::sync::Mutex::new(std::time::Instant::now()),
+            in_memory: false,
+        }))
+    }
+
+    /// Material given as PEM (a CA bundle, a certificate chain and its key)
+    /// rather than files: a program that reads its credentials from an API
+    /// (the operator, from Secrets) keeps keys off disk. `label` names the
+    /// source in errors; nothing is reloaded: build a new state for new PEM.
+    pub fn from_pem(label: &str, ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Arc<TlsState>, TlsError> {
+        let files = TlsFiles {
+            ca: PathBuf::from(label),
+            cert: Some(PathBuf::from(label)),
+            key: Some(PathBuf::from(label)),
+            flags: FlagNames { ca: "ca.crt", cert: "tls.crt", key: "tls.key" },
+            require_member: None,
+        };
+        let provider = provider();
+        let loaded = files.build(&provider, Vec::new(), ca, Some((cert.to_vec(), key.to_vec())))?;
+        Ok(Arc::new(TlsState {
+            files,
+            provider,
+            current: RwLock::new(Arc::new(loaded)),
+            last_failed: RwLock::new(Vec::new()),
+            last_check: std::sync::Mutex::new(std::time::Instant::now()),
+            in_memory: true,
         }))
     }
 
@@ -188,6 +233,9 @@ impl TlsState {
     /// switches to them. `Ok(true)` when the material changed. A failed load
     /// keeps the previous material (a rotation may be half-written).
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        if self.in_memory {
+            return Ok(false);
+        }
         let stamp = self.files.stamp()?;
         if stamp == self.current().stamp {
             return Ok(false);
@@ -207,6 +255,9 @@ impl TlsState {
     /// [`TlsState::reload_if_changed`] unless the last check was less than
     /// `every` ago; a failed load is reported once.
     pub fn reload_if_changed_at_most_every(&self, every: Duration) -> Result<bool, TlsError> {
+        if self.in_memory {
+            return Ok(false);
+        }
         {
             let mut last = self.last_check.lock().unwrap_or_else(|e| e.into_inner());
             if last.elapsed() < every {
@@ -224,10 +275,14 @@ impl TlsState {
     /// each change and each failed load once. Ends with the state.
     pub fn spawn_reloader(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
+        let in_memory = self.in_memory;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            if in_memory {
+                return;
+            }
             loop {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { return };

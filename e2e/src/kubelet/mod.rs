@@ -128,6 +128,7 @@ impl Kubelet {
                         let grace = p["metadata"]["deletionGracePeriodSeconds"].as_u64().unwrap_or(30);
                         let _ = h.stop.send(Some(Duration::from_secs(grace)));
                     }
+                    pod::refresh_projected(self, p, &h.volumes.lock().unwrap());
                     continue;
                 }
                 let terminal = matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));

@@ -34,18 +34,55 @@ fn pods_key() -> GroupResource {
     GroupResource::new("", "pods")
 }
 
+/// The files of a configMap or secret volume from the object as it is now:
+/// `None` for other volumes, `Some(None)` when the object is missing.
+fn projected(k: &Kubelet, ns: &str, v: &Value) -> Option<Option<BTreeMap<String, Vec<u8>>>> {
+    let objects = &k.inner.cfg.objects;
+    let (resource, name) = if let Some(cm) = v["configMap"]["name"].as_str() {
+        ("configmaps", cm)
+    } else {
+        ("secrets", v["secret"]["secretName"].as_str()?)
+    };
+    let Some(obj) = objects.store.get(&GroupResource::new("", resource), ns, name) else { return Some(None) };
+    let data = obj["data"].as_object().cloned().unwrap_or_default().into_iter().map(|(k, v)| {
+        let s = v.as_str().unwrap_or_default();
+        let bytes = if resource == "secrets" {
+            base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()
+        } else {
+            s.as_bytes().to_vec()
+        };
+        (k, bytes)
+    });
+    Some(Some(data.collect()))
+}
+
+/// Makes a volume directory hold exactly `data`: changed files are replaced
+/// atomically (a reader sees the old file or the new one), files whose key
+/// is gone are removed, unchanged files are left alone.
+fn write_files(dir: &std::path::Path, data: &BTreeMap<String, Vec<u8>>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (k, v) in data {
+        let path = dir.join(k);
+        if std::fs::read(&path).ok().as_ref() == Some(v) {
+            continue;
+        }
+        let tmp = dir.join(format!(".{k}.tmp"));
+        std::fs::write(&tmp, v).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| e.to_string())?;
+    }
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !data.contains_key(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
 /// Resolves the pod's volumes to host directories, or says what is missing.
 fn volumes(k: &Kubelet, pod: &Value, pod_dir: &std::path::Path) -> Result<BTreeMap<String, PathBuf>, String> {
     let objects = &k.inner.cfg.objects;
     let ns = namespace(pod);
     let mut out = BTreeMap::new();
-    let write_files = |dir: &PathBuf, data: BTreeMap<String, Vec<u8>>| -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        for (k, v) in data {
-            std::fs::write(dir.join(&k), v).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    };
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let vname = v["name"].as_str().unwrap_or_default().to_string();
         let dir = pod_dir.join("volumes").join(&vname);
@@ -63,38 +100,17 @@ fn volumes(k: &Kubelet, pod: &Value, pod_dir: &std::path::Path) -> Result<BTreeM
             let d = controllers::volumes::volume_dir(&k.inner.cfg.state_dir, &pvc);
             std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
             out.insert(vname, d);
-        } else if let Some(cm) = v["configMap"]["name"].as_str() {
-            let obj = objects.store.get(&GroupResource::new("", "configmaps"), ns, cm);
-            let data = obj
-                .as_ref()
-                .and_then(|o| o["data"].as_object().cloned())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.as_str().unwrap_or_default().as_bytes().to_vec()))
-                .collect();
-            if obj.is_none() && v["configMap"]["optional"] != true {
-                return Err(format!("configmap \"{cm}\" not found"));
-            }
-            write_files(&dir, data)?;
-            out.insert(vname, dir);
-        } else if let Some(secret) = v["secret"]["secretName"].as_str() {
-            let obj = objects.store.get(&GroupResource::new("", "secrets"), ns, secret);
-            let data = obj
-                .as_ref()
-                .and_then(|o| o["data"].as_object().cloned())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(v.as_str().unwrap_or_default())
-                        .unwrap_or_default();
-                    (k, bytes)
-                })
-                .collect();
-            if obj.is_none() && v["secret"]["optional"] != true {
-                return Err(format!("secret \"{secret}\" not found"));
-            }
-            write_files(&dir, data)?;
+        } else if let Some(data) = projected(k, ns, v) {
+            let (kind, src) = match v["configMap"]["name"].as_str() {
+                Some(cm) => ("configMap", cm),
+                None => ("secret", v["secret"]["secretName"].as_str().unwrap_or_default()),
+            };
+            let data = match data {
+                Some(d) => d,
+                None if v[kind]["optional"] == true => BTreeMap::new(),
+                None => return Err(format!("{} \"{src}\" not found", kind.to_lowercase())),
+            };
+            write_files(&dir, &data)?;
             out.insert(vname, dir);
         } else {
             // emptyDir and anything else: a fresh directory per pod.
@@ -103,6 +119,21 @@ fn volumes(k: &Kubelet, pod: &Value, pod_dir: &std::path::Path) -> Result<BTreeM
         }
     }
     Ok(out)
+}
+
+/// Brings a running pod's configMap and secret volumes up to date with
+/// their objects, as a kubelet does (there within a minute or so; here on
+/// the next sync), so a rotated certificate reaches the pod in place. A
+/// deleted object leaves the files as they were.
+pub(super) fn refresh_projected(k: &Kubelet, pod: &Value, dirs: &BTreeMap<String, PathBuf>) {
+    for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+        let Some(dir) = v["name"].as_str().and_then(|n| dirs.get(n)) else { continue };
+        if let Some(Some(data)) = projected(k, namespace(pod), v) {
+            if let Err(e) = write_files(dir, &data) {
+                tracing::warn!(pod = name(pod), volume = ?v["name"], "refresh volume: {e}");
+            }
+        }
+    }
 }
 
 impl Kubelet {

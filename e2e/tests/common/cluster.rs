@@ -3,14 +3,14 @@
 //! kubectl, their status read back, and a client workload that records every
 //! acknowledged write.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use keyraft_client::{pb, Client, ClientOptions, ConsistencyLevel};
+use keyraft_client::{pb, Client, ClientOptions, ConsistencyLevel, TlsOptions};
 use keyraft_e2e::Simulator;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
@@ -162,6 +162,7 @@ impl Env {
         loop {
             if let Some(kr) = self.cluster(ns, name).await {
                 if kr["status"]["observedGeneration"] == kr["metadata"]["generation"] && f(&kr) {
+                    self.fetch_credentials(ns, name).await;
                     return kr;
                 }
                 last = kr["status"].clone();
@@ -173,6 +174,36 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Reads the cluster's admin certificate from its Secret (`<name>-admin-tls`,
+    /// as a person would with kubectl) into files the clients of this test
+    /// process use for the cluster's endpoints (see [`client_options`]).
+    pub async fn fetch_credentials(&self, ns: &str, name: &str) {
+        let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.kube.clone(), ns);
+        let Some(secret) = api.get_opt(&format!("{name}-admin-tls")).await.expect("reading the admin Secret") else {
+            return;
+        };
+        let data = secret.data.unwrap_or_default();
+        let dir = std::env::temp_dir()
+            .join(format!("keyraft-e2e-credentials-{}", std::process::id()))
+            .join(format!("{ns}.{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (key, file) in [("ca.crt", "ca.pem"), ("tls.crt", "admin.pem"), ("tls.key", "admin-key.pem")] {
+            let bytes = &data.get(key).unwrap_or_else(|| panic!("{ns}/{name}-admin-tls has no {key}")).0;
+            // Replaced atomically: clients reread the files on their own.
+            let tmp = dir.join(format!("{file}.tmp"));
+            std::fs::write(&tmp, bytes).unwrap();
+            std::fs::rename(&tmp, dir.join(file)).unwrap();
+        }
+        CREDENTIALS.lock().unwrap().insert(
+            (ns.to_string(), name.to_string()),
+            TlsOptions {
+                ca: dir.join("ca.pem"),
+                cert: Some(dir.join("admin.pem")),
+                key: Some(dir.join("admin-key.pem")),
+            },
+        );
     }
 
     /// The zone label of the Node a pod runs on.
@@ -327,8 +358,35 @@ pub fn service_endpoint(ns: &str, name: &str) -> String {
     format!("{name}.{ns}.svc:7000")
 }
 
+/// Admin credentials of each cluster (namespace, name) this process has
+/// seen settle, from its Secret.
+static CREDENTIALS: Mutex<BTreeMap<(String, String), TlsOptions>> = Mutex::new(BTreeMap::new());
+
+/// The cluster (namespace, name) an endpoint of [`pod_endpoint`] or
+/// [`service_endpoint`] belongs to.
+fn cluster_of(endpoint: &str) -> Option<(String, String)> {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        [_pod, headless, ns, "svc", ..] if headless.ends_with("-headless") => {
+            Some((ns.to_string(), headless.trim_end_matches("-headless").to_string()))
+        }
+        [name, ns, "svc", ..] => Some((ns.to_string(), name.to_string())),
+        _ => None,
+    }
+}
+
+/// Client options for a cluster's endpoints: TLS with the admin certificate
+/// fetched when the cluster settled.
+pub fn client_options(endpoints: Vec<String>) -> ClientOptions {
+    let tls = endpoints.first().and_then(|e| cluster_of(e)).and_then(|c| CREDENTIALS.lock().unwrap().get(&c).cloned());
+    let mut o = ClientOptions::new(endpoints);
+    o.tls = tls;
+    o
+}
+
 pub fn client(endpoints: Vec<String>) -> Client {
-    Client::new(ClientOptions::new(endpoints)).expect("client")
+    Client::new(client_options(endpoints)).expect("client")
 }
 
 /// Admin.Status of one node, straight from its address: each call bounded

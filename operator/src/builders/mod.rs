@@ -112,7 +112,7 @@ fn owner_reference(kr: &KeyraftCluster) -> Result<OwnerReference> {
 }
 
 /// Metadata of an owned object: name, namespace, labels, owner reference.
-fn object_meta(kr: &KeyraftCluster, names: &Names, name: &str) -> Result<ObjectMeta> {
+pub(crate) fn object_meta(kr: &KeyraftCluster, names: &Names, name: &str) -> Result<ObjectMeta> {
     Ok(ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(names.namespace.clone()),

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     EnvVarSource, HTTPGetAction, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, TopologySpreadConstraint,
-    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -18,7 +18,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{image, labels, object_meta, selector_labels, Names, DATA_DIR, DATA_VOLUME, GRPC_PORT, HTTP_PORT};
 use crate::crd::{AntiAffinity, Constraint, KeyraftCluster};
+use crate::tls::{TlsSecrets, CA_CRT, MOUNT_DIR};
 use crate::Result;
+
+/// The volume of the node Secret (certificates).
+const TLS_VOLUME: &str = "tls";
 
 /// UID/GID the node runs as; the image must not need root.
 const NODE_UID: i64 = 10001;
@@ -41,12 +45,26 @@ pub fn statefulset(kr: &KeyraftCluster, replicas: i32) -> Result<StatefulSet> {
 
     let pod_spec = PodSpec {
         containers: vec![node_container(kr, &names, replicas)],
-        volumes: Some(vec![Volume {
-            // readOnlyRootFilesystem: scratch space for the process.
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                // readOnlyRootFilesystem: scratch space for the process.
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+            Volume {
+                // Updated in place by the kubelet when the Secret changes;
+                // the node rereads the files, so a renewal restarts nothing.
+                name: TLS_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(TlsSecrets::of(kr, &names).node),
+                    // Readable by the node's group (fsGroup) only.
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         // The node never talks to the Kubernetes API.
         automount_service_account_token: Some(false),
         security_context: Some(PodSecurityContext {
@@ -177,10 +195,11 @@ fn node_container(kr: &KeyraftCluster, names: &Names, replicas: i32) -> Containe
             env("KEYRAFT_JOIN", join_seeds(names, replicas)),
             // Zones are recorded by the operator from Node labels, not by the pod.
             env("KEYRAFT_ZONE", String::new()),
-            // TLS from the operator (certificates in Secrets, its own admin
-            // client certificate) is not built yet: nodes refuse to start
-            // without TLS files unless told explicitly to serve plaintext.
-            env("KEYRAFT_INSECURE_PLAINTEXT", "true".into()),
+            // Mutual TLS: the node's own certificate names its member
+            // (`keyraft-member:<pod>`), every peer and client must chain to the CA.
+            env("KEYRAFT_TLS_CA", format!("{MOUNT_DIR}/{CA_CRT}")),
+            env("KEYRAFT_TLS_CERT", format!("{MOUNT_DIR}/$(KEYRAFT_NAME).crt")),
+            env("KEYRAFT_TLS_KEY", format!("{MOUNT_DIR}/$(KEYRAFT_NAME).key")),
         ]),
         // Cluster-wide settings (limits, default read level) from the ConfigMap.
         env_from: Some(vec![EnvFromSource {
@@ -217,6 +236,12 @@ fn node_container(kr: &KeyraftCluster, names: &Names, replicas: i32) -> Containe
         volume_mounts: Some(vec![
             VolumeMount { name: DATA_VOLUME.into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
             VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+            VolumeMount {
+                name: TLS_VOLUME.into(),
+                mount_path: MOUNT_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     }

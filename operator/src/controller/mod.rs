@@ -35,6 +35,7 @@ use crate::planner::{self, cond, Action, ConditionUpdate, NodeObservation, Obser
 use crate::{Error, Result};
 
 mod act;
+mod certs;
 mod events;
 mod observe;
 mod status;
@@ -64,6 +65,8 @@ pub struct Context {
     pub leading: Option<tokio::sync::watch::Receiver<bool>>,
     /// Namespaces to watch; empty: every namespace.
     pub namespaces: Vec<String>,
+    /// The admin identity and TLS connector of each cluster.
+    tls: Mutex<HashMap<String, (crate::tls::OperatorIdentity, keyraft_api::tls::TlsConnector)>>,
 }
 
 impl Context {
@@ -79,6 +82,7 @@ impl Context {
             waits: Mutex::default(),
             leading: None,
             namespaces: Vec::new(),
+            tls: Mutex::default(),
         }
     }
 
@@ -238,6 +242,12 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
         Err(e) => return Err(e),
     };
     let ns = names.namespace.clone();
+    // Certificates first: the Secrets must hold a pod's certificate before
+    // the pod starts, and the nodes are reached with the admin certificate.
+    let tls_problem = certs::ensure_tls(kr, ctx, &names).await.err().map(|e| {
+        tracing::warn!(cluster = %key(kr), error = %e, "TLS not ready");
+        ConditionUpdate { type_: cond::DEGRADED, status: true, reason: "TlsNotReady".into(), message: e.to_string() }
+    });
     let Observed { obs, claim_templates } = observe(kr, ctx, &names).await?;
     let actions = planner::plan(&obs);
     tracing::debug!(cluster = %key(kr), ?actions, "planned");
@@ -301,6 +311,8 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
         }
     }
     ctx.record_waits(&key(kr), waits);
+    // Last, so the planner's view of health does not hide it.
+    conditions.extend(tls_problem);
 
     let status = build_status(kr, &obs, cluster_id, conditions);
     announce_degraded(ctx, kr, &status).await;
@@ -362,6 +374,7 @@ async fn apply_all(
 /// support it; this covers the rest).
 async fn cleanup(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let names = Names::of(kr)?;
+    certs::forget(ctx, kr, &names);
     if kr.spec.storage.reclaim_policy == crate::crd::ReclaimPolicy::Delete {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
         let pvcs = api.list(&ListParams::default().labels(&builders::selector_string(&names.cluster))).await?;

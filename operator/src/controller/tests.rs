@@ -198,12 +198,7 @@ mod act_tests {
         let log: Log = Arc::default();
         let url = fake_api(log.clone(), serde_json::to_value(&kr).unwrap(), vec![]).await;
         let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-        let ctx = Context::new(
-            client,
-            Admin { timeout: Duration::from_millis(200), redirect: None },
-            Arc::new(Metrics::new()),
-            "test".into(),
-        );
+        let ctx = Context::new(client, Admin::new(Duration::from_millis(200)), Arc::new(Metrics::new()), "test".into());
 
         let requeue = apply(&kr, &ctx).await.unwrap();
         assert_eq!(requeue, Requeue::requeue(Duration::from_secs(5)), "not settled yet");
@@ -310,7 +305,7 @@ mod act_tests {
             fake_api(log.clone(), serde_json::to_value(&kr).unwrap(), vec![("/statefulsets/kv", sts), ("/pods", pods)])
                 .await;
         let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-        let admin = Admin { timeout: Duration::from_secs(2), redirect: Some(node_addr) };
+        let admin = Admin { redirect: Some(node_addr), ..Admin::new(Duration::from_secs(2)) };
         let ctx = Context::new(client, admin, Arc::new(Metrics::new()), "test".into());
 
         apply(&kr, &ctx).await.unwrap();

@@ -1,0 +1,373 @@
+//! Certificates of a cluster (`spec.tls`): which Secrets hold them, and, in
+//! mode operator, what to issue or renew. Pure: the controller reads the
+//! Secrets, asks [`plan`] and writes what it returns.
+//!
+//! Mode operator keeps four Secrets, each owned by the cluster:
+//! - `<name>-ca`: the cluster's CA (`ca.crt`, `ca.key`); only the operator
+//!   reads it.
+//! - `<name>-node-tls`: `ca.crt` and, per pod, `<pod>.crt` / `<pod>.key`
+//!   with the URI SAN `keyraft-member:<pod>` and the pod's and client
+//!   Service's DNS names. Mounted into every node pod (a StatefulSet's pods
+//!   share one template, so every pod can read every member's key: the
+//!   member check keeps out other clusters, clients and mistakes, not a
+//!   compromised pod of the same cluster).
+//! - `<name>-admin-tls`: `ca.crt`, `tls.crt`, `tls.key` with
+//!   `keyraft-role:admin`; the operator reaches the nodes with it.
+//! - `<name>-client-tls`: the same with `keyraft-role:client`, for
+//!   applications (key-value calls and read-only Admin calls).
+//!
+//! A certificate is issued again when it is missing, was signed by another
+//! CA than the current one, or has less than a third of its validity left.
+//! Nodes and clients reread their files, so a renewal restarts nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use keyraft_api::tls::certgen::{Authority, Holder};
+use keyraft_api::tls::{cert_info_pem, Role};
+
+use crate::builders::Names;
+use crate::crd::{KeyraftCluster, TlsMode};
+use crate::{Error, Result};
+
+/// CA certificate key in every Secret.
+pub const CA_CRT: &str = "ca.crt";
+/// CA private key, in `<name>-ca` only.
+pub const CA_KEY: &str = "ca.key";
+/// Client certificate and key in the admin and client Secrets.
+pub const TLS_CRT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+/// Where node pods mount the node Secret.
+pub const MOUNT_DIR: &str = "/etc/keyraft/tls";
+/// Lifetime of the CA.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Lifetime of issued certificates when `tls.certificateValidity` is unset.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Common name of the operator's admin certificate.
+pub const OPERATOR_CN: &str = "keyraft-operator";
+
+/// The Secrets a cluster's TLS lives in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSecrets {
+    /// Mode operator: the CA Secret; `None` when certificates are provided.
+    pub ca: Option<String>,
+    /// Mounted into the node pods.
+    pub node: String,
+    /// The admin certificate the operator uses.
+    pub operator: String,
+    /// Mode operator: the client-role certificate for applications.
+    pub client: Option<String>,
+}
+
+impl TlsSecrets {
+    pub fn of(kr: &KeyraftCluster, names: &Names) -> TlsSecrets {
+        let c = &names.cluster;
+        match (kr.spec.tls.mode, &kr.spec.tls.provided) {
+            (TlsMode::Provided, Some(p)) => {
+                TlsSecrets { ca: None, node: p.node_secret.clone(), operator: p.operator_secret.clone(), client: None }
+            }
+            // The schema requires `provided` in mode provided.
+            _ => TlsSecrets {
+                ca: Some(format!("{c}-ca")),
+                node: format!("{c}-node-tls"),
+                operator: format!("{c}-admin-tls"),
+                client: Some(format!("{c}-client-tls")),
+            },
+        }
+    }
+}
+
+/// Lifetime of the certificates the operator issues for `kr`.
+pub fn validity(kr: &KeyraftCluster) -> Duration {
+    kr.spec.tls.certificate_validity.as_deref().and_then(crate::crd::parse_duration).unwrap_or(DEFAULT_VALIDITY)
+}
+
+/// Host names (and addresses) a node certificate names: the pod's stable
+/// DNS names, the client Service's names, and loopback for port-forwards.
+pub fn node_hosts(names: &Names, pod: &str) -> Vec<String> {
+    let (ns, h, c) = (&names.namespace, &names.headless, &names.client);
+    vec![
+        format!("{pod}.{h}.{ns}.svc"),
+        format!("{pod}.{h}.{ns}.svc.cluster.local"),
+        c.clone(),
+        format!("{c}.{ns}"),
+        format!("{c}.{ns}.svc"),
+        format!("{c}.{ns}.svc.cluster.local"),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ]
+}
+
+/// PEM of the admin identity the operator presents, with the CA to trust.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorIdentity {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl OperatorIdentity {
+    /// From the operator Secret's data; says which key is missing.
+    pub fn from_secret(name: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<OperatorIdentity> {
+        let get = |k: &str| {
+            data.get(k)
+                .and_then(|v| String::from_utf8(v.clone()).ok())
+                .ok_or_else(|| Error::Invalid(format!("Secret {name} has no {k}: the operator needs an admin certificate ({CA_CRT}, {TLS_CRT}, {TLS_KEY}) to reach the nodes")))
+        };
+        Ok(OperatorIdentity { ca: get(CA_CRT)?, cert: get(TLS_CRT)?, key: get(TLS_KEY)? })
+    }
+}
+
+/// What [`plan`] decided.
+#[derive(Debug, Default)]
+pub struct Issuance {
+    /// Secret name -> its complete new data, for the Secrets that change.
+    pub writes: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Whether the CA Secret is new (create it, never overwrite one).
+    pub new_ca: bool,
+    /// What was issued, for an Event: e.g. `basic-2 (new)`, `admin (renewal)`.
+    pub issued: Vec<String>,
+}
+
+/// Secret data as the controller read it (name -> key -> bytes; absent
+/// Secrets are missing from the map).
+pub type SecretsData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+fn text(data: Option<&BTreeMap<String, Vec<u8>>>, key: &str) -> Option<String> {
+    data.and_then(|d| d.get(key)).and_then(|v| String::from_utf8(v.clone()).ok())
+}
+
+/// Why a certificate must be issued (again), if it must.
+fn reissue_reason(
+    cert: Option<&str>,
+    signed_by_current: bool,
+    validity: Duration,
+    now: SystemTime,
+) -> Option<&'static str> {
+    let Some(cert) = cert else { return Some("new") };
+    if !signed_by_current {
+        return Some("new CA");
+    }
+    let Ok(info) = cert_info_pem(cert.as_bytes()) else { return Some("unreadable") };
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let left = info.not_after - now;
+    (left < (validity.as_secs() / 3) as i64).then_some("renewal")
+}
+
+/// Mode operator: the certificates to issue for pods `0..members` and the
+/// two client identities, given the Secrets as they are. Certificates of
+/// ordinals at or past `members` are dropped.
+pub fn plan(
+    kr: &KeyraftCluster,
+    names: &Names,
+    members: u32,
+    current: &SecretsData,
+    now: SystemTime,
+) -> Result<Issuance> {
+    let secrets = TlsSecrets::of(kr, names);
+    let (Some(ca_name), Some(client_name)) = (&secrets.ca, &secrets.client) else {
+        return Ok(Issuance::default());
+    };
+    let gen = |e: keyraft_api::tls::TlsError| Error::Invalid(format!("issuing certificates: {e}"));
+    let validity = validity(kr);
+    let mut out = Issuance::default();
+    let ca_data = current.get(ca_name);
+    let authority = match (text(ca_data, CA_CRT), text(ca_data, CA_KEY)) {
+        (Some(c), Some(k)) => Authority::from_pem(&c, &k).map_err(|e| {
+            Error::Invalid(format!("Secret {ca_name} does not hold a usable CA ({e}); delete it to start a new CA"))
+        })?,
+        _ => {
+            let a = Authority::new(&format!("keyraft {}/{} CA", names.namespace, names.cluster), CA_VALIDITY)
+                .map_err(gen)?;
+            out.new_ca = true;
+            out.writes.insert(
+                ca_name.clone(),
+                BTreeMap::from([
+                    (CA_CRT.to_string(), a.cert_pem().as_bytes().to_vec()),
+                    (CA_KEY.to_string(), a.key_pem().into_bytes()),
+                ]),
+            );
+            a
+        }
+    };
+    let ca_pem = authority.cert_pem().to_string();
+
+    // Node certificates, one pair per pod.
+    let node_data = current.get(&secrets.node);
+    let node_ca_current = text(node_data, CA_CRT).as_deref() == Some(ca_pem.as_str());
+    let mut node: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut node_changed = !node_ca_current;
+    node.insert(CA_CRT.into(), ca_pem.clone().into_bytes());
+    for ordinal in 0..members {
+        let pod = names.pod(ordinal);
+        let (crt, key) = (format!("{pod}.crt"), format!("{pod}.key"));
+        let have = text(node_data, &crt).filter(|_| node_data.is_some_and(|d| d.contains_key(&key)));
+        match reissue_reason(have.as_deref(), node_ca_current, validity, now) {
+            None => {
+                let d = node_data.expect("a certificate was read from it");
+                node.insert(crt.clone(), d[&crt].clone());
+                node.insert(key.clone(), d[&key].clone());
+            }
+            Some(why) => {
+                let holder = Holder::Member { name: pod.clone(), hosts: node_hosts(names, &pod) };
+                let issued = authority.issue(&holder, validity).map_err(gen)?;
+                node.insert(crt, issued.cert_pem.into_bytes());
+                node.insert(key, issued.key_pem.into_bytes());
+                out.issued.push(format!("{pod} ({why})"));
+                node_changed = true;
+            }
+        }
+    }
+    // Pairs of ordinals no longer in the cluster go.
+    if node_data.is_some_and(|d| d.keys().any(|k| !node.contains_key(k))) {
+        node_changed = true;
+    }
+    if node_changed {
+        out.writes.insert(secrets.node.clone(), node);
+    }
+
+    for (secret, role, cn) in [
+        (&secrets.operator, Role::Admin, OPERATOR_CN.to_string()),
+        (client_name, Role::Client, format!("{}-client", names.cluster)),
+    ] {
+        let data = current.get(secret);
+        let ca_current = text(data, CA_CRT).as_deref() == Some(ca_pem.as_str());
+        let have = text(data, TLS_CRT).filter(|_| data.is_some_and(|d| d.contains_key(TLS_KEY)));
+        if let Some(why) = reissue_reason(have.as_deref(), ca_current, validity, now) {
+            let issued = authority.issue(&Holder::User { role, common_name: cn }, validity).map_err(gen)?;
+            out.writes.insert(
+                secret.clone(),
+                BTreeMap::from([
+                    (CA_CRT.to_string(), ca_pem.clone().into_bytes()),
+                    (TLS_CRT.to_string(), issued.cert_pem.into_bytes()),
+                    (TLS_KEY.to_string(), issued.key_pem.into_bytes()),
+                ]),
+            );
+            out.issued.push(format!("{role} certificate ({why})"));
+        }
+    }
+    Ok(out)
+}
+
+/// A Secret of the cluster holding `data`.
+pub fn secret(kr: &KeyraftCluster, names: &Names, name: &str, data: BTreeMap<String, Vec<u8>>) -> Result<Secret> {
+    let type_ = if data.contains_key(TLS_CRT) { "kubernetes.io/tls" } else { "Opaque" };
+    Ok(Secret {
+        metadata: crate::builders::object_meta(kr, names, name)?,
+        type_: Some(type_.into()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        ..Secret::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::KeyraftClusterSpec;
+    use keyraft_api::tls::Principal;
+
+    fn cluster(validity: Option<&str>) -> (KeyraftCluster, Names) {
+        let mut kr = KeyraftCluster::new("basic", serde_yaml::from_str::<KeyraftClusterSpec>("replicas: 3").unwrap());
+        kr.metadata.namespace = Some("db".into());
+        kr.metadata.uid = Some("u1".into());
+        kr.spec.tls.certificate_validity = validity.map(str::to_string);
+        let names = Names::of(&kr).unwrap();
+        (kr, names)
+    }
+
+    fn apply(current: &mut SecretsData, i: &Issuance) {
+        for (k, v) in &i.writes {
+            current.insert(k.clone(), v.clone());
+        }
+    }
+
+    #[test]
+    fn first_pass_issues_everything_and_the_second_nothing() {
+        let (kr, names) = cluster(None);
+        let mut cur = SecretsData::new();
+        let first = plan(&kr, &names, 3, &cur, SystemTime::now()).unwrap();
+        assert!(first.new_ca);
+        assert_eq!(
+            first.writes.keys().cloned().collect::<Vec<_>>(),
+            ["basic-admin-tls", "basic-ca", "basic-client-tls", "basic-node-tls"]
+        );
+        let node = &first.writes["basic-node-tls"];
+        assert_eq!(node.len(), 1 + 3 * 2, "ca.crt and a pair per pod");
+        let info = cert_info_pem(&node["basic-1.crt"]).unwrap();
+        assert_eq!(info.principal, Some(Principal::Member("basic-1".into())));
+        let admin = cert_info_pem(&first.writes["basic-admin-tls"][TLS_CRT]).unwrap();
+        assert_eq!(admin.principal.and_then(|p| p.role()), Some(Role::Admin));
+        let client = cert_info_pem(&first.writes["basic-client-tls"][TLS_CRT]).unwrap();
+        assert_eq!(client.principal.and_then(|p| p.role()), Some(Role::Client));
+        apply(&mut cur, &first);
+        let second = plan(&kr, &names, 3, &cur, SystemTime::now()).unwrap();
+        assert!(second.writes.is_empty() && !second.new_ca, "{:?}", second.issued);
+    }
+
+    #[test]
+    fn scale_out_issues_only_the_new_pod_and_scale_in_drops_the_old() {
+        let (kr, names) = cluster(None);
+        let mut cur = SecretsData::new();
+        let first = plan(&kr, &names, 3, &cur, SystemTime::now()).unwrap();
+        apply(&mut cur, &first);
+        let before = cur["basic-node-tls"].clone();
+        let out = plan(&kr, &names, 4, &cur, SystemTime::now()).unwrap();
+        assert_eq!(out.issued, ["basic-3 (new)"]);
+        let node = &out.writes["basic-node-tls"];
+        assert_eq!(node["basic-0.crt"], before["basic-0.crt"], "kept");
+        apply(&mut cur, &out);
+        let out = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
+        assert!(out.issued.is_empty());
+        let node = &out.writes["basic-node-tls"];
+        assert!(!node.contains_key("basic-2.crt") && !node.contains_key("basic-3.key"));
+        assert!(node.contains_key("basic-1.key"));
+    }
+
+    #[test]
+    fn certificates_are_renewed_when_a_third_of_their_validity_is_left() {
+        let (kr, names) = cluster(Some("3h"));
+        let mut cur = SecretsData::new();
+        let t0 = SystemTime::now();
+        let first = plan(&kr, &names, 1, &cur, t0).unwrap();
+        apply(&mut cur, &first);
+        let early = plan(&kr, &names, 1, &cur, t0 + Duration::from_secs(3600)).unwrap();
+        assert!(early.writes.is_empty(), "{:?}", early.issued);
+        let late = plan(&kr, &names, 1, &cur, t0 + Duration::from_secs(2 * 3600 + 60)).unwrap();
+        assert!(!late.new_ca);
+        assert_eq!(late.issued, ["basic-0 (renewal)", "admin certificate (renewal)", "client certificate (renewal)"]);
+    }
+
+    #[test]
+    fn a_new_ca_reissues_every_certificate() {
+        let (kr, names) = cluster(None);
+        let mut cur = SecretsData::new();
+        let first = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
+        apply(&mut cur, &first);
+        cur.remove("basic-ca");
+        let out = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
+        assert!(out.new_ca);
+        assert_eq!(out.issued.len(), 4, "{:?}", out.issued);
+    }
+
+    #[test]
+    fn provided_mode_names_the_users_secrets_and_issues_nothing() {
+        let (mut kr, names) = cluster(None);
+        kr.spec.tls.mode = TlsMode::Provided;
+        kr.spec.tls.provided =
+            Some(crate::crd::ProvidedTls { node_secret: "mine".into(), operator_secret: "ops".into() });
+        let s = TlsSecrets::of(&kr, &names);
+        assert_eq!((s.node.as_str(), s.operator.as_str(), s.ca, s.client), ("mine", "ops", None, None));
+        assert!(plan(&kr, &names, 3, &SecretsData::new(), SystemTime::now()).unwrap().writes.is_empty());
+    }
+
+    #[test]
+    fn node_certificates_name_the_addresses_nodes_are_dialled_by() {
+        let (_, names) = cluster(None);
+        let hosts = node_hosts(&names, "basic-0");
+        assert!(hosts.contains(&"basic-0.basic-headless.db.svc".to_string()));
+        assert!(hosts.contains(&"basic.db.svc".to_string()));
+        assert_eq!(names.pod_address("basic-0"), format!("{}:7000", hosts[0]));
+    }
+}
