@@ -50,7 +50,7 @@ struct Args {
     node_bin: Option<PathBuf>,
     /// Run the Keyraft nodes with --insecure-plaintext (default: mutual TLS
     /// with a throwaway CA, as `keyraft local up`), to measure what TLS costs.
-    #[arg(long, env = "BENCH_KEYRAFT_PLAINTEXT")]
+    #[arg(long, env = "BENCH_KEYRAFT_PLAINTEXT", value_parser = clap::builder::BoolishValueParser::new())]
     keyraft_plaintext: bool,
 }
 
