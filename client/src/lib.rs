@@ -1,6 +1,7 @@
 //! Keyraft client library: [`Client`] for applications, [`local`] to run a
 //! cluster of real node processes on loopback, [`bench`] for load.
 
+pub mod backup;
 pub mod bench;
 mod client;
 mod error;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use keyraft_client::backup;
 use keyraft_client::bench::{self, BenchOptions};
 use keyraft_client::local::{find_node_bin, LocalCluster, LocalOptions, PLAINTEXT_FLAG};
 use keyraft_client::output::{self, Encoding, Format};
@@ -128,6 +129,11 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         clients: usize,
     },
+    /// Back up the cluster to object storage, list backups, restore one.
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
     /// Run a cluster of node processes on this machine.
     Local {
         #[command(subcommand)]
@@ -242,6 +248,161 @@ enum AdminCmd {
         #[arg(long, default_value_t = 4)]
         max_moves: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum BackupCmd {
+    /// Back up every partition of the cluster at --endpoints to URL/NAME/.
+    Create {
+        /// Where backups are kept: file:///DIR, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX.
+        #[arg(long)]
+        to: String,
+        /// Name of the backup (default keyraft-YYYYMMDDTHHMMSSZ, UTC).
+        #[arg(long)]
+        name: Option<String>,
+        /// Partitions streamed at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the complete backups at URL (those with a manifest).
+    List {
+        #[arg(long)]
+        at: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Restore backup NAME from URL into the (empty) cluster at --endpoints.
+    Restore {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        backup: String,
+        /// Partitions read or written at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Finish a restore that was interrupted: allow a target that holds keys.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Give up on an object request after retrying it (with backoff) for this many seconds.
+    #[arg(long, default_value_t = 180)]
+    retry_timeout: u64,
+}
+
+impl StoreArgs {
+    fn retry(&self) -> Duration {
+        Duration::from_secs(self.retry_timeout)
+    }
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+fn progress_bar() -> backup::Progress {
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix}: {bytes} ({bytes_per_sec}) {msg} [{elapsed_precise}]")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(500));
+    backup::Progress::new(bar)
+}
+
+async fn backup_cmd(cmd: BackupCmd, opts: ClientOptions, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        BackupCmd::Create { to, name, concurrency, store } => {
+            let name = name.unwrap_or_else(backup::default_name);
+            backup::check_name(&name)?;
+            let dest = backup::open(&to, store.retry(), true)?;
+            let client = Client::new(opts)?;
+            let t = std::time::Instant::now();
+            let o = backup::CreateOptions { concurrency, progress: progress_bar() };
+            let m = backup::create(&client, &dest, &name, &o).await?;
+            let secs = t.elapsed().as_secs_f64();
+            emit(format, &m, |m| {
+                let mut t = output::Table::new(&["PARTITION", ">APPLIED INDEX", ">KEYS", ">SIZE", "OBJECT"]);
+                for p in &m.partition_backups {
+                    t.row(vec![
+                        p.partition.to_string(),
+                        p.applied_index.to_string(),
+                        p.records.to_string(),
+                        human_bytes(p.size_bytes),
+                        p.object.clone(),
+                    ]);
+                }
+                t.render()
+            })?;
+            eprintln!(
+                "backup {name} complete at {to}: {} partitions, {} keys, {} in {secs:.1}s ({:.1} MiB/s)",
+                m.partitions,
+                m.records,
+                human_bytes(m.size_bytes),
+                m.size_bytes as f64 / 1048576.0 / secs.max(0.001)
+            );
+        }
+        BackupCmd::List { at, store } => {
+            let dest = backup::open(&at, store.retry(), false)?;
+            let (list, incomplete) = backup::list(&dest).await?;
+            emit(format, &list, |l| {
+                let mut t =
+                    output::Table::new(&["NAME", "COMPLETED", ">PARTITIONS", ">KEYS", ">SIZE", ">FORMAT", "CLUSTER"]);
+                for b in l {
+                    t.row(vec![
+                        b.name.clone(),
+                        b.completed_at.clone(),
+                        b.partitions.to_string(),
+                        b.records.to_string(),
+                        human_bytes(b.size_bytes),
+                        b.format_version.to_string(),
+                        b.cluster_id.clone(),
+                    ]);
+                }
+                t.render()
+            })?;
+            if !incomplete.is_empty() {
+                eprintln!("not listed (no manifest: failed or still running): {}", incomplete.join(", "));
+            }
+        }
+        BackupCmd::Restore { from, backup: name, concurrency, resume, store } => {
+            let dest = backup::open(&from, store.retry(), false)?;
+            let client = Client::new(opts)?;
+            let o = backup::RestoreOptions { concurrency, resume, progress: progress_bar() };
+            let r = backup::restore(&client, &dest, &name, &o).await?;
+            emit(format, &r, |r| {
+                format!(
+                    "restored backup {}: {} partitions, {} keys, {} of keys and values (checked in {:.1}s, written in {:.1}s)\n",
+                    r.backup,
+                    r.partitions,
+                    r.records,
+                    human_bytes(r.bytes),
+                    r.verify_seconds,
+                    r.write_seconds
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[derive(Subcommand)]
@@ -422,6 +583,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Local { cmd: LocalCmd::AddNode { index, data_dir, base_port, insecure_plaintext } } => {
             add_node(index, data_dir, base_port, cli.endpoints.clone(), insecure_plaintext).await?;
         }
+        Cmd::Backup { cmd } => backup_cmd(cmd, opts.clone(), cli.output).await?,
         Cmd::Admin { cmd } => admin(&client()?, cmd, cli.output).await?,
         Cmd::Placement => {
             let all = statuses(&client()?).await?;

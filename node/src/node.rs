@@ -200,7 +200,7 @@ impl Node {
         self.meta_rx.borrow().as_ref().map_or(ConsistencyLevel::Linearizable, |m| m.default_read)
     }
 
-    fn addr_of(&self, meta: &ClusterMeta, id: NodeId) -> Option<String> {
+    pub(crate) fn addr_of(&self, meta: &ClusterMeta, id: NodeId) -> Option<String> {
         if id == self.id() {
             return Some(self.cfg.advertise.clone());
         }

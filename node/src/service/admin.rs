@@ -252,6 +252,17 @@ impl Admin for AdminService {
         .await
     }
 
+    type BackupPartitionStream = tokio_stream::wrappers::ReceiverStream<super::backup::BackupItem>;
+
+    async fn backup_partition(
+        &self,
+        req: Request<pb::BackupPartitionRequest>,
+    ) -> Result<Response<Self::BackupPartitionStream>, Status> {
+        let rx =
+            observe(&self.node, "backup_partition", super::backup::start(self.node.clone(), req.into_inner())).await?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
     async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<Response<pb::CampaignResponse>, Status> {
         let leader = self.node.campaign(req.into_inner().group).await?;
         Ok(Response::new(pb::CampaignResponse { leader }))

@@ -1,6 +1,7 @@
 //! The gRPC services a node serves.
 
 pub mod admin;
+pub mod backup;
 pub mod kv;
 pub mod raft;
 

@@ -253,6 +253,31 @@ impl SmReader {
         Ok((items, false))
     }
 
+    /// Every key and value of the group, in key order, from ONE engine
+    /// snapshot, with the state (applied index, key count) of that same
+    /// snapshot. `on_state` sees the state before the first record; a
+    /// callback's error stops the walk and is returned. Nothing but the
+    /// record being passed is held in memory.
+    pub fn export(
+        &self,
+        on_state: impl FnOnce(&SmState) -> io::Result<()>,
+        mut on_record: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
+    ) -> io::Result<SmState> {
+        let snap = self.store.db.snapshot();
+        let st = read_state(&snap, &self.store.ks, self.group)?;
+        on_state(&st)?;
+        let base = data_key(self.group, st.gen, KIND_KV, &[]);
+        let range = match prefix_end(&base) {
+            Some(t) => snap.range(&self.store.ks, base.clone()..t),
+            None => snap.range(&self.store.ks, base.clone()..),
+        };
+        for kv in range {
+            let (k, v) = kv.into_inner().map_err(io_err)?;
+            on_record(&k[base.len()..], &v)?;
+        }
+        Ok(st)
+    }
+
     /// Number of keys and the applied index of the state counted.
     pub fn keys(&self) -> io::Result<u64> {
         Ok(self.store.state(self.group)?.keys)
