@@ -59,9 +59,12 @@ lint:
 unit:
 	$(CARGO) test --workspace --lib --bins
 
-# openraft's storage suite, then real node processes on loopback. One test at a time: each runs a cluster
+# openraft's storage suite, then real node processes on loopback (the backup
+# tests also run the keyraft CLI and moto, an S3-compatible server from PyPI). One test at a time: each runs a cluster
 # and fault timing on 2 cores should not depend on a neighbour's load.
 integration:
+	hack/s3-server.sh --install
+	$(CARGO) build -p keyraft-client --bin keyraft
 	$(CARGO) build -p keyraft-node --features failpoints
 	$(CARGO) test -p keyraft-node --test '*' -- --test-threads 1
 	$(CARGO) test -p keyraft-node --features failpoints --test crash_points -- --test-threads 1

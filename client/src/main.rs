@@ -371,7 +371,7 @@ async fn backup_cmd(cmd: BackupCmd, opts: ClientOptions, format: Format) -> anyh
         }
         BackupCmd::Restore { from, backup: name, concurrency, resume, store } => {
             let dest = backup::open(&from, store.retry(), false)?;
-            let client = Client::new(opts)?;
+            let client = Client::new(backup::restore_client_options(opts))?;
             let o = backup::RestoreOptions { concurrency, resume, progress: progress_bar() };
             let r = backup::restore(&client, &dest, &name, &o).await?;
             emit(format, &r, |r| {

@@ -17,6 +17,11 @@ use keyraft_client::backup::{self, CreateOptions, RestoreOptions};
 use keyraft_client::local::{scratch_dir, LocalCluster};
 use keyraft_client::{Client, ConsistencyLevel};
 
+/// Timings for a shared, loaded test machine (debug build), as in
+/// envelope.rs: a lone 1 MiB AppendEntries can exceed the default 200 ms
+/// heartbeat, which openraft also uses as its timeout.
+const SLOW_DISK: &[&str] = &["--heartbeat-ms", "1000", "--election-timeout-ms", "5000"];
+
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 /// An acknowledged live write: key, value, partition, log index.
 type Ack = (Vec<u8>, Vec<u8>, u32, u64);
@@ -148,6 +153,11 @@ fn check_exact(m: &backup::Manifest, pre: &State, acks: &[Ack], before_backup: u
     }
 }
 
+/// A client for restores (longer per-attempt timeout, as the CLI uses).
+fn restore_client(c: &LocalCluster) -> Client {
+    Client::new(backup::restore_client_options(keyraft_client::ClientOptions::new(c.endpoints()))).unwrap()
+}
+
 fn keyraft_bin() -> PathBuf {
     common::node_bin().with_file_name("keyraft")
 }
@@ -230,7 +240,7 @@ impl Drop for S3Server {
 async fn s3_backup_under_load_restores_each_partition_at_its_applied_index() {
     let bucket = "keyraft-test";
     let s3 = S3Server::start(bucket).await;
-    let mut src = common::cluster("backup-src", 3, 4, 3, &[]).await;
+    let mut src = common::cluster("backup-src", 3, 4, 3, SLOW_DISK).await;
     let c = src.client().unwrap();
     let pre = preload(&c, 4, 10_000, 3).await;
     let writers = Writers::start(&c, 4);
@@ -249,8 +259,8 @@ async fn s3_backup_under_load_restores_each_partition_at_its_applied_index() {
     assert!(incomplete.is_empty());
     common::cleanup(&mut src);
 
-    let mut dst = common::cluster("backup-dst", 3, 4, 3, &[]).await;
-    let r = backup::restore(&dst.client().unwrap(), &dest, "b1", &RestoreOptions::default()).await.expect("restore");
+    let mut dst = common::cluster("backup-dst", 3, 4, 3, SLOW_DISK).await;
+    let r = backup::restore(&restore_client(&dst), &dest, "b1", &RestoreOptions::default()).await.expect("restore");
     assert_eq!(r.records, m.records);
     let restored = state_by_partition(&dst, 4).await;
     check_exact(&m, &pre, &acks, before, &restored);
@@ -278,7 +288,7 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn bad_backups_and_bad_targets_are_refused_before_anything_is_written() {
     let dir = scratch_dir("backup-files");
     let url = format!("file://{}", dir.join("store").display());
-    let mut src = common::cluster("backup-files-src", 3, 4, 3, &[]).await;
+    let mut src = common::cluster("backup-files-src", 3, 4, 3, SLOW_DISK).await;
     let c = src.client().unwrap();
     let pre = preload(&c, 4, 2_000, 2).await;
     let dest = backup::open(&url, Duration::from_secs(5), true).unwrap();
@@ -315,8 +325,8 @@ async fn bad_backups_and_bad_targets_are_refused_before_anything_is_written() {
     let partial = variant("partial");
     std::fs::remove_file(partial.join("manifest.json")).unwrap();
 
-    let mut dst = common::cluster("backup-files-dst", 3, 4, 3, &[]).await;
-    let d = dst.client().unwrap();
+    let mut dst = common::cluster("backup-files-dst", 3, 4, 3, SLOW_DISK).await;
+    let d = restore_client(&dst);
     let refused = |name: &'static str| {
         let (d, dest) = (d.clone(), dest.clone());
         async move { format!("{:#}", backup::restore(&d, &dest, name, &RestoreOptions::default()).await.unwrap_err()) }
@@ -347,7 +357,7 @@ async fn bad_backups_and_bad_targets_are_refused_before_anything_is_written() {
     let e = format!("{:#}", backup::restore(&c, &dest, "good", &RestoreOptions::default()).await.unwrap_err());
     assert!(e.contains("the target cluster holds keys"), "{e}");
     // A target of another partition count.
-    let mut other = common::cluster("backup-files-other", 1, 2, 1, &[]).await;
+    let mut other = common::cluster("backup-files-other", 1, 2, 1, SLOW_DISK).await;
     let e = format!(
         "{:#}",
         backup::restore(&other.client().unwrap(), &dest, "good", &RestoreOptions::default()).await.unwrap_err()
@@ -389,7 +399,7 @@ async fn bad_backups_and_bad_targets_are_refused_before_anything_is_written() {
         &["--endpoints", &eps, "backup", "create", "--to", "s3://some-bucket/backups", "--retry-timeout", "2"],
         &unreachable,
     );
-    assert!(!ok && err.contains("cannot list s3://some-bucket/backups"), "{err}");
+    assert!(!ok && err.contains("cannot reach the backup destination s3://some-bucket/backups"), "{err}");
 
     common::cleanup(&mut dst);
     common::cleanup(&mut src);
@@ -403,7 +413,7 @@ async fn bad_backups_and_bad_targets_are_refused_before_anything_is_written() {
 async fn a_node_killed_mid_backup_leaves_a_complete_backup_or_no_manifest() {
     let dir = scratch_dir("backup-kill");
     let url = format!("file://{}", dir.join("store").display());
-    let mut src = common::cluster("backup-kill-src", 3, 4, 3, &[]).await;
+    let mut src = common::cluster("backup-kill-src", 3, 4, 3, SLOW_DISK).await;
     let c = src.client().unwrap();
     // About 48 MiB, so the streams are still running when the node dies.
     preload(&c, 4, 200, 48).await;

@@ -509,6 +509,15 @@ pub struct RestoreReport {
     pub write_seconds: f64,
 }
 
+/// Client options for a restore: a batch carrying a value at the 1 MiB limit
+/// may take seconds to commit on a busy cluster, so each attempt may take
+/// 30 s (not the default 4 s) and a write 120 s with its retries.
+pub fn restore_client_options(mut o: crate::ClientOptions) -> crate::ClientOptions {
+    o.attempt_timeout = o.attempt_timeout.max(Duration::from_secs(30));
+    o.timeout = o.timeout.max(Duration::from_secs(120));
+    o
+}
+
 /// Restores backup `name` from `dest` into the cluster `client` reaches.
 pub async fn restore(
     client: &Client,
