@@ -155,7 +155,14 @@ fn check_exact(m: &backup::Manifest, pre: &State, acks: &[Ack], before_backup: u
 
 /// A client for restores (longer per-attempt timeout, as the CLI uses).
 fn restore_client(c: &LocalCluster) -> Client {
-    Client::new(backup::restore_client_options(keyraft_client::ClientOptions::new(c.endpoints()))).unwrap()
+    Client::new(backup::restore_client_options(c.client_options())).unwrap()
+}
+
+/// The environment that gives the CLI the cluster's CA and admin certificate.
+fn admin_env(c: &LocalCluster) -> Vec<(&'static str, String)> {
+    let t = c.tls().expect("the cluster runs TLS");
+    let path = |p: &Path| p.display().to_string();
+    vec![("KEYRAFT_CA", path(&t.ca)), ("KEYRAFT_CERT", path(&t.admin.0)), ("KEYRAFT_KEY", path(&t.admin.1))]
 }
 
 fn keyraft_bin() -> PathBuf {
@@ -373,6 +380,8 @@ async fn bad_backups_and_bad_targets_are_refused_before_anything_is_written() {
 
     // The CLI: list as a table and as JSON.
     let eps = dst.endpoints().join(",");
+    let auth = admin_env(&dst);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (ok, out, err) = cli(&["backup", "list", "--at", &url], &[]);
     assert!(ok, "{err}");
     assert!(out.starts_with("NAME") && out.lines().any(|l| l.starts_with("good ")), "{out}");
@@ -383,18 +392,19 @@ async fn bad_backups_and_bad_targets_are_refused_before_anything_is_written() {
     let good = v.as_array().unwrap().iter().find(|b| b["name"] == "good").unwrap();
     assert_eq!((good["records"].as_u64(), good["partitions"].as_u64()), (Some(2_002), Some(4)));
     // Restoring through the CLI into a cluster with keys is refused.
-    let (ok, _, err) = cli(&["--endpoints", &eps, "backup", "restore", "--from", &url, "--backup", "good"], &[]);
+    let (ok, _, err) = cli(&["--endpoints", &eps, "backup", "restore", "--from", &url, "--backup", "good"], &auth);
     assert!(!ok && err.contains("the target cluster holds keys"), "{err}");
     // Missing credentials, and a destination nobody answers at.
-    let (ok, _, err) = cli(&["--endpoints", &eps, "backup", "create", "--to", "s3://some-bucket/backups"], &[]);
+    let (ok, _, err) = cli(&["--endpoints", &eps, "backup", "create", "--to", "s3://some-bucket/backups"], &auth);
     assert!(!ok && err.contains("s3://some-bucket/backups: no S3 credentials"), "{err}");
-    let unreachable = [
+    let mut unreachable = auth.clone();
+    unreachable.extend([
         ("AWS_ACCESS_KEY_ID", "x"),
         ("AWS_SECRET_ACCESS_KEY", "x"),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
         ("AWS_ALLOW_HTTP", "true"),
-    ];
+    ]);
     let (ok, _, err) = cli(
         &["--endpoints", &eps, "backup", "create", "--to", "s3://some-bucket/backups", "--retry-timeout", "2"],
         &unreachable,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use keyraft_api::limits::DEFAULT_MAX_VALUE_BYTES;
 use keyraft_client::local::LocalCluster;
-use keyraft_client::{Client, ClientOptions, ConsistencyLevel};
+use keyraft_client::{Client, ConsistencyLevel};
 
 const BIG_VALUES: u64 = 48;
 const SMALL_VALUES: u64 = 30_000;
@@ -52,8 +52,9 @@ fn small(i: u64) -> (String, Vec<u8>) {
 /// loaded machine a 1 MiB put in a debug build can take longer than the
 /// default attempt timeout, and each retry proposes the value again, which
 /// only adds to the backlog. Memory, not latency, is under test.
-fn patient(endpoints: Vec<String>, follow_leader_hints: bool) -> Client {
-    let mut o = ClientOptions::new(endpoints);
+fn patient(c: &LocalCluster, endpoints: Vec<String>, follow_leader_hints: bool) -> Client {
+    let mut o = c.client_options();
+    o.endpoints = endpoints;
     o.timeout = Duration::from_secs(180);
     o.attempt_timeout = Duration::from_secs(60);
     o.follow_leader_hints = follow_leader_hints;
@@ -118,7 +119,7 @@ fn check_rss(c: &LocalCluster, when: &str) {
 /// so every node's engine serves them.
 async fn check_values(c: &LocalCluster, when: &str) {
     for node in 0..3 {
-        let client = patient(vec![c.endpoints()[node].clone()], false);
+        let client = patient(c, vec![c.endpoints()[node].clone()], false);
         let items = (0..BIG_VALUES).map(big).chain((0..SMALL_VALUES).step_by(97).map(small));
         for (k, v) in items {
             let got = client.get(k.clone(), Some(ConsistencyLevel::Linearizable)).await;
@@ -161,7 +162,7 @@ async fn resident_memory_stays_bounded_with_several_times_more_data() {
         "10000",
     ];
     let mut c = common::cluster("memory", 3, 2, 3, &args).await;
-    let client = patient(c.endpoints(), true);
+    let client = patient(&c, c.endpoints(), true);
     let t = Instant::now();
     write(&client, (0..BIG_VALUES).map(big), 2).await;
     write(&client, (0..SMALL_VALUES).map(small), 32).await;

@@ -375,6 +375,13 @@ pub(crate) mod fake {
             let moves: Vec<pb::Move> = moves.into_iter().take(req.max_moves.max(1) as usize).collect();
             Ok(tonic::Response::new(pb::RebalanceResponse { applied: !req.dry_run && !moves.is_empty(), moves }))
         }
+        type BackupPartitionStream = futures::stream::Empty<Result<pb::BackupPartitionResponse, tonic::Status>>;
+        async fn backup_partition(
+            &self,
+            _: tonic::Request<pb::BackupPartitionRequest>,
+        ) -> Result<tonic::Response<Self::BackupPartitionStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("fake"))
+        }
         async fn join(
             &self,
             _: tonic::Request<pb::JoinRequest>,
