@@ -99,7 +99,8 @@ k8s-sim: tools
 
 crds:
 	$(CARGO) run -q -p keyraft-operator -- crd > crds/keyraftcluster.yaml
-	cp crds/keyraftcluster.yaml charts/keyraft-operator/crds/keyraftcluster.yaml
+	$(CARGO) run -q -p keyraft-operator -- crd backup > crds/keyraftbackup.yaml
+	cp crds/keyraftcluster.yaml crds/keyraftbackup.yaml charts/keyraft-operator/crds/
 
 # CRD drift and schema checks alone (chart-lint runs them too).
 crds-check:

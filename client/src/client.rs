@@ -158,6 +158,18 @@ fn retryable(s: &Status) -> bool {
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Client, ClientError> {
+        Self::build(opts, None)
+    }
+
+    /// A client presenting the identity of an already built TLS connector
+    /// (a program that holds its certificate in memory, not in files);
+    /// `opts.tls` is ignored.
+    pub fn with_connector(mut opts: ClientOptions, connector: TlsConnector) -> Result<Client, ClientError> {
+        opts.tls = Some(TlsOptions::default());
+        Self::build(opts, Some(connector))
+    }
+
+    fn build(opts: ClientOptions, connector: Option<TlsConnector>) -> Result<Client, ClientError> {
         let mut opts = opts;
         if opts.endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
@@ -179,9 +191,10 @@ impl Client {
             Endpoint::from_shared(format!("http://{e}"))
                 .map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?;
         }
-        let tls = match &opts.tls {
-            None => None,
-            Some(t) => {
+        let tls = match (&opts.tls, connector) {
+            (_, Some(c)) => Some(c),
+            (None, None) => None,
+            (Some(t), None) => {
                 let state = TlsState::load(TlsFiles {
                     ca: t.ca.clone(),
                     cert: t.cert.clone(),

@@ -23,11 +23,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the KeyraftCluster CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: KeyraftCluster (default)
+    /// or KeyraftBackup (`crd backup`).
+    Crd {
+        #[arg(value_enum, default_value = "cluster")]
+        kind: CrdKind,
+    },
     /// Run the controller against the cluster of the current kubeconfig or
     /// in-cluster service account.
     Run(RunArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    Cluster,
+    Backup,
 }
 
 #[derive(clap::Args)]
@@ -69,8 +79,11 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            print!("{}", crd::crd_yaml()?);
+        Command::Crd { kind } => {
+            match kind {
+                CrdKind::Cluster => print!("{}", crd::crd_yaml()?),
+                CrdKind::Backup => print!("{}", crd::backup_crd_yaml()?),
+            }
             Ok(())
         }
         Command::Run(args) => run(args).await,

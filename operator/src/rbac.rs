@@ -17,9 +17,23 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         api_group: "keyraft.io",
         resources: &["keyraftclusters"],
-        verbs: &["list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch"],
         needed_by:
-            "controller::run (Controller::new: list, watch); finalizer() adds/removes keyraft.io/cleanup (patch)",
+            "controller::run (Controller::new: list, watch); finalizer() adds/removes keyraft.io/cleanup (patch); \
+             controller::backup reads the cluster a backup names (get)",
+    },
+    Rule {
+        api_group: "keyraft.io",
+        resources: &["keyraftbackups"],
+        verbs: &["get", "list", "watch", "create", "delete"],
+        needed_by: "controller::backup::run (list, watch); controller::cluster_backup creates scheduled backups \
+             (create), lists them (list) and deletes expired ones (get, delete)",
+    },
+    Rule {
+        api_group: "keyraft.io",
+        resources: &["keyraftbackups/status"],
+        verbs: &["patch"],
+        needed_by: "controller::backup: server-side apply of a backup's status",
     },
     Rule {
         api_group: "keyraft.io",

@@ -5,20 +5,27 @@
 
 use std::path::PathBuf;
 
-use keyraft_operator::crd::{crd_yaml, KeyraftCluster};
+use keyraft_operator::crd::{backup_crd_yaml, crd_yaml, KeyraftBackup, KeyraftCluster};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `crds/keyraftcluster.yaml` and the chart's copy must be exactly what
-/// `keyraft-operator crd` prints; regenerate both with `make crds`.
+/// `crds/*.yaml` and the chart's copies must be exactly what
+/// `keyraft-operator crd [backup]` prints; regenerate them with `make crds`.
 #[test]
 fn crd_files_match_generated_crd() {
-    let want = crd_yaml().unwrap();
-    for rel in ["crds/keyraftcluster.yaml", "charts/keyraft-operator/crds/keyraftcluster.yaml"] {
-        let path = repo_root().join(rel);
+    for (file, want) in
+        [("keyraftcluster.yaml", crd_yaml().unwrap()), ("keyraftbackup.yaml", backup_crd_yaml().unwrap())]
+    {
+        crd_file_matches(file, &want);
+    }
+}
+
+fn crd_file_matches(file: &str, want: &str) {
+    for rel in [format!("crds/{file}"), format!("charts/keyraft-operator/crds/{file}")] {
+        let path = repo_root().join(&rel);
         let have =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
         assert!(
@@ -29,7 +36,12 @@ fn crd_files_match_generated_crd() {
 }
 
 fn schema() -> Value {
-    let crd = keyraft_operator::crd::crd();
+    schema_of(keyraft_operator::crd::crd())
+}
+
+fn schema_of(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
     serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
 }
 
@@ -44,7 +56,11 @@ fn manifest(spec: &str) -> Value {
 /// Every error the schema reports for `obj` (updated from `old` when given),
 /// as "path: message" lines.
 fn errors(obj: &Value, old: Option<&Value>) -> Vec<String> {
-    let schema = schema();
+    errors_in(&schema(), obj, old)
+}
+
+fn errors_in(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = schema.clone();
     let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&schema).unwrap();
     let mut out: Vec<String> = validator.iter_errors(obj).map(|e| format!("{}: {}", e.instance_path(), e)).collect();
     if let Err(cel) = kube::core::cel::Validator::new().validate(&schema, obj, old) {
@@ -61,6 +77,8 @@ fn good_manifests_pass() {
         "replicas: 3\nfailover: {timeout: 30s}\ntimeouts: {startup: 20s}",
         "replicas: 3\ntopology: {zoneKey: kubernetes.io/hostname, zones: [eu-west-1a, Zone_B.2]}",
         "replicas: 3\ntopology: {zoneKey: zone}",
+        "replicas: 3\nbackup: {destination: {url: 's3://bucket/keyraft', credentialsSecret: s3}, schedule: '0 3 * * *', retention: {count: 7, maxAge: 168h}}",
+        "replicas: 3\nbootstrap: {fromBackup: {destination: {url: 'file:///backups'}, backup: basic-20261201030000}}",
         "replicas: 5\nreplicationFactor: 5\npartitions: 1024\nversion: v0.2.0-rc.1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nstorage: {size: 500Mi, reclaimPolicy: Retain}\nfailover: {timeout: 1h30m}\ntimeouts: {drain: 30s, catchUp: 2m, ready: 90s, scaleIn: 1h, join: 5m, startup: 1h}\nconsistency: {defaultRead: session}\ntopology: {spread: required, antiAffinity: none, zones: [a, b, c]}",
     ] {
         let errs = errors(&manifest(spec), None);
@@ -119,6 +137,14 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
         ("replicas: 3\ntopology: {zoneKey: '-zone'}", "topology.zoneKey must be a node label key"),
         ("replicas: 3\ntopology: {zones: [a, 'b c']}", "every entry of topology.zones must be a label value"),
         ("replicas: 3\nupdateStrategy: {maxCatchUpLag: -1}", "/spec/updateStrategy/maxCatchUpLag"),
+        ("replicas: 3\nbackup: {schedule: '0 3 * * *'}", "destination"),
+        ("replicas: 3\nbackup: {destination: {url: '/var/backups'}}", "destination.url must be an object store URL"),
+        ("replicas: 3\nbackup: {destination: {url: 's3://b'}, retention: {count: 0}}", "/spec/backup/retention/count"),
+        (
+            "replicas: 3\nbackup: {destination: {url: 's3://b'}, retention: {maxAge: 7d}}",
+            "/spec/backup/retention/maxAge",
+        ),
+        ("replicas: 3\nbootstrap: {fromBackup: {destination: {url: 's3://b'}}}", "backup"),
     ];
     for (spec, fragment) in table {
         let errs = errors(&manifest(spec), None);
@@ -128,6 +154,37 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
         assert!(!errs.is_empty(), "{spec:?} was accepted");
         assert!(errs.iter().any(|e| e.contains(fragment)), "{spec:?}: no error names {fragment:?}: {errs:?}");
     }
+}
+
+/// KeyraftBackup: a cluster is required, the destination is a URL, and the
+/// spec never changes after creation.
+#[test]
+fn backup_manifests_are_checked() {
+    let schema = schema_of(<KeyraftBackup as kube::CustomResourceExt>::crd());
+    let backup = |spec: &str| -> Value {
+        serde_yaml::from_str(&format!(
+            "apiVersion: keyraft.io/v1alpha1\nkind: KeyraftBackup\nmetadata: {{name: b}}\nspec: {spec}\n"
+        ))
+        .unwrap()
+    };
+    let good = backup("{cluster: basic, destination: {url: 's3://bucket/x', credentialsSecret: s3}}");
+    assert!(errors_in(&schema, &good, None).is_empty(), "{:?}", errors_in(&schema, &good, None));
+    serde_json::from_value::<KeyraftBackup>(good.clone()).unwrap();
+    let errs = errors_in(&schema, &backup("{destination: {url: 's3://bucket/x'}}"), None);
+    assert!(errs.iter().any(|e| e.contains("cluster")), "{errs:?}");
+    let errs = errors_in(&schema, &backup("{cluster: basic, destination: {url: 'bucket'}}"), None);
+    assert!(errs.iter().any(|e| e.contains("destination.url must be an object store URL")), "{errs:?}");
+    let errs = errors_in(&schema, &backup("{cluster: other}"), Some(&good));
+    assert!(errs.iter().any(|e| e.contains("a KeyraftBackup's spec is immutable")), "{errs:?}");
+}
+
+#[test]
+fn bootstrap_is_immutable() {
+    let old = manifest("replicas: 3\nbootstrap: {fromBackup: {destination: {url: 's3://b'}, backup: a}}");
+    let new = manifest("replicas: 3\nbootstrap: {fromBackup: {destination: {url: 's3://b'}, backup: b}}");
+    let errs = errors(&new, Some(&old));
+    assert!(errs.iter().any(|e| e.contains("bootstrap is immutable")), "{errs:?}");
+    assert!(errors(&old, Some(&old)).is_empty());
 }
 
 #[test]

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tonic::Code;
 
 pub use format::{Manifest, PartitionBackup, FORMAT_VERSION};
-pub use store::{open, Destination};
+pub use store::{open, open_with, Credentials, Destination};
 
 use crate::Client;
 use format::{hex, ChunkBuilder, ChunkInfo, ChunkReader, CHUNK_TARGET_BYTES, MANIFEST};
@@ -480,6 +480,31 @@ pub async fn read_manifest(dest: &Destination, name: &str) -> anyhow::Result<Man
         bail!("{shown} is not a valid manifest: it must list partitions 0..{} once each, in order", m.partitions);
     }
     Ok(m)
+}
+
+/// Deletes backup `name`: the manifest first, so a backup half deleted is
+/// no longer listed or restorable, then its chunks. Deleting a backup that
+/// is not there succeeds.
+pub async fn delete(dest: &Destination, name: &str) -> anyhow::Result<()> {
+    check_name(name)?;
+    match dest.store.delete(&dest.path(name, MANIFEST)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(store::explain(e, &format!("cannot delete {}", dest.show(name, MANIFEST)))),
+    }
+    let objects: Vec<_> = dest
+        .store
+        .list(Some(&dest.dir(name)))
+        .map_ok(|o| o.location)
+        .try_collect()
+        .await
+        .map_err(|e| store::explain(e, &format!("cannot list backup {name} at {}", dest.url)))?;
+    for o in objects {
+        match dest.store.delete(&o).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store::explain(e, &format!("cannot delete {o} at {}", dest.url))),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone)]

@@ -50,6 +50,46 @@ pub fn retry_config(timeout: Duration) -> RetryConfig {
 /// Opens the destination at `url`. `create`: a `file://` directory is made
 /// when missing (a backup writes there); otherwise it must exist.
 pub fn open(url: &str, retry_timeout: Duration, create: bool) -> anyhow::Result<Destination> {
+    open_with(url, retry_timeout, create, &Credentials::Environment)
+}
+
+/// Where a destination's credentials and settings come from.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// This process's environment (the CLI).
+    Environment,
+    /// Only these settings, named as the environment variables would be
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, `GOOGLE_SERVICE_ACCOUNT_KEY`,
+    /// `AZURE_STORAGE_ACCOUNT_KEY`, ...): a Kubernetes Secret's keys. The
+    /// environment is not read, so one cluster's backups never use another's.
+    Settings(std::collections::BTreeMap<String, String>),
+}
+
+impl Credentials {
+    fn get(&self, key: &str) -> Option<String> {
+        match self {
+            Credentials::Environment => std::env::var(key).ok(),
+            Credentials::Settings(m) => m.get(key).cloned(),
+        }
+        .filter(|v| !v.is_empty())
+    }
+
+    /// The settings whose names start with `prefix` (`AWS_`), lower-cased
+    /// as object_store's config keys are.
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        match self {
+            Credentials::Environment => Vec::new(),
+            Credentials::Settings(m) => m
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// [`open`] with the credentials from `creds`.
+pub fn open_with(url: &str, retry_timeout: Duration, create: bool, creds: &Credentials) -> anyhow::Result<Destination> {
     // TLS for the cloud stores: rustls with ring. Installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let parsed = Url::parse(url).map_err(|e| {
@@ -74,29 +114,42 @@ pub fn open(url: &str, retry_timeout: Duration, create: bool) -> anyhow::Result<
             return Ok(Destination { store: Arc::new(fs), prefix: Path::default(), url: url.to_string() });
         }
         ObjectStoreScheme::AmazonS3 => {
-            check_aws_credentials(url)?;
-            Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .with_retry(retry)
-                    .build()
-                    .with_context(|| format!("cannot open {url}"))?,
-            )
+            check_aws_credentials(url, creds)?;
+            let mut b = match creds {
+                Credentials::Environment => object_store::aws::AmazonS3Builder::from_env(),
+                Credentials::Settings(_) => object_store::aws::AmazonS3Builder::new(),
+            };
+            for (k, v) in creds.with_prefix("AWS_") {
+                if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
+            Arc::new(b.with_url(url).with_retry(retry).build().with_context(|| format!("cannot open {url}"))?)
         }
-        ObjectStoreScheme::GoogleCloudStorage => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(url)
-                .with_retry(retry)
-                .build()
-                .with_context(|| format!("cannot open {url}"))?,
-        ),
-        ObjectStoreScheme::MicrosoftAzure => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(url)
-                .with_retry(retry)
-                .build()
-                .with_context(|| format!("cannot open {url}"))?,
-        ),
+        ObjectStoreScheme::GoogleCloudStorage => {
+            let mut b = match creds {
+                Credentials::Environment => object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                Credentials::Settings(_) => object_store::gcp::GoogleCloudStorageBuilder::new(),
+            };
+            for (k, v) in creds.with_prefix("GOOGLE_") {
+                if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
+            Arc::new(b.with_url(url).with_retry(retry).build().with_context(|| format!("cannot open {url}"))?)
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            let mut b = match creds {
+                Credentials::Environment => object_store::azure::MicrosoftAzureBuilder::from_env(),
+                Credentials::Settings(_) => object_store::azure::MicrosoftAzureBuilder::new(),
+            };
+            for (k, v) in creds.with_prefix("AZURE_") {
+                if let Ok(key) = k.parse::<object_store::azure::AzureConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
+            Arc::new(b.with_url(url).with_retry(retry).build().with_context(|| format!("cannot open {url}"))?)
+        }
         other => bail!("{url}: {other:?} URLs cannot hold backups; use file://, s3://, gs:// or az://"),
     };
     Ok(Destination { store, prefix, url: url.to_string() })
@@ -106,8 +159,8 @@ pub fn open(url: &str, retry_timeout: Duration, create: bool) -> anyhow::Result<
 /// than waiting on an instance-metadata endpoint that is not there.
 /// `KEYRAFT_BACKUP_INSTANCE_CREDENTIALS=1` lets the instance metadata (an
 /// EC2 instance role) provide them.
-fn check_aws_credentials(url: &str) -> anyhow::Result<()> {
-    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+fn check_aws_credentials(url: &str, creds: &Credentials) -> anyhow::Result<()> {
+    let set = |k: &str| creds.get(k).is_some();
     if set("AWS_ACCESS_KEY_ID") != set("AWS_SECRET_ACCESS_KEY") {
         bail!("{url}: credentials incomplete: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
     }
@@ -120,7 +173,7 @@ fn check_aws_credentials(url: &str) -> anyhow::Result<()> {
     ]
     .iter()
     .any(|k| set(k))
-        || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v == "true");
+        || creds.get("AWS_SKIP_SIGNATURE").is_some_and(|v| v == "true");
     if !any {
         bail!(
             "{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_WEB_IDENTITY_TOKEN_FILE; \

@@ -5,9 +5,9 @@
 
 use super::*;
 
-pub(super) async fn publish(
+pub(super) async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
-    kr: &KeyraftCluster,
+    kr: &K,
     type_: EventType,
     reason: &str,
     action: &str,

@@ -35,8 +35,12 @@ use crate::planner::{self, cond, Action, ConditionUpdate, NodeObservation, Obser
 use crate::{Error, Result};
 
 mod act;
+mod backup;
 mod certs;
+pub mod cluster_backup;
+mod cluster_restore;
 mod events;
+pub mod jobs;
 mod observe;
 mod status;
 #[cfg(test)]
@@ -67,6 +71,10 @@ pub struct Context {
     pub namespaces: Vec<String>,
     /// The admin identity and TLS connector of each cluster.
     tls: Mutex<HashMap<String, (crate::tls::OperatorIdentity, keyraft_api::tls::TlsConnector)>>,
+    /// Backups running in this process, by `namespace/name` of the KeyraftBackup.
+    backups: jobs::Jobs<keyraft_client::backup::Manifest>,
+    /// Restores running in this process, by `namespace/name` of the cluster.
+    restores: jobs::Jobs<cluster_restore::Restored>,
 }
 
 impl Context {
@@ -83,6 +91,8 @@ impl Context {
             leading: None,
             namespaces: Vec::new(),
             tls: Mutex::default(),
+            backups: jobs::Jobs::default(),
+            restores: jobs::Jobs::default(),
         }
     }
 
@@ -143,9 +153,11 @@ async fn run_in(
     let ns = namespace.as_deref();
     let ctx_watch = ctx.metrics.watches.clone();
     let clusters: Api<KeyraftCluster> = api(&client, ns);
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let backups = backup::run(ctx.clone(), api(&client, ns), shutdown.clone());
     let cfg = watcher::Config::default();
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    Controller::new(clusters, cfg.clone())
+    let clusters = Controller::new(clusters, cfg.clone())
         .owns(api::<StatefulSet>(&client, ns), managed.clone())
         .owns(api::<Service>(&client, ns), managed.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), managed.clone())
@@ -183,8 +195,8 @@ async fn run_in(
                     }
                 }
             }
-        })
-        .await;
+        });
+    futures::join!(clusters, backups);
 }
 
 fn key(kr: &KeyraftCluster) -> String {
@@ -314,12 +326,29 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     // Last, so the planner's view of health does not hide it.
     conditions.extend(tls_problem);
 
-    let status = build_status(kr, &obs, cluster_id, conditions);
+    // A restore decides Available until it is done; backups run once it is.
+    let bootstrapped = cluster_id.is_some();
+    let all_ready = !obs.pods.is_empty() && obs.pods.iter().filter(|p| p.ready).count() as i32 == kr.spec.replicas;
+    let restore = cluster_restore::step(ctx, kr, bootstrapped, all_ready).await;
+    conditions.retain(|c| !restore.conditions.iter().any(|r| r.type_ == c.type_));
+    conditions.extend(restore.conditions.iter().cloned());
+    let restoring = restore.status.as_ref().is_some_and(|r| r.phase != crate::crd::RestorePhase::Completed);
+    let (next_backup, backup_problem) = cluster_backup::step(ctx, kr, bootstrapped && !restoring).await;
+    conditions.extend(backup_problem);
+
+    let mut status = build_status(kr, &obs, cluster_id, conditions);
+    status.restore = restore.status;
+    if let Some(phase) = restore.phase {
+        status.phase = Some(phase);
+    }
     announce_degraded(ctx, kr, &status).await;
     write_status(ctx, kr, &status).await?;
 
-    let settled = status.phase == Some(Phase::Running) && !busy;
-    Ok(Requeue::requeue(if settled { Duration::from_secs(30) } else { Duration::from_secs(5) }))
+    let settled = status.phase == Some(Phase::Running) && !busy && !restore.busy;
+    let every = if settled { Duration::from_secs(30) } else { Duration::from_secs(5) };
+    // Wake for the next scheduled backup (at least a second later).
+    let every = next_backup.map_or(every, |n| every.min(n.max(Duration::from_secs(1))));
+    Ok(Requeue::requeue(every))
 }
 
 /// Server-side applies every owned object; returns the API server's
@@ -374,6 +403,7 @@ async fn apply_all(
 /// support it; this covers the rest).
 async fn cleanup(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let names = Names::of(kr)?;
+    ctx.restores.cancel(&key(kr));
     certs::forget(ctx, kr, &names);
     if kr.spec.storage.reclaim_policy == crate::crd::ReclaimPolicy::Delete {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);

@@ -117,6 +117,7 @@ pub fn build_status(
         observed_generation: generation,
         cluster_id,
         selector: Some(builders::selector_string(&obs.names.cluster)),
+        restore: old.restore,
     }
 }
 

@@ -16,6 +16,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod backup;
+pub use backup::*;
+
 /// API group of every Keyraft custom resource.
 pub const GROUP: &str = "keyraft.io";
 /// Annotation that stops every action on a cluster (status keeps updating).
@@ -152,6 +155,26 @@ pub struct KeyraftClusterSpec {
     /// the operator. On by default, with certificates the operator issues.
     #[serde(default)]
     pub tls: TlsSpec,
+
+    /// Scheduled backups to object storage and their retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ClusterBackupSpec>,
+
+    /// Where a new cluster's data comes from: empty, or a backup
+    /// (`fromBackup`). Fixed at creation.
+    #[serde(default, skip_serializing_if = "is_default")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self == oldSelf",
+            "message": "bootstrap is immutable: it says how the cluster was created; create a new cluster to restore another backup",
+            "reason": "FieldValueForbidden"
+        }
+    ]))]
+    pub bootstrap: BootstrapSpec,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn default_image() -> String {
@@ -636,6 +659,9 @@ pub struct KeyraftClusterStatus {
     /// Label selector of the pods, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// The restore of `spec.bootstrap.fromBackup`: which backup, how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
 }
 
 /// Lifecycle phase.
@@ -645,6 +671,9 @@ pub enum Phase {
     Pending,
     /// Waiting for every initial pod, then bootstrapping Raft.
     Bootstrapping,
+    /// Bootstrapped, and writing the keys of `spec.bootstrap.fromBackup`;
+    /// not Available until every key is in.
+    Restoring,
     /// Every member is ready and up to date.
     Running,
     /// Members are being added or decommissioned.
@@ -724,7 +753,15 @@ pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::
 /// chart's copy, printed by `keyraft-operator crd`.
 pub fn crd_yaml() -> Result<String, crate::Error> {
     let body = serde_yaml::to_string(&crd())?;
-    Ok(format!("# Generated from operator/src/crd.rs by `keyraft-operator crd`; do not edit.\n{body}"))
+    Ok(format!("# Generated from operator/src/crd/mod.rs by `keyraft-operator crd`; do not edit.\n{body}"))
+}
+
+/// The KeyraftBackup CRD as YAML: `crds/keyraftbackup.yaml` and the chart's
+/// copy, printed by `keyraft-operator crd backup`.
+pub fn backup_crd_yaml() -> Result<String, crate::Error> {
+    use kube::CustomResourceExt;
+    let body = serde_yaml::to_string(&KeyraftBackup::crd())?;
+    Ok(format!("# Generated from operator/src/crd/backup.rs by `keyraft-operator crd backup`; do not edit.\n{body}"))
 }
 
 impl KeyraftCluster {
