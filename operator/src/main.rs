@@ -133,6 +133,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Destructive steps check the Lease before each call.
     ctx.leading = args.leader_election.then(|| lead_rx.clone());
     // `--watch-namespaces ""` (the chart's default) parses as one empty name.
+    ctx.operator_namespace = Some(args.lease_namespace.clone());
     ctx.namespaces = args.watch_namespaces.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
     let ctx = Arc::new(ctx);
     // Stop on SIGTERM, or as soon as leadership is lost: a replica that

@@ -55,6 +55,13 @@ pub const CLUSTER_RULES: &[Rule] = &[
         needed_by: "controller::run owns() (list, watch); server-side apply of both Services and the ConfigMap",
     },
     Rule {
+        api_group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["create", "patch", "delete"],
+        needed_by: "controller::apply_all: server-side apply of the nodes' NetworkPolicy (patch; create when new); \
+             deleted when spec.networkPolicy.enabled is false (delete)",
+    },
+    Rule {
         api_group: "",
         resources: &["secrets"],
         verbs: &["get", "create", "patch"],

@@ -31,7 +31,39 @@ fn all_objects(kr: &KeyraftCluster) -> Vec<serde_yaml::Value> {
         v(serde_json::to_value(builders::client_service(kr).unwrap()).unwrap()),
         v(serde_json::to_value(builders::pod_disruption_budget(kr).unwrap()).unwrap()),
         v(serde_json::to_value(builders::config_map(kr).unwrap()).unwrap()),
+        v(serde_json::to_value(builders::network_policy(kr, Some("keyraft-system")).unwrap()).unwrap()),
     ]
+}
+
+/// The gRPC port is open to everyone unless `clients` narrows it, and then
+/// still to the cluster's own pods and the operator; the HTTP port always.
+#[test]
+fn network_policy_admits_peers_the_operator_and_the_named_clients() {
+    let open = builders::network_policy(&cluster("replicas: 3"), Some("ops")).unwrap().unwrap();
+    let rules = open.spec.unwrap().ingress.unwrap();
+    assert_eq!(rules.len(), 2);
+    assert!(rules.iter().all(|r| r.from.is_none()), "no clients named: every source may connect");
+    let port = |r: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        r.ports.as_ref().unwrap()[0].port.clone().unwrap()
+    };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!((port(&rules[0]), port(&rules[1])), (IntOrString::Int(7000), IntOrString::Int(8080)));
+
+    let narrowed = cluster("replicas: 3\nnetworkPolicy: {clients: [{podSelector: {matchLabels: {app: shop}}}]}");
+    let np = builders::network_policy(&narrowed, Some("ops")).unwrap().unwrap();
+    let grpc = &np.spec.unwrap().ingress.unwrap()[0];
+    let from = serde_json::to_value(grpc.from.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        from,
+        serde_json::json!([
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "t", "app.kubernetes.io/name": "keyraft"}}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}},
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "keyraft-operator"}}},
+            {"podSelector": {"matchLabels": {"app": "shop"}}}
+        ])
+    );
+    let off = cluster("replicas: 3\nnetworkPolicy: {enabled: false}");
+    assert!(builders::network_policy(&off, Some("ops")).unwrap().is_none());
 }
 
 #[test]

@@ -15,7 +15,10 @@ use kube::{Resource, ResourceExt};
 use crate::crd::KeyraftCluster;
 use crate::{Error, Result};
 
-pub use objects::{client_service, config_map, headless_service, pdb_max_unavailable, pod_disruption_budget};
+pub use objects::{
+    client_service, config_map, headless_service, network_policy, pdb_max_unavailable, pod_disruption_budget,
+    OPERATOR_POD_LABEL,
+};
 pub use statefulset::statefulset;
 
 /// gRPC port of every node (Kv, Raft, Admin).

@@ -1,9 +1,13 @@
-//! Services, PodDisruptionBudget and ConfigMap of a cluster.
+//! Services, PodDisruptionBudget, NetworkPolicy and ConfigMap of a cluster.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::statefulset::label_selector;
@@ -83,6 +87,59 @@ pub fn pod_disruption_budget(kr: &KeyraftCluster) -> Result<PodDisruptionBudget>
         }),
         ..PodDisruptionBudget::default()
     })
+}
+
+/// Label that selects the operator's pods (the chart's `app.kubernetes.io/name`).
+pub const OPERATOR_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "keyraft-operator");
+
+/// The NetworkPolicy of the nodes' pods (`spec.networkPolicy`): the gRPC
+/// port from the cluster's own pods, the operator's pods (in
+/// `operator_namespace`, or any namespace when unknown) and
+/// `spec.networkPolicy.clients` (everyone when empty); the HTTP port from
+/// anywhere. None when disabled.
+pub fn network_policy(kr: &KeyraftCluster, operator_namespace: Option<&str>) -> Result<Option<NetworkPolicy>> {
+    let names = Names::of(kr)?;
+    let spec = &kr.spec.network_policy;
+    if !spec.enabled {
+        return Ok(None);
+    }
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let own = NetworkPolicyPeer {
+        pod_selector: Some(label_selector(&selector_labels(&names.cluster))),
+        ..NetworkPolicyPeer::default()
+    };
+    let operator = NetworkPolicyPeer {
+        pod_selector: Some(label_selector(&BTreeMap::from([(
+            OPERATOR_POD_LABEL.0.to_string(),
+            OPERATOR_POD_LABEL.1.to_string(),
+        )]))),
+        namespace_selector: Some(match operator_namespace {
+            Some(ns) => label_selector(&BTreeMap::from([("kubernetes.io/metadata.name".to_string(), ns.to_string())])),
+            None => LabelSelector::default(),
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let mut from = vec![own, operator];
+    from.extend(spec.clients.iter().cloned());
+    let grpc = NetworkPolicyIngressRule {
+        // No `from` at all admits every source.
+        from: (!spec.clients.is_empty()).then_some(from),
+        ports: Some(vec![port(GRPC_PORT)]),
+    };
+    let http = NetworkPolicyIngressRule { from: None, ports: Some(vec![port(HTTP_PORT)]) };
+    Ok(Some(NetworkPolicy {
+        metadata: object_meta(kr, &names, &format!("{}-nodes", names.cluster))?,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(label_selector(&selector_labels(&names.cluster))),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![grpc, http]),
+            ..NetworkPolicySpec::default()
+        }),
+    }))
 }
 
 /// Cluster-wide node settings, read by every node as environment variables

@@ -20,9 +20,12 @@ pub enum JobState<T> {
     Done(Result<T, String>),
 }
 
-/// Tasks by key (`namespace/name`), each with the handle that stops it.
+/// A running task and the handle that stops it.
+type Task<T> = (JoinHandle<Result<T, String>>, AbortHandle);
+
+/// Tasks by key (`namespace/name`).
 pub struct Jobs<T> {
-    tasks: Mutex<HashMap<String, (JoinHandle<Result<T, String>>, AbortHandle)>>,
+    tasks: Mutex<HashMap<String, Task<T>>>,
 }
 
 impl<T> Default for Jobs<T> {

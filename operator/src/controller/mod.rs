@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -69,6 +70,8 @@ pub struct Context {
     pub leading: Option<tokio::sync::watch::Receiver<bool>>,
     /// Namespaces to watch; empty: every namespace.
     pub namespaces: Vec<String>,
+    /// The operator's own namespace: the nodes' NetworkPolicy admits its pods from there.
+    pub operator_namespace: Option<String>,
     /// The admin identity and TLS connector of each cluster.
     tls: Mutex<HashMap<String, (crate::tls::OperatorIdentity, keyraft_api::tls::TlsConnector)>>,
     /// Backups running in this process, by `namespace/name` of the KeyraftBackup.
@@ -90,6 +93,7 @@ impl Context {
             waits: Mutex::default(),
             leading: None,
             namespaces: Vec::new(),
+            operator_namespace: None,
             tls: Mutex::default(),
             backups: jobs::Jobs::default(),
             restores: jobs::Jobs::default(),
@@ -385,6 +389,16 @@ async fn apply_all(
     match builders::pod_disruption_budget(kr) {
         Ok(o) => note("PodDisruptionBudget", apply_object(client, ns, &o).await),
         Err(e) => note("PodDisruptionBudget", Err(e)),
+    }
+    match builders::network_policy(kr, ctx.operator_namespace.as_deref()) {
+        Ok(Some(o)) => note("NetworkPolicy", apply_object(client, ns, &o).await),
+        Ok(None) => {
+            // Turned off: remove the one an earlier spec made.
+            let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+            let name = format!("{}-nodes", names.cluster);
+            note("NetworkPolicy", delete_if_present(&api, &name).await.map_err(Error::from))
+        }
+        Err(e) => note("NetworkPolicy", Err(e)),
     }
     match builders::statefulset(kr, replicas) {
         Ok(mut sts) => {

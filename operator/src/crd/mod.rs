@@ -156,6 +156,11 @@ pub struct KeyraftClusterSpec {
     #[serde(default)]
     pub tls: TlsSpec,
 
+    /// A NetworkPolicy in front of the nodes: only the cluster's own pods,
+    /// the operator and `clients` reach the gRPC port. On by default.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
     /// Scheduled backups to object storage and their retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<ClusterBackupSpec>,
@@ -584,6 +589,32 @@ pub struct TlsSpec {
 impl Default for TlsSpec {
     fn default() -> Self {
         TlsSpec { mode: TlsMode::Operator, certificate_validity: None, provided: None }
+    }
+}
+
+/// The NetworkPolicy of a cluster's pods. Peers and clients share the gRPC
+/// port (7000), where mutual TLS tells them apart; the policy narrows who
+/// can open a connection at all. The HTTP port (8080: health, metrics)
+/// stays open to every source, for probes and Prometheus. It takes effect
+/// only with a network plugin that enforces NetworkPolicy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy `<name>-nodes` (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who else may reach the gRPC port, as NetworkPolicy peers
+    /// (`podSelector`, `namespaceSelector`, `ipBlock`), e.g. the pods of
+    /// one application. Empty (the default): every client may connect, and
+    /// authenticates with its certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub clients: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec { enabled: true, clients: Vec::new() }
     }
 }
 
