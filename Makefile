@@ -60,14 +60,14 @@ unit:
 	$(CARGO) test --workspace --lib --bins
 
 # openraft's storage suite, then real node processes on loopback (the backup
-# tests also run the keyraft CLI and moto, an S3-compatible server from PyPI). One test at a time: each runs a cluster
-# and fault timing on 2 cores should not depend on a neighbour's load.
+# tests also run the keyraft CLI and moto, an S3-compatible server from PyPI).
+# One build with failpoints serves every file (they stay off until a test
+# sets one; crash_points does). One test at a time: each runs a cluster and
+# fault timing on 2 cores should not depend on a neighbour's load.
 integration:
 	hack/s3-server.sh --install
 	$(CARGO) build -p keyraft-client --bin keyraft
-	$(CARGO) build -p keyraft-node --features failpoints
-	$(CARGO) test -p keyraft-node --test '*' -- --test-threads 1
-	$(CARGO) test -p keyraft-node --features failpoints --test crash_points -- --test-threads 1
+	$(CARGO) test -p keyraft-node --features failpoints --test '*' -- --test-threads 1
 	$(CARGO) test -p keyraft-operator --test builders
 
 # The nemesis (chaos/): faults from a seeded schedule while clients record a
@@ -87,9 +87,11 @@ chaos-short:
 	$(CARGO) test -p keyraft-chaos --test nemesis -- --test-threads 1 --nocapture
 
 # The local Kubernetes simulator driven by the real kubectl and Helm
-# (needs root: it writes pod DNS names into /etc/hosts while it runs).
+# (needs root: it writes pod DNS names into /etc/hosts while it runs). The
+# backup scenario also runs moto (an S3-compatible server) and the keyraft CLI.
 e2e: tools
-	$(CARGO) build -p keyraft-node -p keyraft-operator -p keyraft-e2e
+	hack/s3-server.sh --install
+	$(CARGO) build -p keyraft-node -p keyraft-operator -p keyraft-e2e -p keyraft-client
 	$(CARGO) test -p keyraft-e2e -- --test-threads 2
 
 # A simulator to point kubectl and helm at (kubeconfig written to ./kubeconfig).
