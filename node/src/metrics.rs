@@ -144,6 +144,7 @@ struct ScrapeGauges {
     wal_compactions: IntCounter,
     wal_size: IntGauge,
     snapshot_size: IntGauge,
+    tls_cert_expiry: IntGauge,
     member_replicas: IntGaugeVec,
     member_preferred_leaders: IntGaugeVec,
     partitions_moving: IntGauge,
@@ -228,6 +229,10 @@ impl Metrics {
                 "keyraft_snapshot_size_bytes",
                 "Bytes of the snapshot files being written, sent or received (temporary files under tmp/)",
             ),
+            tls_cert_expiry: gauge(
+                "keyraft_tls_certificate_expiry_timestamp_seconds",
+                "When the node's own TLS certificate, as last (re)loaded, expires (Unix seconds); 0 without TLS",
+            ),
             member_replicas: gauge_vec(
                 "keyraft_member_replicas",
                 "Partition replicas placed on each member, from the cluster metadata",
@@ -275,7 +280,7 @@ impl Metrics {
         for c in [&s.wal_fsyncs, &s.wal_entries, &s.wal_bytes, &s.wal_compactions] {
             reg(Box::new(c.clone()));
         }
-        for g in [&s.wal_size, &s.snapshot_size, &s.partitions_moving, &s.node_ready] {
+        for g in [&s.wal_size, &s.snapshot_size, &s.tls_cert_expiry, &s.partitions_moving, &s.node_ready] {
             reg(Box::new(g.clone()));
         }
         Self { registry, request_seconds, request_errors, proposal_errors, scrape }
@@ -354,6 +359,7 @@ pub fn render(node: &Node) -> String {
     mirror(&s.wal_compactions, w.segments_compacted.load(Ordering::Relaxed));
     s.wal_size.set(disk_usage(&node.cfg.data_dir.join("db"), &|n| n.ends_with(".jnl")) as i64);
     s.snapshot_size.set(crate::storage::snapshot::files_bytes(&node.cfg.data_dir.join("tmp")) as i64);
+    s.tls_cert_expiry.set(node.tls.as_ref().and_then(|t| t.own()).map_or(0, |c| c.not_after));
 
     let meta = node.meta_rx.borrow().clone();
     let mut moving = 0;

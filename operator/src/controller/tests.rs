@@ -216,6 +216,7 @@ mod act_tests {
                 "/api/v1/namespaces/ns/services/kv-headless",
                 "/api/v1/namespaces/ns/services/kv",
                 "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/kv",
+                "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/kv-nodes",
                 "/apis/apps/v1/namespaces/ns/statefulsets/kv",
             ]
         );
