@@ -3,7 +3,10 @@
 //! on-demand `KeyraftBackup`, scheduled backups and their retention
 //! (checked in the bucket with the `keyraft` CLI), and a new cluster
 //! restored from the on-demand backup by `spec.bootstrap.fromBackup` that
-//! serves every write acknowledged before the backup was requested.
+//! serves every write acknowledged before the backup was requested. The
+//! bad cases, cheap: a backup of a missing cluster, a backup without its
+//! credentials Secret, a restore into a cluster of another partition count;
+//! each fails with a message naming the cause.
 
 mod common;
 
@@ -236,6 +239,14 @@ async fn scheduled_and_on_demand_backups_to_s3_keep_their_retention_and_a_new_cl
         "spec": {"cluster": "src"},
     });
     env.apply(ns, &on_demand.to_string()).await;
+    // A destination whose credentials Secret does not exist.
+    let no_secret = json!({
+        "apiVersion": "keyraft.io/v1alpha1",
+        "kind": "KeyraftBackup",
+        "metadata": {"name": "no-secret"},
+        "spec": {"cluster": "src", "destination": {"url": url, "credentialsSecret": "no-such-secret"}},
+    });
+    env.apply(ns, &no_secret.to_string()).await;
     let b = wait_backup_final(&env, ns, "src-on-demand", Duration::from_secs(120)).await;
     let s = &b["status"];
     assert_eq!(s["phase"], "Completed", "on-demand backup: {s:#}");
@@ -311,6 +322,9 @@ async fn scheduled_and_on_demand_backups_to_s3_keep_their_retention_and_a_new_cl
     let from = json!({"destination": destination, "backup": "src-on-demand"});
     let spec = json!({"replicas": 3, "partitions": PARTITIONS, "bootstrap": {"fromBackup": from}});
     env.apply(ns, &manifest("restored", spec)).await;
+    // A restore the backup does not fit: 8 partitions, the backup has 4.
+    let spec = json!({"replicas": 1, "replicationFactor": 1, "partitions": 8, "bootstrap": {"fromBackup": from}});
+    env.apply(ns, &manifest("misfit", spec)).await;
     let (mut early, mut phases) = (Vec::new(), BTreeSet::new());
     let restored = env
         .wait_status(ns, "restored", "Running with the backup restored", CREATE, |kr| {
@@ -347,6 +361,25 @@ async fn scheduled_and_on_demand_backups_to_s3_keep_their_retention_and_a_new_cl
     let after =
         rc.get("after/new", Some(ConsistencyLevel::Linearizable)).await.expect("a read of the restored cluster");
     assert_eq!(after, None, "a key written after the backup completed");
+
+    // The restore that does not fit failed, saying why, and the cluster is
+    // not presented as Available.
+    let misfit = env
+        .wait_status(ns, "misfit", "restore Failed", CREATE, |kr| kr["status"]["restore"]["phase"] == "Failed")
+        .await;
+    let msg = misfit["status"]["restore"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("has 4 partitions but spec.partitions is 8"), "{:#}", misfit["status"]["restore"]);
+    let available = condition(&misfit, "Available").expect("an Available condition");
+    assert_eq!((&available["status"], &available["reason"]), (&json!("False"), &json!("RestoreFailed")), "{available}");
+    assert_eq!(misfit["status"]["phase"], "Degraded", "{:#}", misfit["status"]);
+    let notes = event_notes(&env, ns, "misfit", "RestoreFailed").await;
+    assert!(notes.iter().any(|n| n.contains("has 4 partitions")), "a RestoreFailed event: {notes:?}");
+
+    // A backup without its credentials Secret failed, naming the Secret.
+    let b = wait_backup_final(&env, ns, "no-secret", Duration::from_secs(30)).await;
+    assert_eq!(b["status"]["phase"], "Failed", "{b:#}");
+    let msg = b["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&format!("credentials Secret {ns}/no-such-secret does not exist")), "{msg:?}");
 
     // The backup of a cluster that does not exist failed, saying so.
     let orphan = wait_backup_final(&env, ns, "orphan", Duration::from_secs(30)).await;
