@@ -3,7 +3,7 @@
 //! is harmless); retention deletes a backup from the store, then its object.
 //! The schedule and the retention rule are pure functions, tested below.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use croner::Cron;
 use kube::api::PostParams;
 
@@ -27,13 +27,14 @@ pub fn parse_schedule(s: &str) -> Result<Cron, String> {
 /// schedule at or before `now` and after `last` (missed times collapse into
 /// the latest one). None when nothing is due.
 pub fn due(schedule: &Cron, last: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let prev = schedule.find_previous_occurrence(&now, true).ok()?;
+    // Whole seconds: croner keeps the start's fraction in what it finds.
+    let prev = schedule.find_previous_occurrence(&now.trunc_subsecs(0), true).ok()?;
     (prev > last).then_some(prev)
 }
 
 /// How long until the schedule's next time after `now`.
 pub fn until_next(schedule: &Cron, now: DateTime<Utc>) -> Option<Duration> {
-    let next = schedule.find_next_occurrence(&now, false).ok()?;
+    let next = schedule.find_next_occurrence(&now.trunc_subsecs(0), false).ok()?;
     (next - now).to_std().ok()
 }
 
@@ -199,6 +200,21 @@ mod tests {
         assert_eq!(until_next(&daily, t("2026-12-01T02:59:00Z")), Some(Duration::from_secs(60)));
         let name = scheduled_name("basic", t("2026-12-01T03:00:00Z"));
         assert_eq!(name, "basic-20261201030000");
+    }
+
+    #[test]
+    fn due_times_are_the_schedules_whole_seconds() {
+        let every15 = parse_schedule("*/15 * * * * *").unwrap();
+        let now = t("2026-12-01T11:24:07.822Z");
+        assert_eq!(due(&every15, t("2026-12-01T11:23:45Z"), now), Some(t("2026-12-01T11:24:00Z")));
+        assert_eq!(due(&every15, t("2026-12-01T11:24:00Z"), now), None);
+        // A time taken by an earlier version, with a fraction, is not due again.
+        assert_eq!(due(&every15, t("2026-12-01T11:24:00.5Z"), now), None);
+        assert_eq!(until_next(&every15, now), Some(Duration::from_millis(7178)));
+        assert_eq!(until_next(&every15, t("2026-12-01T11:24:15Z")), Some(Duration::from_secs(15)));
+        let daily = parse_schedule("0 3 * * *").unwrap();
+        let at = due(&daily, t("2026-11-30T03:00:00Z"), t("2026-12-01T10:00:00.25Z"));
+        assert_eq!(at, Some(t("2026-12-01T03:00:00Z")));
     }
 
     fn kept(name: &str, at: &str, phase: BackupPhase) -> Kept {
