@@ -10,8 +10,10 @@ use super::jobs::JobState;
 use super::*;
 use crate::crd::{RestorePhase, RestoreStatus};
 
-/// What a finished restore reports: the source cluster's id and the counts.
-pub type Restored = (String, kb::RestoreReport);
+/// What a finished restore reports: the source cluster's id, the counts,
+/// and when this run started (kept here too: a pass that read a cached
+/// object older than the status that recorded it would drop it).
+pub type Restored = (String, kb::RestoreReport, String);
 
 /// What the restore adds to a pass's status.
 #[derive(Default)]
@@ -38,8 +40,9 @@ pub(super) async fn step(ctx: &Context, kr: &KeyraftCluster, bootstrapped: bool,
     let ckey = key(kr);
     match (restore.phase, ctx.restores.state(&ckey)) {
         (RestorePhase::Completed, _) => return RestoreStep { status: Some(restore), ..Default::default() },
-        (_, JobState::Done(Ok((source, report)))) => {
+        (_, JobState::Done(Ok((source, report, started_at)))) => {
             restore.phase = RestorePhase::Completed;
+            restore.started_at = Some(started_at);
             restore.source_cluster_id = Some(source);
             restore.records = Some(report.records);
             restore.completed_at = Some(Timestamp::now().to_string());
@@ -59,15 +62,33 @@ pub(super) async fn step(ctx: &Context, kr: &KeyraftCluster, bootstrapped: bool,
         (RestorePhase::Running, JobState::Absent) => {
             // Every pod ready first: the restore writes to every partition.
             if bootstrapped && all_ready && ctx.leading() {
-                // A restore that had started was cut off by an operator
-                // restart: the keys it wrote are written again.
-                let resume = was.as_ref().is_some_and(|r| r.started_at.is_some());
-                match start(ctx, kr, from, resume).await {
-                    Ok(()) => restore.started_at = Some(Timestamp::now().to_string()),
-                    Err(e) => {
-                        restore.phase = RestorePhase::Failed;
-                        restore.message = Some(e.clone());
-                        publish(ctx, kr, EventType::Warning, "RestoreFailed", "Restore", e).await;
+                // The cached object may be older than this operator's last
+                // status write: a restore that completed a pass ago must
+                // not run again (over keys written since), so the API
+                // server's status decides.
+                let api: Api<KeyraftCluster> = Api::namespaced(ctx.client.clone(), &kr.namespace().unwrap_or_default());
+                match api.get(&kr.name_any()).await {
+                    Err(e) => tracing::warn!(cluster = %ckey, error = %e, "cannot read the restore status; next pass"),
+                    Ok(fresh) => {
+                        let fresh = fresh.status.and_then(|s| s.restore);
+                        // A restore that had started was cut off by an
+                        // operator restart: the keys it wrote are written again.
+                        let resume = fresh.as_ref().is_some_and(|r| r.started_at.is_some());
+                        match fresh.filter(|r| r.phase != RestorePhase::Running) {
+                            Some(done) => restore = done,
+                            None => match start(ctx, kr, from, resume).await {
+                                Ok(Some(started_at)) => restore.started_at = Some(started_at),
+                                // Not reachable yet (the pass that bootstrapped
+                                // it has no members in the cached status): a
+                                // wait, not a failure.
+                                Ok(None) => {}
+                                Err(e) => {
+                                    restore.phase = RestorePhase::Failed;
+                                    restore.message = Some(e.clone());
+                                    publish(ctx, kr, EventType::Warning, "RestoreFailed", "Restore", e).await;
+                                }
+                            },
+                        }
                     }
                 }
             }
@@ -116,16 +137,25 @@ pub(super) async fn step(ctx: &Context, kr: &KeyraftCluster, bootstrapped: bool,
     out
 }
 
-async fn start(ctx: &Context, kr: &KeyraftCluster, from: &crate::crd::FromBackup, resume: bool) -> Result<(), String> {
+/// Starts the restore task; returns when it started (RFC 3339), or None
+/// when the operator cannot reach the cluster's nodes yet.
+async fn start(
+    ctx: &Context,
+    kr: &KeyraftCluster,
+    from: &crate::crd::FromBackup,
+    resume: bool,
+) -> Result<Option<String>, String> {
     let ns = kr.namespace().unwrap_or_default();
     let client = match cluster_client(ctx, kr) {
         Some(c) => c.map_err(|e| e.to_string())?,
-        None => return Err("the operator cannot reach the cluster's nodes yet".into()),
+        None => return Ok(None),
     };
     let dest = open_destination(ctx, &ns, &from.destination, false).await?;
     let name = from.backup.clone();
     let partitions = kr.spec.partitions;
     tracing::info!(cluster = %key(kr), backup = %name, from = %dest.url, resume, "restore started");
+    let started_at = Timestamp::now().to_string();
+    let started = started_at.clone();
     ctx.restores.start(&key(kr), move || async move {
         let m = kb::read_manifest(&dest, &name).await.map_err(|e| format!("{e:#}"))?;
         if m.partitions != partitions {
@@ -136,7 +166,7 @@ async fn start(ctx: &Context, kr: &KeyraftCluster, from: &crate::crd::FromBackup
         }
         let opts = kb::RestoreOptions { resume, ..Default::default() };
         let report = kb::restore(&client, &dest, &name, &opts).await.map_err(|e| format!("{e:#}"))?;
-        Ok((m.cluster_id, report))
+        Ok((m.cluster_id, report, started))
     });
-    Ok(())
+    Ok(Some(started_at))
 }
