@@ -295,7 +295,14 @@ async fn scheduled_and_on_demand_backups_to_s3_keep_their_retention_and_a_new_cl
     .await;
     let kept: BTreeSet<String> = kept.into_iter().map(|(n, _)| n).collect();
     for n in &kept {
-        assert!(n.starts_with("src-") && n.len() == "src-".len() + 14, "named <cluster>-<YYYYMMDDHHMMSS>: {n}");
+        // Named and annotated with the schedule's time, to the second.
+        let t = n.strip_prefix("src-").filter(|t| t.len() == 14 && t.bytes().all(|b| b.is_ascii_digit()));
+        let t = t.unwrap_or_else(|| panic!("named <cluster>-<YYYYMMDDHHMMSS>: {n}"));
+        let at = format!("{}-{}-{}T{}:{}:{}+00:00", &t[..4], &t[4..6], &t[6..8], &t[8..10], &t[10..12], &t[12..]);
+        assert!(t[12..].parse::<u32>().unwrap() % 15 == 0, "{n} is not a time of */15 seconds");
+        let jsonpath = "jsonpath={.metadata.annotations.keyraft\\.io/scheduled-at}";
+        let annotation = env.kubectl_ok(&["get", "krb", n, "-n", ns, "-o", jsonpath]).await;
+        assert_eq!(annotation, at, "{n}: keyraft.io/scheduled-at");
     }
     let created: BTreeSet<String> = event_notes(&env, ns, "src", "BackupScheduled")
         .await
@@ -304,6 +311,8 @@ async fn scheduled_and_on_demand_backups_to_s3_keep_their_retention_and_a_new_cl
         .collect();
     seen.extend(created.iter().cloned());
     assert!(created.len() >= 3, "a BackupScheduled event per scheduled backup: {created:?}");
+    let notes = event_notes(&env, ns, "src", "BackupScheduled").await;
+    assert!(notes.iter().all(|n| !n.contains('.')), "scheduled for whole seconds: {notes:?}");
     // The newest two are kept: every deleted one is older.
     let deleted: BTreeSet<&String> = seen.difference(&kept).collect();
     assert!(!deleted.is_empty(), "{seen:?}");
