@@ -83,7 +83,15 @@ async fn reconcile(b: Arc<KeyraftBackup>, ctx: Arc<Context>) -> Result<Requeue> 
         JobState::Absent => {}
     }
 
-    // Not running here: start it (again, after an operator restart).
+    // Not running here: start it (again, after an operator restart). The
+    // cached object may be older than this operator's last status write: a
+    // backup that completed a pass ago must not run again (it would fail on
+    // its own manifest), so the API server's phase decides.
+    let backups: Api<KeyraftBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    match backups.get_opt(&name).await? {
+        Some(f) if !f.status.as_ref().and_then(|s| s.phase).is_some_and(BackupPhase::is_final) => {}
+        _ => return Ok(Requeue::await_change()),
+    }
     let clusters: Api<KeyraftCluster> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(kr) = clusters.get_opt(&b.spec.cluster).await? else {
         let msg = format!("no KeyraftCluster {} in namespace {ns}", b.spec.cluster);
