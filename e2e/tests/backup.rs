@@ -156,22 +156,7 @@ async fn scheduled(env: &Env, ns: &str, cluster: &str) -> Vec<(String, String)> 
 
 /// The notes of events of `reason` about `object`.
 async fn event_notes(env: &Env, ns: &str, object: &str, reason: &str) -> Vec<String> {
-    let out = env
-        .kubectl_ok(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={range .items[*]}{.regarding.name}\t{.reason}\t{.note}{\"\\n\"}{end}",
-        ])
-        .await;
-    out.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.splitn(3, '\t').collect();
-            (f.len() == 3 && f[0] == object && f[1] == reason).then(|| f[2].to_string())
-        })
-        .collect()
+    env.events(ns, object).await.into_iter().filter(|(r, _, _)| r == reason).map(|(_, _, note)| note).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
