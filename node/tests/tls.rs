@@ -67,9 +67,18 @@ async fn plaintext_is_refused_when_tls_is_on_and_a_node_needs_tls_or_the_explici
     let err = plain.put("k", "w").await.unwrap_err().to_string();
     assert!(err.contains("pass --ca"), "a plaintext client is told TLS may be needed: {err}");
     assert!(start.elapsed() < Duration::from_secs(20), "no hang: {:?}", start.elapsed());
-    // The node logged the plaintext attempt as a refused handshake.
-    let log = std::fs::read_to_string(c.log_path(0)).unwrap();
-    assert!(log.contains("TLS handshake refused"), "{log}");
+    // The node logs the plaintext attempt as a refused handshake (its log
+    // line may land after the client has its answer).
+    let log_path = c.log_path(0);
+    common::eventually("the node logs the refused handshake", Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.contains("TLS handshake refused") {
+            Ok(())
+        } else {
+            Err(log.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+        }
+    })
+    .await;
     // A token without TLS is refused by the client library itself.
     let mut o = options(&c, None, Some(ADMIN_TOKEN));
     o.tls = None;
