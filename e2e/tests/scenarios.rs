@@ -536,21 +536,21 @@ async fn helm_upgrade_and_uninstall_of_the_operator_leave_the_cluster_serving() 
 }
 
 /// Every node's `keyraft_tls_certificate_expiry_timestamp_seconds`, read
-/// from its HTTP port through the pod's DNS name.
-fn certificate_expiries(ns: &str, name: &str, replicas: usize) -> Vec<i64> {
+/// from its HTTP port through the pod's DNS name; `None` while a node cannot
+/// be read (its name not yet in the hosts file, a refused connection).
+fn certificate_expiries(ns: &str, name: &str, replicas: usize) -> Option<Vec<i64>> {
     use std::io::{Read, Write};
     (0..replicas)
         .map(|i| {
             let host = format!("{name}-{i}.{name}-headless.{ns}.svc:8080");
-            let mut s = std::net::TcpStream::connect(&host).unwrap_or_else(|e| panic!("{host}: {e}"));
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+            let mut s = std::net::TcpStream::connect(&host).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
             let mut body = String::new();
-            s.read_to_string(&mut body).unwrap();
+            s.read_to_string(&mut body).ok()?;
             body.lines()
                 .find_map(|l| l.strip_prefix("keyraft_tls_certificate_expiry_timestamp_seconds "))
                 .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("{host}: no certificate expiry metric"))
         })
         .collect()
 }
@@ -590,7 +590,10 @@ async fn certificates_issued_again_under_load_are_reloaded_without_a_failed_requ
     env.wait_running(ns, "rot", 3, CREATE).await;
     env.fetch_credentials(ns, "rot").await;
     let pods = pod_incarnations(&env, ns, "rot").await;
-    let before = certificate_expiries(ns, "rot", 3);
+    let before = wait_for("every node's certificate expiry metric", Duration::from_secs(60), || async {
+        certificate_expiries(ns, "rot", 3)
+    })
+    .await;
     assert!(before.iter().all(|e| *e > 0), "every node serves TLS: {before:?}");
 
     let work = Workload::start(pod_endpoints(ns, "rot", 3), 2, "rotate");
@@ -599,7 +602,7 @@ async fn certificates_issued_again_under_load_are_reloaded_without_a_failed_requ
     tokio::time::sleep(Duration::from_secs(2)).await;
     env.kubectl_ok(&["delete", "secret", "rot-node-tls", "-n", ns]).await;
     let after = wait_for("every node to load its new certificate", Duration::from_secs(120), || async {
-        let now = certificate_expiries(ns, "rot", 3);
+        let now = certificate_expiries(ns, "rot", 3)?;
         now.iter().zip(&before).all(|(n, b)| n > b).then_some(now)
     })
     .await;
