@@ -23,5 +23,6 @@ done
 
 KEYRAFT_HELM="${HELM}" cargo test -q -p keyraft-operator --test chart --test crd
 python3 hack/chart-readme.py --check
-cargo build -q -p keyraft-node -p keyraft-client
+# The failpoints build `make integration` and `make e2e` made (failpoints stay off).
+cargo build -q -p keyraft-node -p keyraft-client --features keyraft-node/failpoints
 hack/monitoring-check.sh
