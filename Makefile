@@ -89,11 +89,13 @@ chaos-short:
 # The local Kubernetes simulator driven by the real kubectl and Helm
 # (needs root: it writes pod DNS names into /etc/hosts while it runs). The
 # backup scenario also runs moto (an S3-compatible server) and the keyraft CLI.
-# The node binary is the failpoints build of `make integration` (failpoints
-# stay off unless a test sets one): one build of the node serves every step.
+# The node binary is the failpoints build of `make chaos-short`, built alone
+# (failpoints stay off unless a test sets one): built with other packages,
+# their features would make cargo build the node again.
 e2e: tools
 	hack/s3-server.sh --install
-	$(CARGO) build -p keyraft-node -p keyraft-operator -p keyraft-e2e -p keyraft-client --features keyraft-node/failpoints
+	$(CARGO) build -p keyraft-node --features failpoints
+	$(CARGO) build -p keyraft-operator -p keyraft-e2e -p keyraft-client
 	$(CARGO) test -p keyraft-e2e -- --test-threads 2
 
 # A simulator to point kubectl and helm at (kubeconfig written to ./kubeconfig).

@@ -23,6 +23,8 @@ done
 
 KEYRAFT_HELM="${HELM}" cargo test -q -p keyraft-operator --test chart --test crd
 python3 hack/chart-readme.py --check
-# The failpoints build `make integration` and `make e2e` made (failpoints stay off).
-cargo build -q -p keyraft-node -p keyraft-client --features keyraft-node/failpoints
+# The node build of `make chaos-short` and `make e2e` (failpoints stay off)
+# and the CLI of `make integration`, each built alone as there.
+cargo build -q -p keyraft-node --features failpoints
+cargo build -q -p keyraft-client --bin keyraft
 hack/monitoring-check.sh
