@@ -156,14 +156,7 @@ fn set_complete(status: &mut KeyraftBackupStatus, generation: Option<i64>, done:
 }
 
 async fn write_backup_status(ctx: &Context, b: &KeyraftBackup, status: &KeyraftBackupStatus) -> Result<()> {
-    let api: Api<KeyraftBackup> = Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": KeyraftBackup::api_version(&()),
-        "kind": KeyraftBackup::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&b.name_any(), &ssa(), &Patch::Apply(body)).await?;
-    Ok(())
+    apply_status(ctx, b, status).await
 }
 
 /// Opens `dest` with the settings in its credentials Secret (never the

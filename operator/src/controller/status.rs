@@ -123,13 +123,24 @@ pub fn build_status(
 
 /// Writes the status subresource in full by server-side apply.
 pub(super) async fn write_status(ctx: &Context, kr: &KeyraftCluster, status: &KeyraftClusterStatus) -> Result<()> {
-    let api: Api<KeyraftCluster> = Api::namespaced(ctx.client.clone(), &kr.namespace().unwrap_or_default());
+    apply_status(ctx, kr, status).await
+}
+
+/// Server-side apply of `status` as the whole status of `obj` (any of our kinds).
+pub(super) async fn apply_status<K>(ctx: &Context, obj: &K, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let body = json!({
-        "apiVersion": KeyraftCluster::api_version(&()),
-        "kind": KeyraftCluster::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&kr.name_any(), &ssa(), &Patch::Apply(body)).await?;
+    api.patch_status(&obj.name_any(), &ssa(), &Patch::Apply(body)).await?;
     Ok(())
 }
 
