@@ -7,7 +7,7 @@ DEMO_DIR ?= keyraft-data
 # KeyraftClusters that name none (DEFAULT_VERSION in operator/src/crd.rs).
 KEYRAFT_VERSION ?= $(shell sed -n 's/^pub const DEFAULT_VERSION: &str = "\(.*\)";$$/\1/p' operator/src/crd.rs)
 
-.PHONY: chaos chaos-short run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench bench-compare memory-test clean help images kind-up kind-e2e kind-down
+.PHONY: chaos chaos-short run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench bench-compare memory-test clean help images kind-up kind-e2e kind-down workspace-hack
 
 help:
 	@echo "make run        the operator on the local Kubernetes simulator: helm install, a 3-node cluster, data flowing (Ctrl-C stops it)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-compare  Keyraft and etcd side by side (installs etcd from Debian if missing; BENCH_SECONDS=10 per row)"
 	@echo "make memory-test  node RSS stays bounded with several times the storage engine budget of data (node/tests/memory.rs)"
 	@echo "make crds       regenerate crds/ from the operator's Rust types"
+	@echo "make workspace-hack  regenerate workspace-hack/ with cargo hakari after a dependency change"
 	@echo "make chart-lint helm lint + template + rendered-manifest checks with the pinned Helm"
 	@echo "make tools      fetch the pinned Helm and kubectl into tools/bin"
 	@echo "make e2e        simulator tests with the real kubectl and Helm"
@@ -55,9 +56,12 @@ fmt-check:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Unit tests: no processes, no network.
+# Unit tests: no processes, no network. With the node's failpoints compiled
+# in (off unless a test sets one), the node library built here is the one
+# every later target links: workspace-hack/ gives all crates the same
+# third-party features, so no target builds a dependency again.
 unit:
-	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --workspace --lib --bins --features keyraft-node/failpoints
 
 # openraft's storage suite, then real node processes on loopback (the backup
 # tests also run the keyraft CLI and moto, an S3-compatible server from PyPI).
@@ -89,9 +93,8 @@ chaos-short:
 # The local Kubernetes simulator driven by the real kubectl and Helm
 # (needs root: it writes pod DNS names into /etc/hosts while it runs). The
 # backup scenario also runs moto (an S3-compatible server) and the keyraft CLI.
-# The node binary is the failpoints build of `make chaos-short`, built alone
-# (failpoints stay off unless a test sets one): built with other packages,
-# their features would make cargo build the node again.
+# The node binary is the failpoints build of `make chaos-short` (failpoints
+# stay off unless a test sets one).
 e2e: tools
 	hack/s3-server.sh --install
 	$(CARGO) build -p keyraft-node --features failpoints
@@ -102,6 +105,13 @@ e2e: tools
 k8s-sim: tools
 	$(CARGO) build -p keyraft-node -p keyraft-operator -p keyraft-e2e
 	target/debug/keyraft-k8s-sim serve --listen 127.0.0.1:6443 --kubeconfig-out kubeconfig --state-dir k8s-sim-state
+
+# After changing a dependency: every crate depends on workspace-hack/, which
+# pins the union of third-party features (failpoints stay opt-in).
+workspace-hack:
+	command -v cargo-hakari >/dev/null || $(CARGO) install cargo-hakari --locked
+	$(CARGO) hakari generate
+	$(CARGO) hakari manage-deps -y
 
 crds:
 	$(CARGO) run -q -p keyraft-operator -- crd > crds/keyraftcluster.yaml
