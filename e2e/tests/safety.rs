@@ -1,6 +1,7 @@
 //! Operator safety scenarios on the simulator: data outlives a hand-made
 //! StatefulSet scale-in, Events say what happened, and a member held back
-//! during a rollout turns the cluster Degraded within its bound, naming it,
+//! during a rollout or a drain that never completes turns the cluster
+//! Degraded within its bound, naming it,
 //! a pod stuck Pending is failed over, and an operator whose watches keep
 //! failing is restarted by its probe.
 //!
@@ -135,6 +136,69 @@ async fn a_member_held_back_in_a_rollout_turns_degraded_within_its_bound_naming_
     // Reverting the version recovers.
     env.patch_spec(ns, "kv", json!({"version": "0.1.0"})).await;
     env.wait_running(ns, "kv", 3, SETTLE).await;
+    env.shutdown().await;
+}
+
+/// A rollout whose next pod never hands its leaderships over (its node runs
+/// with the `placement::hand_over` failpoint, so the drain cannot finish)
+/// waits, past `timeouts.drain` reports Degraded `DrainTimedOut` naming the
+/// draining pod, restarts nothing meanwhile, and recovers when the version
+/// is reverted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_never_completes_turns_degraded_within_its_bound_naming_the_pod() {
+    const CLINGY: &str = "0.1.0-clingy";
+    let bins = tempfile::tempdir().unwrap();
+    let clingy = common::tag_bin_dir_with_env(
+        bins.path(),
+        CLINGY,
+        "keyraft-node",
+        "FAILPOINTS=placement::hand_over=return",
+        &format!("--reported-version {CLINGY}"),
+    );
+    let Some(env) = Env::with_operator_on(|cfg| {
+        cfg.tag_bin_dirs.insert(CLINGY.into(), clingy);
+    })
+    .await
+    else {
+        return;
+    };
+    let ns = &namespace("stuck");
+    env.create_namespace(ns).await;
+    let spec = json!({"replicas": 3, "version": CLINGY, "timeouts": {"drain": "20s"}});
+    env.apply(ns, &manifest("kv", spec)).await;
+    env.wait_running(ns, "kv", 3, CREATE).await;
+    let work = Workload::start(pod_endpoints(ns, "kv", 3), 2, "stuck");
+    work.progresses(20, PROGRESS).await;
+
+    env.patch_spec(ns, "kv", json!({"version": "0.1.0"})).await;
+    let kr = env
+        .wait_status(ns, "kv", "Degraded DrainTimedOut", SETTLE, |kr| {
+            condition(kr, "Degraded").is_some_and(|c| c["status"] == "True" && c["reason"] == "DrainTimedOut")
+        })
+        .await;
+    let message = condition(&kr, "Degraded").unwrap()["message"].as_str().unwrap().to_string();
+    let members = kr["status"]["members"].as_array().unwrap();
+    let draining: Vec<&str> =
+        members.iter().filter(|m| m["state"] == "draining").map(|m| m["pod"].as_str().unwrap()).collect();
+    assert_eq!(draining.len(), 1, "one pod drains at a time: {members:?}");
+    assert!(message.contains(draining[0]) && message.contains("spec.timeouts.drain"), "{message}");
+    assert!(members.iter().all(|m| m["version"] == CLINGY), "a pod was restarted before its drain: {members:?}");
+    wait_for("a Warning Event naming the draining pod", PROGRESS, || async {
+        env.events(ns, "kv")
+            .await
+            .into_iter()
+            .find(|(r, t, n)| r == "DrainTimedOut" && t == "Warning" && n.contains(draining[0]))
+    })
+    .await;
+    eprintln!("Degraded: {message}");
+
+    // Reverting the version reactivates the member; the writes went on.
+    env.patch_spec(ns, "kv", json!({"version": CLINGY})).await;
+    env.wait_running(ns, "kv", 3, SETTLE).await;
+    work.progresses(20, PROGRESS).await;
+    let tally = work.stop().await;
+    assert!(tally.wrong_reads.is_empty(), "read-your-writes: {:?}", tally.wrong_reads);
+    assert_all_readable(vec![service_endpoint(ns, "kv")], &tally.acked).await;
     env.shutdown().await;
 }
 

@@ -470,6 +470,8 @@ impl Node {
     /// Makes `target` campaign for leadership of `g` after this leader
     /// stops heartbeats (openraft 0.9 has no leader transfer).
     async fn hand_over(&self, g: &Arc<Group>, meta: &ClusterMeta, target: NodeId) {
+        // A leader that keeps its leaderships: the operator's drain bound.
+        fail::fail_point!("placement::hand_over", |_| ());
         let Some(addr) = meta.member_addr(target) else { return };
         tracing::info!(group = g.id, to = target, "handing over leadership");
         // Stop heartbeats and new proposals so followers' leases lapse and

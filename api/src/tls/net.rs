@@ -81,6 +81,20 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// Closes a refused connection so that the peer reads the alert rustls sent
+/// (its reason: unknown CA, expired certificate). With TLS 1.3 a client
+/// whose certificate is refused already sends its first request; closing
+/// with that request unread would make the kernel answer with a reset,
+/// which can reach the client before the alert and leave it with "broken
+/// pipe". So: FIN first, then read until the peer closes (bounded).
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
 /// Accepts TCP connections and completes each TLS handshake on its own task
 /// (a slow or hostile peer delays nobody else); yields the connections that
 /// made it, for `Server::serve_with_incoming`. A failed handshake is logged
@@ -108,10 +122,11 @@ pub fn tls_incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
                     Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         tracing::info!(%remote, error = %e, "TLS handshake refused");
+                        linger(tcp).await;
                         return;
                     }
                     Err(_) => {

@@ -130,12 +130,18 @@ pub fn client(sim: &Simulator) -> kube::Client {
 /// A bin dir `root/tag` for an image tag whose `name` runs this build's
 /// `name` with `extra` arguments first: another version, or a bad flag.
 pub fn tag_bin_dir(root: &Path, tag: &str, name: &str, extra: &str) -> PathBuf {
+    tag_bin_dir_with_env(root, tag, name, "", extra)
+}
+
+/// [`tag_bin_dir`] with environment assignments `env` (e.g.
+/// `FAILPOINTS=...`, for the failpoints build the e2e tests run).
+pub fn tag_bin_dir_with_env(root: &Path, tag: &str, name: &str, env: &str, extra: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let real = keyraft_e2e::sim::default_bin_dir().join(name);
     let dir = root.join(tag);
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join(name);
-    std::fs::write(&script, format!("#!/bin/sh\nexec '{}' {extra} \"$@\"\n", real.display())).unwrap();
+    std::fs::write(&script, format!("#!/bin/sh\nexec env {env} '{}' {extra} \"$@\"\n", real.display())).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }

@@ -21,6 +21,10 @@
 //! | `storage::snapshot_build`  | before a snapshot is built                         |
 //! | `storage::snapshot_install`| before a received snapshot is written and installed |
 //! | `storage::membership`      | when a membership entry is applied                 |
+//!
+//! Outside storage: `network::send` / `network::delay` (Raft messages lost or
+//! held, `network.rs`) and `placement::hand_over` (`return`: a leader never
+//! hands its leadership over, so a drain never completes; `placement.rs`).
 
 use std::path::{Path, PathBuf};
 
