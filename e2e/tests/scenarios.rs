@@ -577,7 +577,8 @@ async fn pod_incarnations(env: &Env, ns: &str, name: &str) -> Vec<String> {
 /// Certificates issued again while clients write: the operator re-issues
 /// the node certificates into the Secret, the kubelet updates the mounted
 /// files in place, every node reloads its certificate, and no request fails
-/// and no pod restarts. (The re-issue is forced by deleting the Secret: a
+/// and no pod restarts. Then the CA itself rolls over
+/// (`keyraft.io/rotate-ca`), with the same guarantees. (The re-issue is forced by deleting the Secret: a
 /// renewal by age needs a third of `certificateValidity`, at least 1h, to
 /// pass; both take the same path: the operator issues what is missing or
 /// due.)
@@ -607,11 +608,47 @@ async fn certificates_issued_again_under_load_are_reloaded_without_a_failed_requ
     })
     .await;
     work.progresses(50, PROGRESS).await;
+
+    // The CA itself rolls over: trusted everywhere first, then signing,
+    // then the old one dropped, each step once every node reports it ready.
+    // The client rereads its files, kept up to date as a mounted Secret is.
+    let ca_of = |secret: &'static str, key: &'static str| {
+        let env = &env;
+        async move {
+            let jsonpath = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
+            let b64 = env.kubectl_ok(&["get", "secret", secret, "-n", ns, "-o", &jsonpath]).await;
+            use base64::Engine;
+            let pem = base64::engine::general_purpose::STANDARD.decode(b64.trim()).unwrap_or_default();
+            keyraft_api::tls::fingerprints_pem(&pem)
+        }
+    };
+    let old_ca = ca_of("rot-ca", "ca.crt").await;
+    assert_eq!(old_ca.len(), 1, "{old_ca:?}");
+    env.kubectl_ok(&["annotate", "keyraftcluster/rot", "-n", ns, "keyraft.io/rotate-ca=e2e"]).await;
+    let new_ca = wait_for("the CA roll-over to finish", Duration::from_secs(300), || async {
+        env.fetch_credentials(ns, "rot").await;
+        let (ca, next, previous) = (
+            ca_of("rot-ca", "ca.crt").await,
+            ca_of("rot-ca", "ca-next.crt").await,
+            ca_of("rot-ca", "ca-previous.crt").await,
+        );
+        let bundle = ca_of("rot-node-tls", "ca.crt").await;
+        (ca != old_ca && next.is_empty() && previous.is_empty() && bundle == ca).then_some(ca)
+    })
+    .await;
+    env.fetch_credentials(ns, "rot").await;
+    let events = env.events(ns, "rot").await;
+    let step = |reason: &str| events.iter().any(|(r, _, _)| r == reason);
+    assert!(step("CARollOverStarted") && step("CASwitched") && step("CARetired"), "an Event per step: {events:?}");
+    work.progresses(50, PROGRESS).await;
     let tally = work.stop().await;
     assert!(tally.failed.is_empty(), "requests failed during the rotation: {:?}", tally.failed);
     assert!(tally.wrong_reads.is_empty(), "read-your-writes: {:?}", tally.wrong_reads);
     assert_eq!(pod_incarnations(&env, ns, "rot").await, pods, "no pod was restarted or replaced");
     assert_all_readable(pod_endpoints(ns, "rot", 3), &tally.acked).await;
-    eprintln!("certificates rotated ({before:?} -> {after:?}); {} writes, none failed", tally.acked.len());
+    eprintln!(
+        "certificates rotated ({before:?} -> {after:?}), CA {old_ca:?} -> {new_ca:?}; {} writes, none failed",
+        tally.acked.len()
+    );
     env.shutdown().await;
 }

@@ -157,6 +157,7 @@ impl Node {
     pub fn node_info(&self) -> NodeInfo {
         let id = self.identity();
         let meta = self.meta_rx.borrow().clone();
+        let tls = self.tls.as_ref().map(|t| t.fingerprints()).unwrap_or_default();
         NodeInfo {
             id: id.node_id,
             name: id.name,
@@ -168,6 +169,8 @@ impl Node {
             cluster_id: meta.as_ref().map(|m| m.cluster_id.clone()).unwrap_or_default(),
             joined: meta.as_ref().is_some_and(|m| m.members.contains_key(&id.node_id)),
             ready: self.readiness().is_ok(),
+            tls_trusted_ca_sha256: tls.trusted_cas,
+            tls_certificate_sha256: tls.own.unwrap_or_default(),
         }
     }
 

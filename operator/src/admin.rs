@@ -116,6 +116,10 @@ impl Admin {
                     cluster_id: info.cluster_id,
                     ready: false,
                     version: info.version,
+                    tls: keyraft_api::tls::Fingerprints {
+                        trusted_cas: info.tls_trusted_ca_sha256,
+                        own: Some(info.tls_certificate_sha256).filter(|s| !s.is_empty()),
+                    },
                     ..NodeReport::default()
                 })
             }
@@ -264,6 +268,10 @@ pub fn node_report(resp: pb::StatusResponse) -> Result<NodeReport, String> {
         }),
         None => None,
     };
+    let tls = keyraft_api::tls::Fingerprints {
+        trusted_cas: node.tls_trusted_ca_sha256,
+        own: Some(node.tls_certificate_sha256).filter(|s| !s.is_empty()),
+    };
     Ok(NodeReport {
         node_id: node.id,
         joined: node.joined,
@@ -275,6 +283,7 @@ pub fn node_report(resp: pb::StatusResponse) -> Result<NodeReport, String> {
         led_voters,
         view,
         partitions,
+        tls,
     })
 }
 

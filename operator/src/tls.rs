@@ -19,6 +19,19 @@
 //! A certificate is issued again when it is missing, was signed by another
 //! CA than the current one, or has less than a third of its validity left.
 //! Nodes and clients reread their files, so a renewal restarts nothing.
+//!
+//! The CA itself rolls over (when it has less than a third of its validity
+//! left, or when the cluster's `keyraft.io/rotate-ca` annotation takes a
+//! new value) in three steps, each gated on what every node reports in its
+//! status (SHA-256 of the CAs it trusts and of the certificate it serves),
+//! so no connection is refused on the way:
+//! 1. a next CA is created and joins every trust bundle (`ca.crt` holds
+//!    both); the current CA still signs;
+//! 2. once every node trusts the next CA ([`rotation_step`]), it becomes
+//!    the signing CA, the old one stays in the bundles as the previous CA,
+//!    and every certificate is issued again from the new CA;
+//! 3. once every node serves its certificate from the new CA, the previous
+//!    CA leaves the bundles.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -26,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use keyraft_api::tls::certgen::{Authority, Holder};
-use keyraft_api::tls::{cert_info_pem, Role};
+use keyraft_api::tls::{cert_info_pem, Fingerprints, Role};
 
 use crate::builders::Names;
 use crate::crd::{KeyraftCluster, TlsMode};
@@ -39,6 +52,17 @@ pub const CA_KEY: &str = "ca.key";
 /// Client certificate and key in the admin and client Secrets.
 pub const TLS_CRT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
+/// An incoming CA during a roll-over, in `<name>-ca` only: trusted
+/// everywhere, not yet signing.
+pub const CA_NEXT_CRT: &str = "ca-next.crt";
+pub const CA_NEXT_KEY: &str = "ca-next.key";
+/// The outgoing CA during a roll-over: still trusted while certificates
+/// signed by it are replaced.
+pub const CA_PREVIOUS_CRT: &str = "ca-previous.crt";
+/// The `keyraft.io/rotate-ca` value that started the last roll-over.
+pub const ROTATION: &str = "rotation";
+/// Annotation on a KeyraftCluster: a new value starts a CA roll-over.
+pub const ROTATE_CA_ANNOTATION: &str = "keyraft.io/rotate-ca";
 /// Where node pods mount the node Secret.
 pub const MOUNT_DIR: &str = "/etc/keyraft/tls";
 /// Lifetime of the CA.
@@ -129,6 +153,8 @@ pub struct Issuance {
     pub new_ca: bool,
     /// What was issued, for an Event: e.g. `basic-2 (new)`, `admin (renewal)`.
     pub issued: Vec<String>,
+    /// Why a CA roll-over started in this pass (a next CA was created).
+    pub rollover: Option<String>,
 }
 
 /// Secret data as the controller read it (name -> key -> bytes; absent
@@ -193,18 +219,39 @@ pub fn plan(
         }
     };
     let ca_pem = authority.cert_pem().to_string();
+    let mut ca_secret = ca_data.cloned().unwrap_or_default();
+    if !out.new_ca {
+        if let Some(why) = rollover_due(kr, &ca_secret, &ca_pem, now) {
+            let cn = format!("keyraft {}/{} CA {}", names.namespace, names.cluster, unix(now));
+            let next = Authority::new(&cn, CA_VALIDITY).map_err(gen)?;
+            ca_secret.insert(CA_NEXT_CRT.into(), next.cert_pem().as_bytes().to_vec());
+            ca_secret.insert(CA_NEXT_KEY.into(), next.key_pem().into_bytes());
+            ca_secret.insert(ROTATION.into(), rotate_request(kr).unwrap_or_default().into_bytes());
+            out.writes.insert(ca_name.clone(), ca_secret.clone());
+            out.rollover = Some(why);
+        }
+    }
+    // What everyone trusts: the signing CA, and during a roll-over the
+    // next or the previous one.
+    let mut bundle = ca_pem.clone();
+    for k in [CA_NEXT_CRT, CA_PREVIOUS_CRT] {
+        if let Some(pem) = text(Some(&ca_secret), k) {
+            bundle.push_str(&pem);
+        }
+    }
+    let signed = |cert: &str| keyraft_api::tls::signed_by(cert.as_bytes(), ca_pem.as_bytes());
 
     // Node certificates, one pair per pod.
     let node_data = current.get(&secrets.node);
-    let node_ca_current = text(node_data, CA_CRT).as_deref() == Some(ca_pem.as_str());
     let mut node: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut node_changed = !node_ca_current;
-    node.insert(CA_CRT.into(), ca_pem.clone().into_bytes());
+    let mut node_changed = text(node_data, CA_CRT).as_deref() != Some(bundle.as_str());
+    node.insert(CA_CRT.into(), bundle.clone().into_bytes());
     for ordinal in 0..members {
         let pod = names.pod(ordinal);
         let (crt, key) = (format!("{pod}.crt"), format!("{pod}.key"));
         let have = text(node_data, &crt).filter(|_| node_data.is_some_and(|d| d.contains_key(&key)));
-        match reissue_reason(have.as_deref(), node_ca_current, validity, now) {
+        let by_current = have.as_deref().is_some_and(signed);
+        match reissue_reason(have.as_deref(), by_current, validity, now) {
             None => {
                 let d = node_data.expect("a certificate was read from it");
                 node.insert(crt.clone(), d[&crt].clone());
@@ -233,22 +280,127 @@ pub fn plan(
         (client_name, Role::Client, format!("{}-client", names.cluster)),
     ] {
         let data = current.get(secret);
-        let ca_current = text(data, CA_CRT).as_deref() == Some(ca_pem.as_str());
         let have = text(data, TLS_CRT).filter(|_| data.is_some_and(|d| d.contains_key(TLS_KEY)));
-        if let Some(why) = reissue_reason(have.as_deref(), ca_current, validity, now) {
+        let by_current = have.as_deref().is_some_and(signed);
+        if let Some(why) = reissue_reason(have.as_deref(), by_current, validity, now) {
             let issued = authority.issue(&Holder::User { role, common_name: cn }, validity).map_err(gen)?;
             out.writes.insert(
                 secret.clone(),
                 BTreeMap::from([
-                    (CA_CRT.to_string(), ca_pem.clone().into_bytes()),
+                    (CA_CRT.to_string(), bundle.clone().into_bytes()),
                     (TLS_CRT.to_string(), issued.cert_pem.into_bytes()),
                     (TLS_KEY.to_string(), issued.key_pem.into_bytes()),
                 ]),
             );
             out.issued.push(format!("{role} certificate ({why})"));
+        } else if text(data, CA_CRT).as_deref() != Some(bundle.as_str()) {
+            let mut d = data.cloned().unwrap_or_default();
+            d.insert(CA_CRT.into(), bundle.clone().into_bytes());
+            out.writes.insert(secret.clone(), d);
         }
     }
     Ok(out)
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The cluster's `keyraft.io/rotate-ca` value, when set.
+fn rotate_request(kr: &KeyraftCluster) -> Option<String> {
+    kr.metadata.annotations.as_ref()?.get(ROTATE_CA_ANNOTATION).filter(|v| !v.is_empty()).cloned()
+}
+
+/// Why the CA must roll over now, if it must: not while one is under way.
+fn rollover_due(
+    kr: &KeyraftCluster,
+    ca_secret: &BTreeMap<String, Vec<u8>>,
+    ca_pem: &str,
+    now: SystemTime,
+) -> Option<String> {
+    if ca_secret.contains_key(CA_NEXT_CRT) || ca_secret.contains_key(CA_PREVIOUS_CRT) {
+        return None;
+    }
+    if let Some(want) = rotate_request(kr) {
+        if text(Some(ca_secret), ROTATION).as_deref() != Some(want.as_str()) {
+            return Some(format!("{ROTATE_CA_ANNOTATION}: {want}"));
+        }
+    }
+    let info = cert_info_pem(ca_pem.as_bytes()).ok()?;
+    let left = info.not_after - unix(now);
+    let lifetime = info.not_after - info.not_before;
+    (left < lifetime / 3).then(|| "the CA has less than a third of its validity left".to_string())
+}
+
+/// What a node reports of its TLS, by pod name (`None`: it did not answer).
+pub type NodeTls<'a> = Vec<(&'a str, Option<&'a Fingerprints>)>;
+
+/// A step of a CA roll-over, with the Event reason and action that report
+/// it (distinct per step: Events of one reason and action fold into one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationStep {
+    /// The next CA signs; the old one is still trusted.
+    Switched,
+    /// The previous CA left the trust bundles.
+    Retired,
+}
+
+impl RotationStep {
+    pub fn reason(self) -> &'static str {
+        match self {
+            RotationStep::Switched => "CASwitched",
+            RotationStep::Retired => "CARetired",
+        }
+    }
+    pub fn action(self) -> &'static str {
+        match self {
+            RotationStep::Switched => "SwitchCA",
+            RotationStep::Retired => "RetireCA",
+        }
+    }
+}
+
+/// The next step of a CA roll-over under way, once every node is ready for
+/// it: the CA Secret's new data and what happened, for an Event. `pods` are
+/// all the cluster's pods; one that did not answer holds the step back.
+pub fn rotation_step(
+    ca_secret: &BTreeMap<String, Vec<u8>>,
+    node_secret: Option<&BTreeMap<String, Vec<u8>>>,
+    pods: &NodeTls,
+) -> Option<(BTreeMap<String, Vec<u8>>, RotationStep, String)> {
+    let fp = |pem: &str| keyraft_api::tls::fingerprints_pem(pem.as_bytes()).into_iter().next();
+    let current = text(Some(ca_secret), CA_CRT)?;
+    if let (Some(next), Some(next_key)) = (text(Some(ca_secret), CA_NEXT_CRT), text(Some(ca_secret), CA_NEXT_KEY)) {
+        let want = fp(&next)?;
+        if !pods.iter().all(|(_, t)| t.is_some_and(|t| t.trusted_cas.contains(&want))) {
+            return None;
+        }
+        let mut d = ca_secret.clone();
+        d.remove(CA_NEXT_CRT);
+        d.remove(CA_NEXT_KEY);
+        d.insert(CA_CRT.into(), next.into_bytes());
+        d.insert(CA_KEY.into(), next_key.into_bytes());
+        d.insert(CA_PREVIOUS_CRT.into(), current.into_bytes());
+        let what = "every node trusts the next CA: it now signs, and every certificate is issued again from it";
+        return Some((d, RotationStep::Switched, what.into()));
+    }
+    if ca_secret.contains_key(CA_PREVIOUS_CRT) {
+        let serves_new = |pod: &str, t: Option<&Fingerprints>| {
+            let issued = text(node_secret, &format!("{pod}.crt"));
+            let Some(issued) = issued.filter(|c| keyraft_api::tls::signed_by(c.as_bytes(), current.as_bytes())) else {
+                return false;
+            };
+            t.is_some_and(|t| t.own.is_some() && t.own == fp(&issued))
+        };
+        if !pods.iter().all(|(pod, t)| serves_new(pod, *t)) {
+            return None;
+        }
+        let mut d = ca_secret.clone();
+        d.remove(CA_PREVIOUS_CRT);
+        let what = "every node serves a certificate of the new CA: the previous CA leaves the trust bundles";
+        return Some((d, RotationStep::Retired, what.into()));
+    }
+    None
 }
 
 /// A Secret of the cluster holding `data`.
@@ -349,6 +501,96 @@ mod tests {
         let out = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
         assert!(out.new_ca);
         assert_eq!(out.issued.len(), 4, "{:?}", out.issued);
+    }
+
+    fn certs_in(pem: &[u8]) -> Vec<String> {
+        keyraft_api::tls::fingerprints_pem(pem)
+    }
+
+    /// What a node reports after loading `pod`'s files from the Secrets.
+    fn loaded(cur: &SecretsData, pod: &str) -> Fingerprints {
+        let node = &cur["basic-node-tls"];
+        Fingerprints {
+            trusted_cas: certs_in(&node[CA_CRT]),
+            own: certs_in(&node[&format!("{pod}.crt")]).into_iter().next(),
+        }
+    }
+
+    #[test]
+    fn a_ca_roll_over_trusts_the_next_ca_everywhere_then_signs_with_it_then_drops_the_old() {
+        let (mut kr, names) = cluster(None);
+        let mut cur = SecretsData::new();
+        let first = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
+        apply(&mut cur, &first);
+        let old_ca = certs_in(&cur["basic-ca"][CA_CRT]);
+        let old_leaf = cur["basic-node-tls"]["basic-0.crt"].clone();
+        let before: Vec<Fingerprints> = ["basic-0", "basic-1"].iter().map(|p| loaded(&cur, p)).collect();
+
+        // 1. Asked for: a next CA joins every bundle; nothing is issued yet.
+        kr.metadata.annotations = Some([(ROTATE_CA_ANNOTATION.to_string(), "2026-12-01".to_string())].into());
+        let start = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
+        assert!(start.issued.is_empty(), "{:?}", start.issued);
+        assert_eq!(start.rollover.as_deref(), Some("keyraft.io/rotate-ca: 2026-12-01"));
+        apply(&mut cur, &start);
+        let next_ca = certs_in(&cur["basic-ca"][CA_NEXT_CRT]);
+        for secret in ["basic-node-tls", "basic-admin-tls", "basic-client-tls"] {
+            assert_eq!(certs_in(&cur[secret][CA_CRT]), [old_ca.clone(), next_ca.clone()].concat(), "{secret}");
+        }
+        assert_eq!(cur["basic-node-tls"]["basic-0.crt"], old_leaf, "the old CA still signs");
+        assert!(plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap().writes.is_empty(), "one roll-over at a time");
+
+        // 2. Not before every node trusts the next CA; one that did not
+        // answer holds it back too.
+        let node = cur.get("basic-node-tls");
+        let stale = vec![("basic-0", Some(&before[0])), ("basic-1", Some(&before[1]))];
+        assert!(rotation_step(&cur["basic-ca"], node, &stale).is_none());
+        let fresh: Vec<Fingerprints> = ["basic-0", "basic-1"].iter().map(|p| loaded(&cur, p)).collect();
+        assert!(rotation_step(&cur["basic-ca"], node, &vec![("basic-0", Some(&fresh[0])), ("basic-1", None)]).is_none());
+        let pods = vec![("basic-0", Some(&fresh[0])), ("basic-1", Some(&fresh[1]))];
+        let (ca, step, what) = rotation_step(&cur["basic-ca"], node, &pods).unwrap();
+        assert_eq!(step, RotationStep::Switched, "{what}");
+        cur.insert("basic-ca".into(), ca);
+        assert_eq!(certs_in(&cur["basic-ca"][CA_CRT]), next_ca);
+        assert_eq!(certs_in(&cur["basic-ca"][CA_PREVIOUS_CRT]), old_ca);
+        // Every certificate is issued again from the new CA; both CAs stay trusted.
+        let reissue = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
+        assert_eq!(reissue.issued.len(), 4, "{:?}", reissue.issued);
+        assert!(reissue.issued.iter().all(|i| i.contains("new CA")), "{:?}", reissue.issued);
+        apply(&mut cur, &reissue);
+        assert_eq!(certs_in(&cur["basic-admin-tls"][CA_CRT]), [next_ca.clone(), old_ca.clone()].concat());
+
+        // 3. Not before every node serves its new certificate.
+        let node = cur.get("basic-node-tls");
+        assert!(rotation_step(&cur["basic-ca"], node, &pods).is_none(), "nodes still serve the old certificates");
+        let renewed: Vec<Fingerprints> = ["basic-0", "basic-1"].iter().map(|p| loaded(&cur, p)).collect();
+        let pods = vec![("basic-0", Some(&renewed[0])), ("basic-1", Some(&renewed[1]))];
+        let (ca, step, what) = rotation_step(&cur["basic-ca"], node, &pods).unwrap();
+        assert_eq!(step, RotationStep::Retired, "{what}");
+        cur.insert("basic-ca".into(), ca);
+        let done = plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap();
+        assert!(done.issued.is_empty(), "{:?}", done.issued);
+        apply(&mut cur, &done);
+        for secret in ["basic-node-tls", "basic-admin-tls", "basic-client-tls"] {
+            assert_eq!(certs_in(&cur[secret][CA_CRT]), next_ca, "{secret}");
+        }
+        assert!(rotation_step(&cur["basic-ca"], cur.get("basic-node-tls"), &pods).is_none(), "done");
+        assert!(plan(&kr, &names, 2, &cur, SystemTime::now()).unwrap().writes.is_empty(), "the same annotation again");
+    }
+
+    #[test]
+    fn a_ca_with_less_than_a_third_of_its_validity_left_rolls_over() {
+        let (kr, names) = cluster(None);
+        let mut cur = SecretsData::new();
+        let t0 = SystemTime::now();
+        let first = plan(&kr, &names, 1, &cur, t0).unwrap();
+        apply(&mut cur, &first);
+        let year = Duration::from_secs(365 * 24 * 3600);
+        // Leaves renew on their own schedule; only the CA's age matters here.
+        let early = plan(&kr, &names, 1, &cur, t0 + 6 * year).unwrap();
+        assert!(!early.writes.contains_key("basic-ca"), "{:?}", early.issued);
+        let late = plan(&kr, &names, 1, &cur, t0 + 7 * year).unwrap();
+        assert!(late.writes["basic-ca"].contains_key(CA_NEXT_CRT), "{:?}", late.issued);
+        assert!(late.rollover.is_some_and(|why| why.contains("less than a third")));
     }
 
     #[test]

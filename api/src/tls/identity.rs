@@ -138,6 +138,36 @@ pub fn cert_info_pem(pem: &[u8]) -> Result<CertInfo, String> {
     cert_info(&der)
 }
 
+/// Whether the PEM certificate `leaf` carries a valid signature of the CA
+/// certificate `ca` (PEM). Unreadable input is "no".
+pub fn signed_by(leaf: &[u8], ca: &[u8]) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    let (Ok(leaf), Ok(ca)) =
+        (rustls_pki_types::CertificateDer::from_pem_slice(leaf), rustls_pki_types::CertificateDer::from_pem_slice(ca))
+    else {
+        return false;
+    };
+    let (Ok((_, leaf)), Ok((_, ca))) =
+        (x509_parser::parse_x509_certificate(&leaf), x509_parser::parse_x509_certificate(&ca))
+    else {
+        return false;
+    };
+    leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// SHA-256 of a DER certificate, lowercase hex: how nodes report which CAs
+/// they trust and which certificate they serve (a CA roll-over waits on it).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`fingerprint`] of every certificate in a PEM bundle, in order.
+pub fn fingerprints_pem(pem: &[u8]) -> Vec<String> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).map(|c| fingerprint(&c)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

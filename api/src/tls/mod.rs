@@ -12,9 +12,12 @@ mod state;
 
 use std::path::PathBuf;
 
-pub use identity::{cert_info, cert_info_pem, CertInfo, Principal, Role, MEMBER_URI_PREFIX, ROLE_URI_PREFIX};
+pub use identity::{
+    cert_info, cert_info_pem, fingerprint, fingerprints_pem, signed_by, CertInfo, Principal, Role, MEMBER_URI_PREFIX,
+    ROLE_URI_PREFIX,
+};
 pub use net::{tls_incoming, PeerConn, TlsConn, TlsConnector};
-pub use state::{provider, FlagNames, TlsFiles, TlsState};
+pub use state::{provider, Fingerprints, FlagNames, TlsFiles, TlsState};
 
 /// gRPC metadata key carrying a bearer token: `authorization: Bearer <token>`.
 pub const AUTHORIZATION_HEADER: &str = "authorization";

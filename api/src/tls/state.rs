@@ -47,8 +47,19 @@ struct Loaded {
     stamp: Vec<u8>,
     key: Option<Arc<CertifiedKey>>,
     own: Option<CertInfo>,
+    /// SHA-256 of the trusted CAs and of this side's certificate.
+    fingerprints: Fingerprints,
     server_verifier: Arc<dyn ServerCertVerifier>,
     client_verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// What a loaded TLS state trusts and presents, as SHA-256 fingerprints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// Every CA certificate of the trust bundle, in file order.
+    pub trusted_cas: Vec<String>,
+    /// This side's own (leaf) certificate.
+    pub own: Option<String>,
 }
 
 /// Live TLS material; share it as `Arc<TlsState>`.
@@ -117,8 +128,10 @@ impl TlsFiles {
     ) -> Result<Loaded, TlsError> {
         let f = &self.flags;
         let mut roots = RootCertStore::empty();
+        let mut fingerprints = Fingerprints::default();
         for c in CertificateDer::pem_slice_iter(ca_pem) {
             let c = c.map_err(|e| invalid(f.ca, &self.ca, format!("not PEM certificates: {e}")))?;
+            fingerprints.trusted_cas.push(super::fingerprint(&c));
             roots.add(c).map_err(|e| invalid(f.ca, &self.ca, format!("not a usable CA certificate: {e}")))?;
         }
         if roots.is_empty() {
@@ -134,6 +147,7 @@ impl TlsFiles {
                     .map_err(|e| invalid(f.cert, cert, format!("not PEM certificates: {e}")))?;
                 let leaf = chain.first().ok_or_else(|| invalid(f.cert, cert, "holds no certificate"))?;
                 let info = cert_info(leaf).map_err(|e| invalid(f.cert, cert, e))?;
+                fingerprints.own = Some(super::fingerprint(leaf));
                 if let Some(want) = &self.require_member {
                     if info.principal.as_ref().and_then(|p| p.member_name()) != Some(want.as_str()) {
                         let has = info.principal.as_ref().map_or("no identity".to_string(), |p| p.to_string());
@@ -162,7 +176,7 @@ impl TlsFiles {
             .allow_unauthenticated()
             .build()
             .map_err(|e| invalid(f.ca, &self.ca, e.to_string()))?;
-        Ok(Loaded { stamp, key, own, server_verifier, client_verifier })
+        Ok(Loaded { stamp, key, own, fingerprints, server_verifier, client_verifier })
     }
 }
 
@@ -222,6 +236,11 @@ impl TlsState {
 
     pub fn files(&self) -> &TlsFiles {
         &self.files
+    }
+
+    /// The CAs trusted and the certificate presented now.
+    pub fn fingerprints(&self) -> Fingerprints {
+        self.current().fingerprints.clone()
     }
 
     /// What this side's own certificate says (None without one).

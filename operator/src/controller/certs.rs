@@ -17,9 +17,9 @@ pub(super) fn pod_suffix(names: &Names) -> String {
 }
 
 /// Issues what is missing or due (mode operator, while leading), then
-/// registers the admin certificate with the admin client. Errors name the
-/// Secret and what is wrong with it.
-pub(super) async fn ensure_tls(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<()> {
+/// registers the admin certificate with the admin client. Returns the
+/// Secrets' data as written. Errors name the Secret and what is wrong with it.
+pub(super) async fn ensure_tls(kr: &KeyraftCluster, ctx: &Context, names: &Names) -> Result<SecretsData> {
     let secrets = TlsSecrets::of(kr, names);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let mut current = SecretsData::new();
@@ -61,6 +61,13 @@ pub(super) async fn ensure_tls(kr: &KeyraftCluster, ctx: &Context, names: &Names
             }
             current.insert(name, data);
         }
+        if let Some(why) = &plan.rollover {
+            let what = format!(
+                "CA roll-over started ({why}): a next CA joins every trust bundle; it signs once every node trusts it"
+            );
+            tracing::info!(cluster = %key(kr), "{what}");
+            publish(ctx, kr, EventType::Normal, "CARollOverStarted", "StartCARollOver", what).await;
+        }
         if !plan.issued.is_empty() {
             let what = plan.issued.join(", ");
             tracing::info!(cluster = %key(kr), issued = %what, "certificates issued");
@@ -79,7 +86,35 @@ pub(super) async fn ensure_tls(kr: &KeyraftCluster, ctx: &Context, names: &Names
     let id = OperatorIdentity::from_secret(&secrets.operator, current.get(&secrets.operator).unwrap_or(&empty))?;
     let connector = connector(ctx, kr, &secrets.operator, &id)?;
     ctx.admin.set_tls(&pod_suffix(names), connector);
-    Ok(())
+    Ok(current)
+}
+
+/// Mode operator, while leading: the next step of a CA roll-over under way,
+/// once every pod's node reports it is ready for it (see crate::tls). The
+/// certificates it calls for are issued by the next pass's [`ensure_tls`].
+/// `Ok(true)` while a roll-over is under way (the next pass comes sooner).
+pub(super) async fn advance_rotation(
+    kr: &KeyraftCluster,
+    ctx: &Context,
+    names: &Names,
+    current: &SecretsData,
+    obs: &Observation,
+) -> Result<bool> {
+    let secrets = TlsSecrets::of(kr, names);
+    let Some(ca_name) = secrets.ca.as_ref() else { return Ok(false) };
+    let Some(ca) = current.get(ca_name) else { return Ok(false) };
+    if !ctx.leading() {
+        return Ok(false);
+    }
+    let pods: certs::NodeTls = obs.pods.iter().map(|p| (p.name.as_str(), p.report().map(|r| &r.tls))).collect();
+    let rotating = ca.contains_key(certs::CA_NEXT_CRT) || ca.contains_key(certs::CA_PREVIOUS_CRT);
+    let Some((data, step, what)) = certs::rotation_step(ca, current.get(&secrets.node), &pods) else {
+        return Ok(rotating);
+    };
+    apply_object(&ctx.client, &names.namespace, &certs::secret(kr, names, ca_name, data)?).await?;
+    tracing::info!(cluster = %key(kr), ?step, "CA roll-over: {what}");
+    publish(ctx, kr, EventType::Normal, step.reason(), step.action(), what).await;
+    Ok(true)
 }
 
 /// A connector presenting `id`, reused while the identity stays the same.

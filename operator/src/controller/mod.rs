@@ -260,11 +260,17 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     let ns = names.namespace.clone();
     // Certificates first: the Secrets must hold a pod's certificate before
     // the pod starts, and the nodes are reached with the admin certificate.
-    let tls_problem = certs::ensure_tls(kr, ctx, &names).await.err().map(|e| {
+    let tls = certs::ensure_tls(kr, ctx, &names).await;
+    let Observed { obs, claim_templates } = observe(kr, ctx, &names).await?;
+    let tls = match tls {
+        Ok(current) => certs::advance_rotation(kr, ctx, &names, &current, &obs).await,
+        Err(e) => Err(e),
+    };
+    let rotating_ca = matches!(tls, Ok(true));
+    let tls_problem = tls.err().map(|e| {
         tracing::warn!(cluster = %key(kr), error = %e, "TLS not ready");
         ConditionUpdate { type_: cond::DEGRADED, status: true, reason: "TlsNotReady".into(), message: e.to_string() }
     });
-    let Observed { obs, claim_templates } = observe(kr, ctx, &names).await?;
     let actions = planner::plan(&obs);
     tracing::debug!(cluster = %key(kr), ?actions, "planned");
 
@@ -348,7 +354,7 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     announce_degraded(ctx, kr, &status).await;
     write_status(ctx, kr, &status).await?;
 
-    let settled = status.phase == Some(Phase::Running) && !busy && !restore.busy;
+    let settled = status.phase == Some(Phase::Running) && !busy && !restore.busy && !rotating_ca;
     let every = if settled { Duration::from_secs(30) } else { Duration::from_secs(5) };
     // Wake for the next scheduled backup (at least a second later).
     let every = next_backup.map_or(every, |n| every.min(n.max(Duration::from_secs(1))));

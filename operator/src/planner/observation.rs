@@ -115,6 +115,8 @@ impl PodObservation {
 }
 
 /// Answer of a node's Admin.Status: an unreachable node is an observation.
+// One per pod per pass: boxing the report would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum NodeObservation {
     Unreachable(String),
@@ -139,6 +141,8 @@ pub struct NodeReport {
     pub view: Option<ClusterViewReport>,
     /// This node's replica of each partition it holds.
     pub partitions: BTreeMap<u32, GroupReport>,
+    /// SHA-256 of the CAs the node trusts and of the certificate it serves.
+    pub tls: keyraft_api::tls::Fingerprints,
 }
 
 /// A node's role in one Raft group, parsed at the wire boundary.
