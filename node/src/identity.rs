@@ -167,8 +167,16 @@ fn create_dir_durably(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The identity failpoints are process-wide: the test that arms them and
+    /// every test that writes an identity run one at a time.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn created_once_then_reloaded() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let a = Identity::load_or_create(d.path(), "n0", "c").unwrap();
         let b = Identity::load_or_create(d.path(), "n0", "c").unwrap();
@@ -177,6 +185,7 @@ mod tests {
 
     #[test]
     fn lost_data_means_a_new_id() {
+        let _serial = serial();
         let d1 = tempfile::tempdir().unwrap();
         let d2 = tempfile::tempdir().unwrap();
         let a = Identity::load_or_create(d1.path(), "n0", "c").unwrap();
@@ -187,6 +196,7 @@ mod tests {
 
     #[test]
     fn refuses_other_cluster_other_node_unknown_format_and_foreign_dirs() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let mut id = Identity::load_or_create(d.path(), "n0", "c").unwrap();
         let e = Identity::load_or_create(d.path(), "n0", "other").unwrap_err();
@@ -220,6 +230,7 @@ mod tests {
 
     #[test]
     fn a_fresh_volume_with_lost_and_found_is_empty() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("lost+found")).unwrap();
         let a = Identity::load_or_create(d.path(), "n0", "c").unwrap();
@@ -229,6 +240,7 @@ mod tests {
 
     #[test]
     fn a_missing_data_dir_is_created() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("a/b/data");
         Identity::load_or_create(&dir, "n0", "c").unwrap();
@@ -240,6 +252,7 @@ mod tests {
     /// (between fsync and rename). None of them bricks the directory.
     #[test]
     fn a_crash_while_creating_the_identity_never_bricks_the_directory() {
+        let _serial = serial();
         let complete = serde_json::to_vec_pretty(&Identity {
             format_version: FORMAT_VERSION,
             node_id: 7,
@@ -263,6 +276,7 @@ mod tests {
     /// recorded after joining) leaves the old file in place and a temp file.
     #[test]
     fn a_crash_while_rewriting_the_identity_keeps_the_old_one() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let a = Identity::load_or_create(d.path(), "n0", "c").unwrap();
         fs::create_dir(d.path().join("wal")).unwrap();
@@ -277,6 +291,7 @@ mod tests {
     #[cfg(feature = "failpoints")]
     #[test]
     fn a_failed_identity_write_leaves_the_previous_identity() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let a = Identity::load_or_create(d.path(), "n0", "c").unwrap();
         let mut b = a.clone();
