@@ -411,6 +411,10 @@ impl Node {
         let mut rotate = 0usize;
         let mut backoff = Duration::from_millis(10);
         let mut last_err = String::from("no attempt made");
+        // Peers that gave no answer in this request: not dialled again (a
+        // stopped leader would take the caller's whole deadline), the group
+        // elects another leader meanwhile.
+        let mut silent: Vec<NodeId> = Vec::new();
         loop {
             if Instant::now() >= deadline {
                 let partition = partition.unwrap_or(u32::MAX);
@@ -420,6 +424,13 @@ impl Node {
             let target = hint
                 .or_else(|| local.as_ref().and_then(|g| g.raft.metrics().borrow().current_leader))
                 .or_else(|| self.guess_replica(group, &mut rotate));
+            if target.is_some_and(|t| silent.contains(&t)) {
+                hint = None;
+                rotate += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+                continue;
+            }
             let me = self.id();
             match target {
                 Some(t) if t == me && self.is_transferring(group) => {
@@ -466,6 +477,13 @@ impl Node {
                         last_err = format!("node {t} is not the leader");
                         hint = next.filter(|n| *n != t);
                     }
+                    Err(ForwardError::Silent(e)) => {
+                        last_err = e;
+                        hint = None;
+                        rotate += 1;
+                        silent.push(t);
+                        ensure_retry_is_safe(&cmd, &last_err)?;
+                    }
                     Err(ForwardError::Failed(e)) => {
                         last_err = e;
                         hint = None;
@@ -495,7 +513,7 @@ impl Node {
         let msg = RaftMessage { group, payload, cluster: self.cfg.cluster.clone(), target: 0 };
         let resp = tokio::time::timeout(FORWARD_ATTEMPT, c.propose(msg))
             .await
-            .map_err(|_| ForwardError::Failed(format!("node {target} did not answer")))?
+            .map_err(|_| ForwardError::Silent(format!("node {target} did not answer within {FORWARD_ATTEMPT:?}")))?
             .map_err(|s| ForwardError::Failed(format!("node {target}: {}", s.message())))?
             .into_inner();
         let ans: ProposeAnswer = bincode::deserialize(&resp.payload)
@@ -664,6 +682,8 @@ pub enum ProposeAnswer {
 
 enum ForwardError {
     NotLeader(Option<NodeId>),
+    /// The peer gave no answer in time (stopped, cut off).
+    Silent(String),
     Failed(String),
     Fatal(NodeError),
 }
