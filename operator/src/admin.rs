@@ -116,10 +116,7 @@ impl Admin {
                     cluster_id: info.cluster_id,
                     ready: false,
                     version: info.version,
-                    tls: keyraft_api::tls::Fingerprints {
-                        trusted_cas: info.tls_trusted_ca_sha256,
-                        own: Some(info.tls_certificate_sha256).filter(|s| !s.is_empty()),
-                    },
+                    tls: tls_of(info.tls_trusted_ca_sha256, info.tls_certificate_sha256),
                     ..NodeReport::default()
                 })
             }
@@ -268,10 +265,7 @@ pub fn node_report(resp: pb::StatusResponse) -> Result<NodeReport, String> {
         }),
         None => None,
     };
-    let tls = keyraft_api::tls::Fingerprints {
-        trusted_cas: node.tls_trusted_ca_sha256,
-        own: Some(node.tls_certificate_sha256).filter(|s| !s.is_empty()),
-    };
+    let tls = tls_of(node.tls_trusted_ca_sha256, node.tls_certificate_sha256);
     Ok(NodeReport {
         node_id: node.id,
         joined: node.joined,
@@ -285,6 +279,11 @@ pub fn node_report(resp: pb::StatusResponse) -> Result<NodeReport, String> {
         partitions,
         tls,
     })
+}
+
+/// The TLS fingerprints a node's `NodeInfo` reports (empty: no certificate).
+fn tls_of(trusted_cas: Vec<String>, own: String) -> keyraft_api::tls::Fingerprints {
+    keyraft_api::tls::Fingerprints { trusted_cas, own: Some(own).filter(|s| !s.is_empty()) }
 }
 
 /// A fake node's Admin service on loopback, for the admin and controller tests.
