@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod builders;
+pub mod cert_manager;
 pub mod controller;
 pub mod crd;
 pub mod lease;

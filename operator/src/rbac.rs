@@ -69,6 +69,14 @@ pub const CLUSTER_RULES: &[Rule] = &[
                     server-side apply of issued certificates (patch)",
     },
     Rule {
+        api_group: "cert-manager.io",
+        resources: &["certificates"],
+        verbs: &["list", "create", "patch", "delete"],
+        needed_by: "controller::certs::gather_cert_manager, tls.mode certManager only: server-side apply of the \
+                    cluster's Certificates (patch; create when new), lists them (list) and deletes those of removed \
+                    members (delete)",
+    },
+    Rule {
         api_group: "policy",
         resources: &["poddisruptionbudgets"],
         verbs: &["list", "watch", "create", "patch"],

@@ -75,13 +75,14 @@ pub const OPERATOR_CN: &str = "keyraft-operator";
 /// The Secrets a cluster's TLS lives in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsSecrets {
-    /// Mode operator: the CA Secret; `None` when certificates are provided.
+    /// Mode operator: the CA Secret; `None` in the other modes.
     pub ca: Option<String>,
     /// Mounted into the node pods.
     pub node: String,
     /// The admin certificate the operator uses.
     pub operator: String,
-    /// Mode operator: the client-role certificate for applications.
+    /// Modes operator and certManager: the client-role certificate for
+    /// applications.
     pub client: Option<String>,
 }
 
@@ -92,6 +93,14 @@ impl TlsSecrets {
             (TlsMode::Provided, Some(p)) => {
                 TlsSecrets { ca: None, node: p.node_secret.clone(), operator: p.operator_secret.clone(), client: None }
             }
+            // cert-manager writes the admin and client Secrets; the operator
+            // gathers the pods' Secrets into the node Secret.
+            (TlsMode::CertManager, _) => TlsSecrets {
+                ca: None,
+                node: format!("{c}-node-tls"),
+                operator: format!("{c}-admin-tls"),
+                client: Some(format!("{c}-client-tls")),
+            },
             // The schema requires `provided` in mode provided.
             _ => TlsSecrets {
                 ca: Some(format!("{c}-ca")),
@@ -101,6 +110,12 @@ impl TlsSecrets {
             },
         }
     }
+}
+
+/// How many of the lowest ordinals have a certificate in the node Secret.
+pub fn certified(kr: &KeyraftCluster, names: &Names, current: &SecretsData) -> u32 {
+    let Some(node) = current.get(&TlsSecrets::of(kr, names).node) else { return 0 };
+    (0..).take_while(|&o| node.contains_key(&format!("{}.crt", names.pod(o)))).count() as u32
 }
 
 /// Lifetime of the certificates the operator issues for `kr`.

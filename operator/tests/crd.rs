@@ -79,6 +79,9 @@ fn good_manifests_pass() {
         "replicas: 3\ntopology: {zoneKey: zone}",
         "replicas: 3\nbackup: {destination: {url: 's3://bucket/keyraft', credentialsSecret: s3}, schedule: '0 3 * * *', retention: {count: 7, maxAge: 168h}}",
         "replicas: 3\nbootstrap: {fromBackup: {destination: {url: 'file:///backups'}, backup: basic-20261201030000}}",
+        "replicas: 3\ntls: {mode: certManager, certManager: {issuerRef: {name: ca-issuer}}}",
+        "replicas: 3\ntls: {mode: certManager, certManager: {issuerRef: {name: corp, kind: ClusterIssuer}}}",
+        "replicas: 3\ntls: {mode: provided, provided: {nodeSecret: n, operatorSecret: o}}",
         "replicas: 5\nreplicationFactor: 5\npartitions: 1024\nversion: v0.2.0-rc.1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nstorage: {size: 500Mi, reclaimPolicy: Retain}\nfailover: {timeout: 1h30m}\ntimeouts: {drain: 30s, catchUp: 2m, ready: 90s, scaleIn: 1h, join: 5m, startup: 1h}\nconsistency: {defaultRead: session}\ntopology: {spread: required, antiAffinity: none, zones: [a, b, c]}",
     ] {
         let errs = errors(&manifest(spec), None);
@@ -145,6 +148,14 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
             "/spec/backup/retention/maxAge",
         ),
         ("replicas: 3\nbootstrap: {fromBackup: {destination: {url: 's3://b'}}}", "backup"),
+        ("replicas: 3\ntls: {mode: certManager}", "tls.mode certManager needs tls.certManager.issuerRef"),
+        (
+            "replicas: 3\ntls: {certManager: {issuerRef: {name: ca-issuer}}}",
+            "tls.certManager is only read with tls.mode certManager",
+        ),
+        ("replicas: 3\ntls: {mode: certManager, certManager: {issuerRef: {}}}", "name"),
+        ("replicas: 3\ntls: {mode: letsEncrypt}", "/spec/tls/mode"),
+        ("replicas: 3\ntls: {mode: provided}", "tls.mode provided needs tls.provided.nodeSecret"),
     ];
     for (spec, fragment) in table {
         let errs = errors(&manifest(spec), None);

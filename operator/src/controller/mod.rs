@@ -261,7 +261,8 @@ async fn apply(kr: &KeyraftCluster, ctx: &Context) -> Result<Requeue> {
     // Certificates first: the Secrets must hold a pod's certificate before
     // the pod starts, and the nodes are reached with the admin certificate.
     let tls = certs::ensure_tls(kr, ctx, &names).await;
-    let Observed { obs, claim_templates } = observe(kr, ctx, &names).await?;
+    let Observed { mut obs, claim_templates } = observe(kr, ctx, &names).await?;
+    obs.certified = tls.as_ref().map_or(0, |current| crate::tls::certified(kr, &names, current));
     let tls = match tls {
         Ok(current) => certs::advance_rotation(kr, ctx, &names, &current, &obs).await,
         Err(e) => Err(e),

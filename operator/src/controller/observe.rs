@@ -104,6 +104,8 @@ pub(super) async fn observe(kr: &KeyraftCluster, ctx: &Context, names: &Names) -
             pods: observed,
             pvcs: pvcs.items.iter().map(|p| p.name_any()).collect(),
             waits: ctx.waits_of(&key(kr)),
+            // Set by the caller, from the Secrets it read.
+            certified: 0,
         },
     })
 }

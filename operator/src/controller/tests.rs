@@ -70,6 +70,7 @@ fn obs(kr: &KeyraftCluster, ready: bool) -> Observation {
         statefulset_replicas: Some(1),
         update_revision: None,
         waits: BTreeMap::new(),
+        certified: 99,
         pods: vec![PodObservation {
             name: "kv-0".into(),
             ordinal: 0,
@@ -164,7 +165,7 @@ mod act_tests {
                     }
                 }
                 match method {
-                    Method::GET if path.ends_with("/statefulsets/kv") => json(
+                    Method::GET if path.ends_with("/statefulsets/kv") || path.contains("/secrets/") => json(
                         StatusCode::NOT_FOUND,
                         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                    "reason": "NotFound", "code": 404, "message": "not found"}),
@@ -212,6 +213,11 @@ mod act_tests {
         assert_eq!(
             applied,
             [
+                // Certificates before the pods that need them (the CA
+                // Secret is created, not applied).
+                "/api/v1/namespaces/ns/secrets/kv-admin-tls",
+                "/api/v1/namespaces/ns/secrets/kv-client-tls",
+                "/api/v1/namespaces/ns/secrets/kv-node-tls",
                 "/api/v1/namespaces/ns/configmaps/kv-config",
                 "/api/v1/namespaces/ns/services/kv-headless",
                 "/api/v1/namespaces/ns/services/kv",
@@ -240,11 +246,13 @@ mod act_tests {
         assert!(progressing["message"].as_str().unwrap().contains("kv-0, kv-1, kv-2"));
 
         // A person sees the scale-up as an Event on the cluster.
-        let event = log
+        let events: Vec<&Request> = log
             .iter()
-            .find(|r| r.method == Method::POST && r.path == "/apis/events.k8s.io/v1/namespaces/ns/events")
-            .expect("an Event");
-        assert_eq!(event.body["reason"], "Scaled");
+            .filter(|r| r.method == Method::POST && r.path == "/apis/events.k8s.io/v1/namespaces/ns/events")
+            .collect();
+        let reasons: Vec<&str> = events.iter().map(|e| e.body["reason"].as_str().unwrap()).collect();
+        assert_eq!(reasons, ["CertificatesIssued", "Scaled"]);
+        let event = events[1];
         assert_eq!(event.body["regarding"]["kind"], "KeyraftCluster");
     }
 

@@ -549,6 +549,16 @@ pub struct PodTemplateOverrides {
         "reason": "FieldValueForbidden"
     },
     {
+        "rule": "self.mode != 'certManager' || has(self.certManager)",
+        "message": "tls.mode certManager needs tls.certManager.issuerRef naming the cert-manager Issuer or ClusterIssuer that signs the cluster's certificates",
+        "reason": "FieldValueRequired"
+    },
+    {
+        "rule": "self.mode == 'certManager' || !has(self.certManager)",
+        "message": "tls.certManager is only read with tls.mode certManager; remove it or set mode: certManager",
+        "reason": "FieldValueForbidden"
+    },
+    {
         "rule": "duration(has(self.certificateValidity) ? self.certificateValidity : '2160h') >= duration('1h')",
         "message": "tls.certificateValidity must be at least 1h: certificates are renewed when a third of their validity remains",
         "reason": "FieldValueInvalid"
@@ -559,10 +569,13 @@ pub struct TlsSpec {
     /// issues the node, admin and client certificates into Secrets
     /// (`<name>-ca`, `<name>-node-tls`, `<name>-admin-tls`,
     /// `<name>-client-tls`) and renews them before they expire; nodes reload
-    /// renewed certificates without a restart. `provided`: the Secrets named
-    /// in `provided` hold certificates issued elsewhere. Fixed at creation:
-    /// moving a running cluster to another CA needs a trust roll-over the
-    /// operator does not do yet.
+    /// renewed certificates without a restart; its CA rolls over by itself.
+    /// `certManager`: cert-manager issues and renews them from the issuer in
+    /// `certManager.issuerRef` (one `Certificate` per pod, `<name>-admin`,
+    /// `<name>-client`); the operator gathers the pods' certificates into
+    /// `<name>-node-tls`. `provided`: the Secrets named in `provided` hold
+    /// certificates issued elsewhere. Fixed at creation: the modes keep
+    /// their certificates in different Secrets.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-validations" = [
         {
@@ -573,10 +586,10 @@ pub struct TlsSpec {
     ]))]
     pub mode: TlsMode,
 
-    /// Lifetime of the certificates the operator issues (mode operator), as
-    /// a duration such as 2160h (the default, 90 days) or 720h. A
-    /// certificate is renewed once less than a third of it remains. The CA
-    /// itself lasts ten years.
+    /// Lifetime of the certificates the operator issues (mode operator) or
+    /// asks cert-manager for (mode certManager), as a duration such as
+    /// 2160h (the default, 90 days) or 720h. A certificate is renewed once
+    /// less than a third of it remains. The operator's CA lasts ten years.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub certificate_validity: Option<String>,
@@ -584,11 +597,15 @@ pub struct TlsSpec {
     /// The Secrets of mode provided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provided: Option<ProvidedTls>,
+
+    /// The issuer of mode certManager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<CertManagerTls>,
 }
 
 impl Default for TlsSpec {
     fn default() -> Self {
-        TlsSpec { mode: TlsMode::Operator, certificate_validity: None, provided: None }
+        TlsSpec { mode: TlsMode::Operator, certificate_validity: None, provided: None, cert_manager: None }
     }
 }
 
@@ -625,8 +642,45 @@ pub enum TlsMode {
     /// The operator runs a CA per cluster and issues every certificate.
     #[default]
     Operator,
+    /// cert-manager, from the issuer named in `tls.certManager`.
+    CertManager,
     /// Existing Secrets named in `tls.provided`.
     Provided,
+}
+
+/// Mode certManager: who signs. The issuer must put the CA in each
+/// Secret's `ca.crt` (a CA, Vault or private-CA issuer; ACME issuers do
+/// not): nodes and clients trust each other through it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerTls {
+    /// The cert-manager issuer every certificate of the cluster names.
+    pub issuer_ref: IssuerRef,
+}
+
+/// A cert-manager issuer, as a `Certificate`'s `spec.issuerRef` names it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the Issuer (in the cluster's namespace) or ClusterIssuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (default) or `ClusterIssuer`, or an external issuer's kind.
+    #[serde(default = "default_issuer_kind")]
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// API group of the issuer (default `cert-manager.io`).
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".into()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".into()
 }
 
 /// Secrets holding certificates issued outside the operator, in the

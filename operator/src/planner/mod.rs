@@ -117,8 +117,11 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
     let current = obs.statefulset_replicas;
 
     if !obs.bootstrapped() {
-        let mut actions = vec![Action::Apply { statefulset_replicas: current.unwrap_or(desired).max(desired) }];
+        let (replicas, held) = hold_for_certificates(obs, current.unwrap_or(desired).max(desired));
+        let mut actions = vec![Action::Apply { statefulset_replicas: replicas }];
         actions.extend(plan_bootstrap(obs, desired));
+        // After bootstrap's, so its more precise condition wins.
+        actions.extend(held);
         return actions;
     }
 
@@ -175,6 +178,7 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
         sts_replicas = current;
     }
 
+    let (sts_replicas, held) = hold_for_certificates(obs, sts_replicas);
     let mut actions = vec![Action::Apply { statefulset_replicas: sts_replicas }];
     actions.extend(delete_claims(obs, view, sts_replicas));
     if !joining.is_empty() && desired >= current {
@@ -192,6 +196,7 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
     let [(_, failover), (_, upgrade), (_, scale), (_, rebalance)] = groups;
     // Scale conditions come before failover's, so a failover Degraded wins.
     actions.extend(scale);
+    actions.extend(held);
     actions.extend(rebalance);
     actions.extend(failover);
     actions.extend(upgrade);
@@ -237,6 +242,22 @@ fn delete_claims(obs: &Observation, view: Option<&ClusterViewReport>, sts_replic
 /// past its bound a Degraded condition naming the blocker and the setting.
 /// The message carries the bound, never the elapsed time, so it only
 /// changes when the state does.
+/// The StatefulSet grows only over pods whose certificate is in the node
+/// Secret (a node without one cannot start); it never shrinks for that.
+/// Returns the replicas to apply and, when held, a bounded wait naming the
+/// first pod without a certificate.
+fn hold_for_certificates(obs: &Observation, planned: i32) -> (i32, Vec<Action>) {
+    let allowed = obs.statefulset_replicas.unwrap_or(0).max(obs.certified.min(i32::MAX as u32) as i32);
+    if planned <= allowed {
+        return (planned, Vec::new());
+    }
+    let pod = obs.names.pod(allowed as u32);
+    let blocker = format!("the node Secret has no certificate for {pod} yet, so it is not created");
+    let mut held = bounded(obs, WaitKind::Certificate, &pod, &blocker);
+    held.push(condition(cond::PROGRESSING, true, "WaitingForCertificates", blocker));
+    (allowed, held)
+}
+
 pub(super) fn bounded(obs: &Observation, kind: WaitKind, subject: &str, blocker: &str) -> Vec<Action> {
     let mut v = vec![Action::Wait(Wait { kind, subject: subject.to_string() })];
     let bound = obs.bound(kind);

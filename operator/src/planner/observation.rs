@@ -29,6 +29,10 @@ pub struct Observation {
     /// How long each wait the planner reported on earlier passes has lasted
     /// (the controller's monotonic clock); a wait not listed just began.
     pub waits: BTreeMap<Wait, Duration>,
+    /// How many of the lowest ordinals have their certificate in the node
+    /// Secret (0 when the Secret could not be read): a node without one
+    /// cannot start, so no pod past them is created.
+    pub certified: u32,
 }
 
 /// Something the planner waits for, by kind and subject (a pod or a
@@ -54,6 +58,8 @@ pub enum WaitKind {
     Join,
     /// An active member without a pod (`failover.timeout`).
     Orphan,
+    /// A new pod's certificate reaching the node Secret (`timeouts.ready`).
+    Certificate,
 }
 
 impl WaitKind {
@@ -66,6 +72,7 @@ impl WaitKind {
             WaitKind::ScaleIn => "ScaleInTimedOut",
             WaitKind::Join => "JoinTimedOut",
             WaitKind::Orphan => "MemberWithoutPod",
+            WaitKind::Certificate => "CertificateTimedOut",
         }
     }
 
@@ -74,7 +81,7 @@ impl WaitKind {
         match self {
             WaitKind::Drain => "spec.timeouts.drain",
             WaitKind::CatchUp => "spec.timeouts.catchUp",
-            WaitKind::Ready => "spec.timeouts.ready",
+            WaitKind::Ready | WaitKind::Certificate => "spec.timeouts.ready",
             WaitKind::ScaleIn => "spec.timeouts.scaleIn",
             WaitKind::Join => "spec.timeouts.join",
             WaitKind::Orphan => "spec.failover.timeout",
@@ -290,7 +297,7 @@ impl Observation {
         let setting = match kind {
             WaitKind::Drain => &t.drain,
             WaitKind::CatchUp => &t.catch_up,
-            WaitKind::Ready => &t.ready,
+            WaitKind::Ready | WaitKind::Certificate => &t.ready,
             WaitKind::ScaleIn => &t.scale_in,
             WaitKind::Join => &t.join,
             WaitKind::Orphan => &self.spec.failover.timeout,

@@ -89,6 +89,7 @@ fn running(n: u32, members: &[(&str, &str)], placement: Vec<(u32, Vec<u64>)>) ->
         pvcs: (0..n).map(|o| format!("data-kv-{o}")).collect(),
         update_revision: None,
         waits: BTreeMap::new(),
+        certified: 99,
     }
 }
 
@@ -111,6 +112,7 @@ fn fresh(pods: Vec<PodObservation>, replicas: i32) -> Observation {
         pvcs: vec![],
         update_revision: None,
         waits: BTreeMap::new(),
+        certified: 99,
     }
 }
 
@@ -125,8 +127,9 @@ fn sts_replicas(actions: &[Action]) -> i32 {
     }
 }
 
+/// The condition of `type_` the status ends with (the last one set).
 fn condition_of<'a>(actions: &'a [Action], type_: &str) -> Option<&'a ConditionUpdate> {
-    actions.iter().find_map(|a| match a {
+    actions.iter().rev().find_map(|a| match a {
         Action::SetCondition(c) if c.type_ == type_ => Some(c),
         _ => None,
     })
@@ -194,6 +197,35 @@ fn waiting_for_pods_names_them() {
     let c = condition_of(&actions, cond::PROGRESSING).unwrap();
     assert_eq!(c.reason, "WaitingForPods");
     assert!(c.message.contains("kv-1, kv-2"), "{}", c.message);
+}
+
+#[test]
+fn pods_without_a_certificate_are_not_created_and_the_wait_is_bounded() {
+    // Bootstrap: the node Secret holds kv-0's certificate only.
+    let mut obs = fresh(vec![], 3);
+    obs.statefulset_replicas = None;
+    obs.certified = 1;
+    let actions = plan(&obs);
+    assert_eq!(sts_replicas(&actions), 1);
+    assert!(actions.contains(&Action::Wait(Wait { kind: WaitKind::Certificate, subject: "kv-1".into() })));
+    let c = condition_of(&actions, cond::PROGRESSING).unwrap();
+    assert_eq!(c.reason, "WaitingForCertificates");
+    assert!(c.message.contains("kv-1"), "{}", c.message);
+    assert!(condition_of(&actions, cond::DEGRADED).is_none());
+    // Past spec.timeouts.ready the cluster turns Degraded, naming the pod.
+    obs.waits.insert(Wait { kind: WaitKind::Certificate, subject: "kv-1".into() }, Duration::from_secs(3600));
+    let c = condition_of(&plan(&obs), cond::DEGRADED).cloned().unwrap();
+    assert_eq!(c.reason, "CertificateTimedOut");
+    assert!(c.message.contains("kv-1") && c.message.contains("spec.timeouts.ready"), "{}", c.message);
+
+    // Scale-out: held at the pods that have one; never shrunk for it.
+    let m = active(3);
+    let mut obs = running(3, &members(&m), vec![(0, vec![1, 2, 3])]);
+    obs.spec.replicas = 5;
+    for (certified, want) in [(3, 3), (4, 4), (5, 5), (0, 3)] {
+        obs.certified = certified;
+        assert_eq!(sts_replicas(&plan(&obs)), want, "certified {certified}");
+    }
 }
 
 #[test]
