@@ -652,3 +652,159 @@ async fn certificates_issued_again_under_load_are_reloaded_without_a_failed_requ
     );
     env.shutdown().await;
 }
+
+/// Stands in for cert-manager on the simulator, which has none: for every
+/// Certificate in `ns` whose Secret is missing, issues what it asks for
+/// (`uris`, `dnsNames`, `ipAddresses`, `duration`) from `ca` and writes the
+/// Secret as cert-manager does (`ca.crt`, `tls.crt`, `tls.key`, the
+/// `secretTemplate` labels). Refuses, by panicking, a Certificate that
+/// names another issuer.
+fn stand_in_cert_manager(
+    kube: kube::Client,
+    ns: String,
+    issuer: &'static str,
+    ca: std::sync::Arc<keyraft_api::tls::certgen::Authority>,
+) -> tokio::task::JoinHandle<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    use keyraft_api::tls::certgen::Holder;
+    use keyraft_api::tls::{Role, MEMBER_URI_PREFIX, ROLE_URI_PREFIX};
+    use kube::api::{Api, DynamicObject, PostParams};
+    tokio::spawn(async move {
+        let gvk = kube::api::GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "certificates");
+        let certs: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &ns, &resource);
+        let secrets: Api<Secret> = Api::namespaced(kube, &ns);
+        loop {
+            for c in certs.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+                let spec = &c.data["spec"];
+                assert_eq!(spec["issuerRef"]["name"], issuer, "{spec}");
+                let name = spec["secretName"].as_str().unwrap().to_string();
+                if secrets.get_opt(&name).await.ok().flatten().is_some() {
+                    continue;
+                }
+                let strs = |k: &str| -> Vec<String> {
+                    spec[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
+                };
+                let uri = strs("uris").pop().expect("a Keyraft identity URI");
+                let holder = match (uri.strip_prefix(MEMBER_URI_PREFIX), uri.strip_prefix(ROLE_URI_PREFIX)) {
+                    (Some(member), _) => Holder::Member {
+                        name: member.into(),
+                        hosts: strs("dnsNames").into_iter().chain(strs("ipAddresses")).collect(),
+                    },
+                    (_, Some(role)) => Holder::User {
+                        role: Role::parse(role).expect("a known role"),
+                        common_name: spec["commonName"].as_str().unwrap_or(role).into(),
+                    },
+                    _ => panic!("not a Keyraft identity: {uri}"),
+                };
+                // The operator writes durations in seconds, e.g. `7776000s`.
+                let secs = spec["duration"].as_str().and_then(|d| d.strip_suffix('s')?.parse().ok()).unwrap();
+                let validity = Duration::from_secs(secs);
+                let issued = ca.issue(&holder, validity).unwrap();
+                let labels: std::collections::BTreeMap<String, String> =
+                    serde_json::from_value(spec["secretTemplate"]["labels"].clone()).unwrap_or_default();
+                let data =
+                    [("ca.crt", ca.cert_pem().to_string()), ("tls.crt", issued.cert_pem), ("tls.key", issued.key_pem)]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.into_bytes())))
+                        .collect();
+                let secret = Secret {
+                    metadata: kube::api::ObjectMeta { name: Some(name), labels: Some(labels), ..Default::default() },
+                    type_: Some("kubernetes.io/tls".into()),
+                    data: Some(data),
+                    ..Default::default()
+                };
+                let _ = secrets.create(&PostParams::default(), &secret).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// `tls.mode: certManager`. Without cert-manager's API the cluster says so
+/// and creates no pod. Once Certificates can be made, the operator asks for
+/// one per pod plus the admin and client identities from the named issuer,
+/// creates each pod only once its certificate is in the node Secret, and
+/// the cluster serves over mutual TLS with the client Secret cert-manager
+/// wrote. A certificate issued again (cert-manager's renewal) reaches the
+/// node without a restart or a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cert_manager_the_cluster_waits_for_its_certificates_then_serves_and_takes_renewals_without_a_restart() {
+    let Some(env) = Env::with_operator().await else { return };
+    let ns = &namespace("certmgr");
+    env.create_namespace(ns).await;
+    let spec = serde_json::json!({"replicas": 3, "partitions": 4,
+        "tls": {"mode": "certManager", "certManager": {"issuerRef": {"name": "test-ca"}}}});
+    env.apply(ns, &common::cluster::manifest("cm", spec)).await;
+    let kr = env
+        .wait_status(ns, "cm", "Degraded TlsNotReady", Duration::from_secs(60), |kr| {
+            common::cluster::condition(kr, "Degraded").is_some_and(|c| c["reason"] == "TlsNotReady")
+        })
+        .await;
+    let message = common::cluster::condition(&kr, "Degraded").unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("cert-manager.io/v1 Certificate"), "{message}");
+    let pods = env.kubectl_ok(&["get", "pods", "-n", ns, "-o", "name"]).await;
+    assert!(pods.trim().is_empty(), "no pod without a certificate: {pods}");
+
+    if !common::external() {
+        env.apply_file(
+            ns,
+            common::repo().join("e2e/tests/fixtures/cert-manager-certificates-crd.yaml").to_str().unwrap(),
+        )
+        .await;
+    }
+    // The Certificates exist before anything issues them: the pods wait.
+    let names = wait_for("the operator's Certificates", Duration::from_secs(60), || async {
+        let out = env.kubectl(&["get", "certificates.cert-manager.io", "-n", ns, "-o", "name"]).await;
+        let mut names: Vec<String> = out.stdout.lines().map(String::from).collect();
+        names.sort();
+        (out.ok && names.len() == 5).then_some(names)
+    })
+    .await;
+    assert_eq!(
+        names,
+        ["cm-0", "cm-1", "cm-2", "cm-admin", "cm-client"].map(|n| format!("certificate.cert-manager.io/{n}"))
+    );
+    let kr = env
+        .wait_status(ns, "cm", "Progressing WaitingForCertificates", Duration::from_secs(60), |kr| {
+            common::cluster::condition(kr, "Progressing").is_some_and(|c| c["reason"] == "WaitingForCertificates")
+        })
+        .await;
+    let message = common::cluster::condition(&kr, "Progressing").unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("cm-0"), "{message}");
+    let sts = env.kubectl(&["get", "statefulset", "cm", "-n", ns, "-o", "jsonpath={.spec.replicas}"]).await;
+    assert!(!sts.ok || sts.stdout.trim() == "0", "no pod before its certificate: {}", sts.stdout);
+
+    let ca = std::sync::Arc::new(
+        keyraft_api::tls::certgen::Authority::new("stand-in issuer", Duration::from_secs(3600)).unwrap(),
+    );
+    let issuer = stand_in_cert_manager(env.kube.clone(), ns.clone(), "test-ca", ca.clone());
+    env.wait_running(ns, "cm", 3, CREATE).await;
+    tls_is_on_and_enforced(&env, ns, "cm").await;
+
+    env.fetch_credentials(ns, "cm").await;
+    let pods = pod_incarnations(&env, ns, "cm").await;
+    let before = wait_for("every node's certificate expiry metric", Duration::from_secs(60), || async {
+        certificate_expiries(ns, "cm", 3)
+    })
+    .await;
+    let work = Workload::start(pod_endpoints(ns, "cm", 3), 2, "certmgr");
+    work.progresses(50, PROGRESS).await;
+    // A renewal: cert-manager writes a new certificate into the pod's
+    // Secret (whole seconds: wait for a later expiry).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.kubectl_ok(&["delete", "secret", "cm-1-tls", "-n", ns]).await;
+    wait_for("cm-1 to serve its renewed certificate", Duration::from_secs(120), || async {
+        let now = certificate_expiries(ns, "cm", 3)?;
+        (now[1] > before[1]).then_some(())
+    })
+    .await;
+    work.progresses(50, PROGRESS).await;
+    let tally = work.stop().await;
+    issuer.abort();
+    assert!(tally.failed.is_empty(), "requests failed during the renewal: {:?}", tally.failed);
+    assert_eq!(pod_incarnations(&env, ns, "cm").await, pods, "no pod was restarted or replaced");
+    assert_all_readable(pod_endpoints(ns, "cm", 3), &tally.acked).await;
+    assert!(env.kubectl(&["get", "secret", "cm-ca", "-n", ns]).await.stdout.is_empty(), "no operator CA in this mode");
+    env.shutdown().await;
+}
