@@ -511,8 +511,17 @@ impl Node {
         let payload = bincode::serialize(cmd).map_err(|e| ForwardError::Fatal(NodeError::Internal(e.to_string())))?;
         let mut c = self.peers.raft(&addr).map_err(|e| ForwardError::Failed(e.to_string()))?;
         let msg = RaftMessage { group, payload, cluster: self.cfg.cluster.clone(), target: 0 };
-        let resp = tokio::time::timeout(FORWARD_ATTEMPT, c.propose(msg))
-            .await
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(FORWARD_ATTEMPT, c.propose(msg)) => answer,
+            // A stopped leader is noticed by the election this node takes
+            // part in sooner than by the attempt's timeout.
+            next = self.another_leader(group, target) => {
+                return Err(ForwardError::Silent(format!(
+                    "node {target} gave no answer and group {group} elected node {next} meanwhile"
+                )));
+            }
+        };
+        let resp = answer
             .map_err(|_| ForwardError::Silent(format!("node {target} did not answer within {FORWARD_ATTEMPT:?}")))?
             .map_err(|s| ForwardError::Failed(format!("node {target}: {}", s.message())))?
             .into_inner();
@@ -524,6 +533,24 @@ impl Node {
             }
             ProposeAnswer::NotLeader(l) => Err(ForwardError::NotLeader(l)),
             ProposeAnswer::Failed(e) => Err(ForwardError::Failed(e)),
+        }
+    }
+
+    /// Resolves once this node's replica of `group` sees a leader other
+    /// than `target` and than the one it saw when called (a newer term);
+    /// never without a local replica.
+    async fn another_leader(&self, group: u64, target: NodeId) -> NodeId {
+        let Some(g) = self.groups.get(group) else { return std::future::pending().await };
+        let mut rx = g.raft.metrics();
+        let seen = rx.borrow().current_leader;
+        loop {
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = rx.borrow().current_leader;
+            if let Some(l) = now.filter(|l| *l != target && Some(*l) != seen) {
+                return l;
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! Faults under load: kill -9 of the node leading the most partitions, while
-//! clients write. No acknowledged write may be lost; writes must resume.
+//! clients write; a leader that stops answering while writes go through a
+//! follower. No acknowledged write may be lost; writes must resume.
 
 mod common;
 
@@ -97,5 +98,49 @@ async fn killing_leaders_under_load_loses_no_acknowledged_write() {
         }
     }
     assert!(lost.is_empty(), "{} acknowledged writes lost: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    common::cleanup(&mut c);
+}
+
+/// A partition leader that stops answering (SIGSTOP: its sockets stay open,
+/// nothing is refused) while a client writes through a follower: the
+/// follower forwards to the stopped leader once, then waits for the next
+/// leader instead of dialling the silent one again, so every write is
+/// answered within the client's single attempt (4 s) and blames no node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_a_follower_are_answered_within_one_attempt_while_the_leader_is_stopped() {
+    let mut c = common::cluster("stopped-leader", 3, 1, 3, &[]).await;
+    let leader = loop {
+        if let Some((i, _)) = common::leaders(&c).await.into_iter().next() {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let via = (leader + 1) % 3;
+    let mut o = c.client_options();
+    o.endpoints = vec![c.endpoints()[via].clone()];
+    o.follow_leader_hints = false;
+    // One attempt: a write the node cannot answer within it fails here.
+    o.timeout = o.attempt_timeout;
+    let client = keyraft_client::Client::new(o).unwrap();
+    client.put("before", "1").await.expect("a write through the follower");
+
+    c.pause(leader);
+    let mut slowest = Duration::ZERO;
+    let mut acked = Vec::new();
+    for n in 0..10 {
+        let (key, value) = (format!("k{n:03}"), format!("v{n}"));
+        let t = Instant::now();
+        let res = client.put(key.clone(), value.clone()).await;
+        slowest = slowest.max(t.elapsed());
+        res.unwrap_or_else(|e| panic!("write {n} through node {via} with node {leader} stopped: {e}"));
+        acked.push((key, value));
+    }
+    eprintln!("leader node {leader} stopped; 10 writes through node {via}, slowest {slowest:?}");
+    c.resume(leader);
+    let reader = c.client().unwrap();
+    for (key, value) in &acked {
+        let got = reader.get(key.clone(), Some(ConsistencyLevel::Linearizable)).await.unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_bytes()), "{key}");
+    }
     common::cleanup(&mut c);
 }
