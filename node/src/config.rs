@@ -93,6 +93,12 @@ pub struct Config {
     #[arg(long, env = "KEYRAFT_STORAGE_MEMTABLE_MB", default_value_t = 16)]
     pub storage_memtable_mb: u64,
 
+    /// The newest Raft log entries kept in memory, in MiB across every
+    /// partition: replication and apply read them from there instead of the
+    /// storage engine. 0 turns the cache off.
+    #[arg(long, env = "KEYRAFT_STORAGE_LOG_CACHE_MB", default_value_t = 16)]
+    pub storage_log_cache_mb: u64,
+
     /// Largest total size of the storage engine's journal files, in MiB (at
     /// least 64): past it the engine flushes the memtables that keep the
     /// oldest journal alive, so it can be deleted. Bounds the disk the

@@ -86,6 +86,7 @@ impl Node {
                 cache_bytes: cfg.storage_cache_mb << 20,
                 memtable_bytes: cfg.storage_memtable_mb << 20,
                 journal_bytes: cfg.storage_journal_mb << 20,
+                entry_cache_bytes: cfg.storage_log_cache_mb << 20,
                 ..Default::default()
             },
         )?;

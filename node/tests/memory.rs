@@ -21,7 +21,7 @@ const BIG_VALUES: u64 = 48;
 const SMALL_VALUES: u64 = 30_000;
 const SMALL_VALUE_BYTES: usize = 4096;
 /// Resident memory allowed per node (a debug-build node starts at about
-/// 25 MiB; engine budget: 4 MiB cache, three 4 MiB memtables). The data each
+/// 25 MiB; engine budget: 4 MiB cache, three 4 MiB memtables, a 4 MiB log cache). The data each
 /// node holds (every replica of both partitions) is 48 MiB of 1 MiB values
 /// plus 117 MiB of 4 KiB values: over twice the bound, so a node keeping its
 /// state in memory cannot pass.
@@ -149,6 +149,8 @@ async fn resident_memory_stays_bounded_with_several_times_more_data() {
         "--storage-cache-mb",
         "4",
         "--storage-memtable-mb",
+        "4",
+        "--storage-log-cache-mb",
         "4",
         "--snapshot-entries",
         "2000",

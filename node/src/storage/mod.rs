@@ -28,6 +28,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod entry_cache;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 pub mod log_store;

@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::entry_cache::EntryCache;
 use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 
 /// Format byte at the start of every stored value.
@@ -62,11 +63,20 @@ pub struct WalOptions {
     pub journal_bytes: u64,
     /// fsync before acknowledging. Only tests of non-durable paths turn it off.
     pub fsync: bool,
+    /// The newest log entries kept in memory, in bytes across groups
+    /// ([`super::entry_cache`]).
+    pub entry_cache_bytes: u64,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        Self { cache_bytes: 64 << 20, memtable_bytes: 16 << 20, journal_bytes: 128 << 20, fsync: true }
+        Self {
+            cache_bytes: 64 << 20,
+            memtable_bytes: 16 << 20,
+            journal_bytes: 128 << 20,
+            fsync: true,
+            entry_cache_bytes: 16 << 20,
+        }
     }
 }
 
@@ -75,6 +85,9 @@ impl Default for WalOptions {
 pub struct GroupLog {
     pub vote: Option<Vote>,
     pub committed: Option<LogId>,
+    /// `committed` changed since it was last written (it is written with
+    /// the group's next append or vote, see [`Wal::save_committed`]).
+    committed_unsaved: bool,
     pub purged: Option<LogId>,
     /// Id of the last entry stored (None if the log holds no entry).
     pub last: Option<LogId>,
@@ -129,6 +142,8 @@ struct Shared {
     raft: Keyspace,
     sm: Keyspace,
     groups: Mutex<HashMap<GroupId, GroupLog>>,
+    /// Changed only while `groups` is held, right after the engine.
+    cache: Mutex<EntryCache>,
     tx: Mutex<Option<mpsc::Sender<Done>>>,
     stats: WalStats,
 }
@@ -284,6 +299,7 @@ impl Wal {
             raft,
             sm,
             groups: Mutex::new(groups),
+            cache: Mutex::new(EntryCache::new(usize::try_from(opts.entry_cache_bytes).unwrap_or(usize::MAX))),
             tx: Mutex::new(Some(tx)),
             stats: WalStats::default(),
         });
@@ -315,6 +331,10 @@ impl Wal {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<GroupId, GroupLog>> {
         self.shared.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        self.shared.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn commit(&self, group: GroupId, batch: fjall::OwnedWriteBatch) {
@@ -351,6 +371,14 @@ impl Wal {
             Bound::Excluded(&s) => s.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let cached_end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        if let Some(hit) = self.cache().get(group, start, cached_end) {
+            return Ok(hit);
+        }
         let end = match range.end_bound() {
             Bound::Included(&e) => Bound::Included(log_key(group, e)),
             Bound::Excluded(&e) => Bound::Excluded(log_key(group, e)),
@@ -371,17 +399,23 @@ impl Wal {
         };
         let mut batch = self.shared.db.batch();
         let mut bytes = 0u64;
+        let mut sizes = Vec::with_capacity(entries.len());
         for e in &entries {
             let v = encode(e);
             bytes += v.len() as u64;
+            sizes.push(v.len());
             batch.insert(&self.shared.log, log_key(group, e.log_id.index), v);
         }
+        let n = entries.len() as u64;
         // The summary and the engine change together, in the caller's order.
         let mut groups = self.lock();
+        let g = groups.entry(group).or_default();
+        self.take_committed(group, g, &mut batch);
         self.commit(group, batch);
-        groups.entry(group).or_default().last = Some(last);
+        g.last = Some(last);
+        self.cache().append(group, entries.into_iter().zip(sizes));
         drop(groups);
-        self.shared.stats.records.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.shared.stats.records.fetch_add(n, Ordering::Relaxed);
         self.shared.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.after_sync(Done::Flushed(cb));
     }
@@ -392,21 +426,33 @@ impl Wal {
         batch.insert(&self.shared.raft, raft_key(group, TAG_VOTE), encode(&vote));
         {
             let mut groups = self.lock();
+            let g = groups.entry(group).or_default();
+            self.take_committed(group, g, &mut batch);
             self.commit(group, batch);
-            groups.entry(group).or_default().vote = Some(vote);
+            g.vote = Some(vote);
         }
         self.durable().await
     }
 
+    /// Records the committed id; it reaches the engine with the group's next
+    /// append or vote, not in a write of its own (one engine commit per
+    /// commit-index advance cost as much as the append it followed). Losing
+    /// it costs nothing: the state machine keeps its applied index in the
+    /// same engine, and the leader tells a restarted replica what is
+    /// committed again.
     pub async fn save_committed(&self, group: GroupId, committed: Option<LogId>) -> io::Result<()> {
-        // Losing the committed id only means re-applying a little after a
-        // crash; it need not wait for the disk.
-        let mut batch = self.shared.db.batch();
-        batch.insert(&self.shared.raft, raft_key(group, TAG_COMMITTED), encode(&committed));
         let mut groups = self.lock();
-        self.commit(group, batch);
-        groups.entry(group).or_default().committed = committed;
+        let g = groups.entry(group).or_default();
+        g.committed = committed;
+        g.committed_unsaved = true;
         Ok(())
+    }
+
+    /// Adds the committed id to `batch` if it changed since it was written.
+    fn take_committed(&self, group: GroupId, g: &mut GroupLog, batch: &mut fjall::OwnedWriteBatch) {
+        if std::mem::take(&mut g.committed_unsaved) {
+            batch.insert(&self.shared.raft, raft_key(group, TAG_COMMITTED), encode(&g.committed));
+        }
     }
 
     /// Removes the entries with index >= `since`.
@@ -427,6 +473,7 @@ impl Wal {
             let mut groups = self.lock();
             self.commit(group, batch);
             groups.entry(group).or_default().last = new_last;
+            self.cache().truncate(group, since);
         }
         self.durable().await
     }
@@ -459,6 +506,7 @@ impl Wal {
         }
         batch.insert(&self.shared.raft, raft_key(group, TAG_PURGED), encode(&upto));
         self.commit(group, batch);
+        self.cache().purge(group, upto.index);
         g.purged = Some(upto);
         if g.last.is_some_and(|l| l.index <= upto.index) {
             g.last = None;
@@ -496,6 +544,7 @@ impl Wal {
             let mut groups = self.lock();
             self.commit(group, batch);
             groups.remove(&group);
+            self.cache().remove_group(group);
         }
         self.durable().await
     }
@@ -558,6 +607,12 @@ fn active_journal(dir: &Path) -> io::Result<PathBuf> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the storage engine has no journal file (*.jnl)"))
 }
 
+/// The journal the engine rotates `path` (`N.jnl`) to: `N+1.jnl`.
+fn next_journal(path: &Path) -> Option<PathBuf> {
+    let n: u64 = path.file_name()?.to_str()?.strip_suffix(".jnl")?.parse().ok()?;
+    Some(path.with_file_name(format!("{}.jnl", n.checked_add(1)?)))
+}
+
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Done>) {
         while let Ok(first) = rx.recv() {
@@ -589,6 +644,17 @@ impl Writer {
     }
 
     fn sync_journal(&mut self) -> io::Result<()> {
+        // The engine rotates from `N.jnl` to `N+1.jnl` only: while that does
+        // not exist, `N` is still the active journal (one stat instead of
+        // reading the directory at every fsync).
+        let rotated = match &self.journal {
+            Some((p, _)) => next_journal(p).is_none_or(|n| n.exists()),
+            None => true,
+        };
+        if !rotated {
+            let (_, f) = self.journal.as_ref().expect("checked");
+            return f.sync_data();
+        }
         let path = active_journal(&self.dir)?;
         if self.journal.as_ref().is_none_or(|(p, _)| *p != path) {
             let f = File::open(&path)?;
