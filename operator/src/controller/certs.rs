@@ -82,7 +82,7 @@ async fn issue(
     current: &mut SecretsData,
 ) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let plan = certs::plan(kr, names, members, &current, SystemTime::now())?;
+    let plan = certs::plan(kr, names, members, current, SystemTime::now())?;
     for (name, data) in plan.writes {
         let secret = certs::secret(kr, names, &name, data.clone())?;
         if plan.new_ca && Some(&name) == secrets.ca.as_ref() {
