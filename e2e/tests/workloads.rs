@@ -135,13 +135,22 @@ async fn owner_deletion_collects_dependents_and_watches_see_it() {
     let c = client(&sim);
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
 
-    // A watch started now sees the dependent come and go.
+    // A watch started now sees the dependent come and go. The objects are
+    // made once its initial list is done: one listed by it would come as
+    // InitApply, not as the Apply of a watch event.
     let stream = watcher(cms.clone(), watcher::Config::default().labels("role=dependent"));
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
     let events = tokio::spawn(async move {
         let mut seen = Vec::new();
+        let mut listed_tx = Some(listed_tx);
         let mut s = std::pin::pin!(stream);
         while let Ok(Some(ev)) = s.try_next().await {
             match ev {
+                watcher::Event::InitDone => {
+                    if let Some(tx) = listed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
                 watcher::Event::Apply(cm) => seen.push(format!("apply {}", cm.metadata.name.unwrap())),
                 watcher::Event::Delete(cm) => {
                     seen.push(format!("delete {}", cm.metadata.name.unwrap()));
@@ -153,6 +162,7 @@ async fn owner_deletion_collects_dependents_and_watches_see_it() {
         seen
     });
 
+    tokio::time::timeout(Duration::from_secs(10), listed).await.expect("the watch listed").unwrap();
     let owner: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap();
     let owner = cms.create(&PostParams::default(), &owner).await.unwrap();
     let dependent: ConfigMap = serde_json::from_value(json!({"metadata": {
