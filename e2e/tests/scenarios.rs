@@ -722,6 +722,17 @@ fn stand_in_cert_manager(
     })
 }
 
+/// The message of condition `type_` once its reason is `reason` (within 60 s).
+async fn condition_message(env: &Env, ns: &str, name: &str, type_: &str, reason: &str) -> String {
+    let what = format!("{type_} {reason}");
+    let kr = env
+        .wait_status(ns, name, &what, Duration::from_secs(60), |kr| {
+            common::cluster::condition(kr, type_).is_some_and(|c| c["reason"] == reason)
+        })
+        .await;
+    common::cluster::condition(&kr, type_).unwrap()["message"].as_str().unwrap().to_string()
+}
+
 /// `tls.mode: certManager`. Without cert-manager's API the cluster says so
 /// and creates no pod. Once Certificates can be made, the operator asks for
 /// one per pod plus the admin and client identities from the named issuer,
@@ -737,12 +748,7 @@ async fn with_cert_manager_the_cluster_waits_for_its_certificates_then_serves_an
     let spec = serde_json::json!({"replicas": 3, "partitions": 4,
         "tls": {"mode": "certManager", "certManager": {"issuerRef": {"name": "test-ca"}}}});
     env.apply(ns, &common::cluster::manifest("cm", spec)).await;
-    let kr = env
-        .wait_status(ns, "cm", "Degraded TlsNotReady", Duration::from_secs(60), |kr| {
-            common::cluster::condition(kr, "Degraded").is_some_and(|c| c["reason"] == "TlsNotReady")
-        })
-        .await;
-    let message = common::cluster::condition(&kr, "Degraded").unwrap()["message"].as_str().unwrap().to_string();
+    let message = condition_message(&env, ns, "cm", "Degraded", "TlsNotReady").await;
     assert!(message.contains("cert-manager.io/v1 Certificate"), "{message}");
     let pods = env.kubectl_ok(&["get", "pods", "-n", ns, "-o", "name"]).await;
     assert!(pods.trim().is_empty(), "no pod without a certificate: {pods}");
@@ -766,12 +772,7 @@ async fn with_cert_manager_the_cluster_waits_for_its_certificates_then_serves_an
         names,
         ["cm-0", "cm-1", "cm-2", "cm-admin", "cm-client"].map(|n| format!("certificate.cert-manager.io/{n}"))
     );
-    let kr = env
-        .wait_status(ns, "cm", "Progressing WaitingForCertificates", Duration::from_secs(60), |kr| {
-            common::cluster::condition(kr, "Progressing").is_some_and(|c| c["reason"] == "WaitingForCertificates")
-        })
-        .await;
-    let message = common::cluster::condition(&kr, "Progressing").unwrap()["message"].as_str().unwrap().to_string();
+    let message = condition_message(&env, ns, "cm", "Progressing", "WaitingForCertificates").await;
     assert!(message.contains("cm-0"), "{message}");
     let sts = env.kubectl(&["get", "statefulset", "cm", "-n", ns, "-o", "jsonpath={.spec.replicas}"]).await;
     assert!(!sts.ok || sts.stdout.trim() == "0", "no pod before its certificate: {}", sts.stdout);
