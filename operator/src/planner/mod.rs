@@ -147,8 +147,10 @@ pub fn plan(obs: &Observation) -> Vec<Action> {
                     .push(Action::SetDefaultRead { pod: via.name.clone(), level: spec.consistency.default_read });
             }
             housekeeping.extend(plan_zones(obs, view, &via.name));
-            rebalance.extend(plan_rebalance(obs, view, &via.name, &joining));
         }
+        // Also without a member to call through, so the condition is never
+        // left at an earlier pass's value.
+        rebalance.extend(plan_rebalance(obs, view, obs.via("").map(|p| p.name.as_str()), &joining));
     }
     let upgrade = plan_upgrade(obs, view, sts_replicas);
     let available = availability(obs);

@@ -1255,3 +1255,137 @@ fn the_template_revision_counts_as_outdated() {
     let c = condition_of(&plan(&obs), cond::UPGRADING).cloned().unwrap();
     assert!(c.status && c.message.contains("left: kv-1"), "{c:?}");
 }
+
+/// The meta view the `running` helper puts on kv-0.
+fn view_mut(obs: &mut Observation) -> &mut ClusterViewReport {
+    match &mut obs.pods[0].node {
+        NodeObservation::Reachable(r) => r.view.as_mut().unwrap(),
+        NodeObservation::Unreachable(_) => panic!("kv-0 reports no view"),
+    }
+}
+
+/// 3 -> 5 over three zones, stage by stage from `kubectl scale` to the first
+/// Rebalance: eight partitions on kv-0..2 (zones a, b, c), kv-3 and kv-4 on
+/// Nodes of zones a and b. The base is the last stage: both new members
+/// joined, zones recorded, nothing moved yet.
+fn scaled_out_to_five() -> Observation {
+    let zones = ["zone-a", "zone-b", "zone-c", "zone-a", "zone-b"];
+    let placement = (0..8u32).map(|p| (p, (0..3).map(|i| (p as u64 + i) % 3 + 1).collect())).collect();
+    let mut obs = running(5, &members(&active(5)), placement);
+    obs.spec.replicas = 5;
+    obs.spec.partitions = 8;
+    obs.spec.rebalance.max_concurrent_moves = 4;
+    for (p, zone) in obs.pods.iter_mut().zip(zones) {
+        p.zone = Some(zone.into());
+    }
+    for (m, zone) in view_mut(&mut obs).members.iter_mut().zip(zones) {
+        m.zone = zone.into();
+    }
+    obs
+}
+
+/// A pod whose node has started but not joined yet.
+fn unjoined(obs: &mut Observation, ordinal: usize) {
+    obs.pods[ordinal].node = node(ordinal as u64 + 1, false);
+    obs.pods[ordinal].ready = false;
+}
+
+#[test]
+fn scale_out_shows_rebalancing_from_the_request_until_the_new_members_hold_replicas() {
+    type Stage = fn(&mut Observation);
+    // (stage, how it differs from both members joined with zones recorded,
+    // Rebalancing reason, a Rebalance this pass)
+    let table: Vec<(&str, Stage, &str, bool)> = vec![
+        (
+            "kubectl scale: the StatefulSet still has 3 pods",
+            |obs| {
+                obs.statefulset_replicas = Some(3);
+                obs.pods.truncate(3);
+                view_mut(obs).members.truncate(3);
+            },
+            "WaitingForMembers",
+            false,
+        ),
+        (
+            "the new pods run, neither joined",
+            |obs| {
+                unjoined(obs, 3);
+                unjoined(obs, 4);
+                view_mut(obs).members.truncate(3);
+            },
+            "WaitingForMembers",
+            false,
+        ),
+        (
+            "kv-3 joined (zone not recorded yet), kv-4 not",
+            |obs| {
+                unjoined(obs, 4);
+                let view = view_mut(obs);
+                view.members.truncate(4);
+                view.members[3].zone = String::new();
+            },
+            "WaitingForMembers",
+            false,
+        ),
+        (
+            // The window: every pod ready, every member active, but the
+            // new members have no zone yet, so a placement over zones
+            // cannot use them and looks balanced.
+            "the last member joined, zones not recorded yet",
+            |obs| {
+                let view = view_mut(obs);
+                view.members[3].zone = String::new();
+                view.members[4].zone = String::new();
+            },
+            "WaitingForMembers",
+            false,
+        ),
+        (
+            "one new member's zone recorded, the other's not",
+            |obs| view_mut(obs).members[4].zone = String::new(),
+            "WaitingForMembers",
+            false,
+        ),
+        ("zones recorded, before the first Rebalance", |_| {}, "MovingReplicas", true),
+    ];
+    // Every stage is checked, and every one that fails is reported.
+    let mut wrong = Vec::new();
+    for (case, stage, reason, rebalances) in table {
+        let mut obs = scaled_out_to_five();
+        stage(&mut obs);
+        let actions = plan(&obs);
+        let Some(c) = condition_of(&actions, cond::REBALANCING) else {
+            wrong.push(format!("{case}: no Rebalancing condition in {actions:?}"));
+            continue;
+        };
+        // Rebalancing is True until the new members hold replicas, with
+        // the reason, and a WaitingForMembers message names what it waits for.
+        let names_one = c.message.contains("kv-3") || c.message.contains("kv-4");
+        if !c.status || c.reason != reason || (reason == "WaitingForMembers" && !names_one) {
+            wrong.push(format!("{case}: want True {reason}, got {c:?}"));
+        }
+        let expected = Action::Rebalance { via: "kv-0".into(), max_moves: 4 };
+        let got = of_kind(&actions, |a| matches!(a, Action::Rebalance { .. }));
+        if got != if rebalances { vec![&expected] } else { vec![] } {
+            wrong.push(format!("{case}: Rebalance actions {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn rebalancing_is_judged_without_a_member_to_call_through() {
+    // No node is ready to take an admin call: no Rebalance, but the
+    // condition is still set this pass, never left at an earlier value.
+    let mut obs = scaled_out_to_five();
+    for p in &mut obs.pods {
+        p.ready = false;
+        if let NodeObservation::Reachable(r) = &mut p.node {
+            r.ready = false;
+        }
+    }
+    let actions = plan(&obs);
+    let c = condition_of(&actions, cond::REBALANCING).expect("a Rebalancing condition");
+    assert!(c.status && c.reason == "WaitingForMembers" && c.message.contains("ready member"), "{c:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Rebalance { .. })), "{actions:?}");
+}
