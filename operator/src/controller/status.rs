@@ -98,6 +98,10 @@ pub fn build_status(
         Phase::Upgrading
     } else if obs.statefulset_replicas != Some(obs.spec.replicas) || obs.pods.len() as i32 != obs.spec.replicas {
         Phase::Scaling
+    } else if ready == obs.spec.replicas && is_true(cond::REBALANCING) {
+        // Every pod is ready, but replicas still move (or wait to move)
+        // onto new members or off leaving ones: not settled yet.
+        Phase::Scaling
     } else if ready == obs.spec.replicas {
         Phase::Running
     } else {

@@ -116,6 +116,28 @@ fn status_tracks_generation_phase_and_transitions() {
     assert_eq!(s4.phase, Some(Phase::Bootstrapping));
 }
 
+#[test]
+fn every_pod_ready_is_not_running_while_replicas_still_have_to_move() {
+    // Right after a scale-out the new pods are ready before they hold any
+    // replica: the phase says so until Rebalancing turns False.
+    let kr = cluster();
+    let rebalancing = |status: bool, reason: &str| ConditionUpdate {
+        type_: cond::REBALANCING,
+        status,
+        reason: reason.into(),
+        message: String::new(),
+    };
+    for reason in ["WaitingForMembers", "MovingReplicas", "Repairing"] {
+        let s = build_status(&kr, &obs(&kr, true), Some("c".into()), vec![rebalancing(true, reason)]);
+        assert_eq!(s.phase, Some(Phase::Scaling), "Rebalancing=True {reason}");
+    }
+    let s = build_status(&kr, &obs(&kr, true), Some("c".into()), vec![rebalancing(false, "Balanced")]);
+    assert_eq!(s.phase, Some(Phase::Running));
+    // A pod not ready still reads Pending.
+    let s = build_status(&kr, &obs(&kr, false), Some("c".into()), vec![rebalancing(true, "MovingReplicas")]);
+    assert_eq!(s.phase, Some(Phase::Pending));
+}
+
 /// One pass of `apply` against a fake API server on loopback that records
 /// every request: checks what the act phase sends, not only what it plans.
 mod act_tests {

@@ -759,9 +759,12 @@ pub enum Phase {
     /// Bootstrapped, and writing the keys of `spec.bootstrap.fromBackup`;
     /// not Available until every key is in.
     Restoring,
-    /// Every member is ready and up to date.
+    /// Every member is ready and up to date, and no replica moves or waits
+    /// to move (`Rebalancing` is not True).
     Running,
-    /// Members are being added or decommissioned.
+    /// Members are being added or decommissioned: the pod count differs
+    /// from `spec.replicas`, or every pod is ready but replicas still move
+    /// onto or off members (`Rebalancing=True`).
     Scaling,
     /// Pods are being restarted on a new version.
     Upgrading,
