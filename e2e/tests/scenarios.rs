@@ -387,20 +387,46 @@ async fn scaling_three_to_five_and_back_keeps_serving_and_every_write() {
     let t = Instant::now();
     env.kubectl_ok(&["scale", "kr/basic", "-n", ns, "--replicas=5"]).await;
     // Settled, and the new members carry data: every member holds some
-    // replica. (A status can read Running between the last join and the
-    // rebalance's first pass; the wait is bounded all the same.)
-    let every_member_holds_a_replica = |kr: &serde_json::Value| {
+    // replica. Until then no status may claim a balanced cluster: the new
+    // pods exist, and then are ready, before any replica moves onto them,
+    // so while a member holds no replica Rebalancing must be True, whatever
+    // the phase (it used to read Running, Available and Rebalancing=False
+    // Balanced in that window). Only statuses that know the placement and
+    // every member's node id count: a pass in which no node answered knows
+    // neither.
+    let empty_members = |kr: &serde_json::Value| -> Vec<String> {
         let partitions = kr["status"]["partitions"].as_array().cloned().unwrap_or_default();
-        common::cluster::members(kr).iter().all(|m| {
-            let id = &m["nodeId"];
-            partitions.iter().any(|p| p["replicas"].as_array().is_some_and(|r| r.contains(id)))
-        })
+        common::cluster::members(kr)
+            .iter()
+            .filter(|m| {
+                let id = &m["nodeId"];
+                !partitions.iter().any(|p| p["replicas"].as_array().is_some_and(|r| r.contains(id)))
+            })
+            .map(|m| m["pod"].as_str().unwrap_or_default().to_string())
+            .collect()
     };
+    let mut claimed_balanced = Vec::new();
     let five = env
         .wait_status(ns, "basic", "Running with 5 members, each holding a replica", Duration::from_secs(300), |kr| {
-            common::cluster::settled(kr, 5) && every_member_holds_a_replica(kr)
+            let knows_placement = kr["status"]["partitions"].as_array().is_some_and(|p| !p.is_empty())
+                && common::cluster::members(kr).iter().all(|m| m["nodeId"].is_u64());
+            let empty = empty_members(kr);
+            let rebalancing = common::cluster::condition(kr, "Rebalancing").is_some_and(|c| c["status"] == "True");
+            if knows_placement && !empty.is_empty() && !rebalancing {
+                claimed_balanced.push(format!(
+                    "after {:?}, {empty:?} hold no replica: {}",
+                    t.elapsed(),
+                    common::cluster::without_partitions(&kr["status"])
+                ));
+            }
+            common::cluster::settled(kr, 5) && empty.is_empty()
         })
         .await;
+    assert!(
+        claimed_balanced.is_empty(),
+        "while a member held no replica, the status did not say Rebalancing=True:\n{}",
+        claimed_balanced.join("\n")
+    );
     eprintln!("3 -> 5 settled after {:?}", t.elapsed());
     assert_status_truthful(&env, ns, &five).await;
     work.progresses(50, PROGRESS).await;
