@@ -69,7 +69,6 @@ fn timeouts_logged(c: &LocalCluster, i: usize) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "not yet passing on a loaded 2-core machine (debug build): a lone 1 MiB AppendEntries can exceed the heartbeat; run with --ignored"]
 async fn values_at_the_limit_replicate_and_survive_restarts() {
     // Timings for a shared, loaded test machine (debug build): what is under
     // test is that 1 MiB entries are batched by bytes and replicate, not how
