@@ -65,6 +65,13 @@ pub struct Config {
     #[arg(long, env = "KEYRAFT_ELECTION_TIMEOUT_MS", default_value_t = 700)]
     pub election_timeout_ms: u64,
 
+    /// Snapshot data this node sends to new replicas (learners: replicas
+    /// added by rebalancing, scale-in or repair), in bytes per second over
+    /// all its partitions. A voter that fell behind is sent its snapshot
+    /// at full speed: it counts toward quorum. 0: unlimited.
+    #[arg(long, env = "KEYRAFT_SNAPSHOT_SEND_BYTES_PER_SEC", default_value_t = 0)]
+    pub snapshot_send_bytes_per_sec: u64,
+
     /// Take a snapshot of a group after this many new log entries.
     #[arg(long, env = "KEYRAFT_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
     pub snapshot_entries: u64,

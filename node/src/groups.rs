@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use tokio::sync::{watch, Mutex};
 
@@ -101,15 +101,18 @@ impl Groups {
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         let reader = sm.reader();
         let snapshots_built = sm.snapshots_built();
+        let raft_metrics = Arc::new(OnceLock::new());
         let network = NetworkFactory {
             group: id,
             cluster: self.cluster.clone(),
             peers: self.peers.clone(),
             meta: self.meta_tx.subscribe(),
+            raft_metrics: raft_metrics.clone(),
         };
         let raft = Raft::new(self.node_id, self.raft_config.clone(), network, LogStore::new(id, self.wal.clone()), sm)
             .await
             .map_err(|e| NodeError::Internal(format!("cannot start raft group {id}: {e}")))?;
+        let _ = raft_metrics.set(raft.metrics());
         crate::metrics::watch_leader(id, raft.metrics());
         let g = Arc::new(Group { id, raft, sm: reader, snapshots_built });
         self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id, g.clone());

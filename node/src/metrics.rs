@@ -61,7 +61,7 @@ static RAFT_APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 static SNAPSHOT_SENT_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
     IntCounter::new(
         "keyraft_rebalance_sent_bytes_total",
-        "Snapshot bytes this node sent to replicas catching up: replicas moved here by rebalancing, and lagging followers",
+        "Snapshot bytes this node sent to replicas catching up: new replicas (rebalancing, repair; paced by --snapshot-send-bytes-per-sec), and lagging followers",
     )
     .expect("valid counter")
 });

@@ -2,18 +2,24 @@
 //! connections. Messages are bincode-encoded openraft types wrapped in a
 //! `RaftMessage` that names the group and the cluster.
 
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use keyraft_api::pb::RaftMessage;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::SnapshotResponse;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::storage::Snapshot;
+use openraft::{BasicNode, RaftMetrics, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -49,6 +55,8 @@ pub struct NetworkFactory {
     /// Latest addresses from the member registry win over those recorded in
     /// the Raft membership, so a node that moved stays reachable.
     pub meta: watch::Receiver<Option<std::sync::Arc<ClusterMeta>>>,
+    /// The group's own metrics, set once its Raft is created: who is a voter.
+    pub raft_metrics: Arc<OnceLock<watch::Receiver<RaftMetrics<NodeId, BasicNode>>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -165,6 +173,29 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
             crate::metrics::add_snapshot_bytes_sent(bytes);
         }
         res
+    }
+
+    /// Snapshots to learners (replicas being added: rebalancing, repair)
+    /// are paced by the node's send rate. Those to voters are not: openraft
+    /// sends a follower no heartbeat while its snapshot is in flight, so a
+    /// voter waiting longer than its election timeout between two chunks
+    /// would call an election; a learner never does.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        mut snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let learner = self.f.raft_metrics.get().is_some_and(|m| {
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            membership.learner_ids().any(|id| id == self.target) && !membership.voter_ids().any(|id| id == self.target)
+        });
+        if learner {
+            snapshot.snapshot = Box::new(snapshot.snapshot.paced(self.f.peers.send_throttle()));
+        }
+        Chunked::send_snapshot(self, vote, snapshot, cancel, option).await
     }
 
     async fn vote(

@@ -21,6 +21,7 @@ use crate::meta::{initial_placement, ClusterMeta, Member, MemberState, MetaOp};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::storage::sm_store::SmReader;
+use crate::storage::throttle::SendThrottle;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::types::{Command, CommandResult, NodeId};
 
@@ -91,7 +92,7 @@ impl Node {
             },
         )?;
         let (meta_tx, meta_rx) = watch::channel(None);
-        let peers = Peers::new(connector);
+        let peers = Peers::new(connector, SendThrottle::new(cfg.snapshot_send_bytes_per_sec));
         let groups = Groups::new(
             identity.node_id,
             cfg.data_dir.join("tmp"),

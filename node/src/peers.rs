@@ -12,16 +12,25 @@ use keyraft_api::pb::raft_client::RaftClient;
 use keyraft_api::tls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::storage::throttle::SendThrottle;
+
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<RwLock<HashMap<String, Channel>>>,
     /// Dials TLS presenting this node's certificate; `None` in plaintext.
     tls: Option<TlsConnector>,
+    /// What this node may send of snapshots to new replicas; `None`: unlimited.
+    send_throttle: Option<Arc<SendThrottle>>,
 }
 
 impl Peers {
-    pub fn new(tls: Option<TlsConnector>) -> Peers {
-        Peers { channels: Default::default(), tls }
+    pub fn new(tls: Option<TlsConnector>, send_throttle: Option<SendThrottle>) -> Peers {
+        Peers { channels: Default::default(), tls, send_throttle: send_throttle.map(Arc::new) }
+    }
+
+    /// The pace of snapshots sent to new replicas (`--snapshot-send-bytes-per-sec`).
+    pub fn send_throttle(&self) -> Option<Arc<SendThrottle>> {
+        self.send_throttle.clone()
     }
 
     /// A lazily connecting channel to `addr` (host:port), created once.

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
@@ -20,19 +19,6 @@ const VICTIM: usize = 1;
 
 fn kv(i: u64) -> (String, String) {
     (format!("crash-{i:06}"), format!("value-{i}"))
-}
-
-fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// Writes keys `range`, 8 at a time; returns those acknowledged.
@@ -98,7 +84,7 @@ async fn crash_and_recover(failpoint: Option<&str>, trigger: Trigger) {
     assert_eq!(acked.len(), 100, "{tag}: writes on a healthy cluster failed");
 
     if let Some(fp) = failpoint {
-        let resp = http(c.nodes[VICTIM].http, "PUT", &format!("/debug/failpoints/{fp}"), "panic");
+        let resp = common::http(c.nodes[VICTIM].http, "PUT", &format!("/debug/failpoints/{fp}"), "panic");
         assert!(resp.starts_with("HTTP/1.1 200"), "{tag}: arming failed: {resp}");
     }
     let mut next = 100;

@@ -157,3 +157,62 @@ async fn a_node_that_missed_compacted_writes_catches_up_by_snapshot() {
     assert!(bad.is_empty(), "node 2 is missing {} keys after catch-up: {:?}", bad.len(), &bad[..bad.len().min(5)]);
     common::cleanup(&mut c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_moved_to_a_new_node_is_sent_no_faster_than_the_send_rate() {
+    // 1 MiB/s: one snapshot chunk a second, each well within its timeout
+    // (the wait is paid between chunks).
+    const RATE: u64 = 1 << 20;
+    const SENT: &str = "keyraft_rebalance_sent_bytes_total";
+    let rate = RATE.to_string();
+    let args = ["--snapshot-entries", "20", "--keep-entries", "5", "--snapshot-send-bytes-per-sec", &rate];
+    let mut c = common::cluster("throttle", 3, 2, 3, &args).await;
+    // About 6 MiB per partition, and logs compacted past their start: a new
+    // replica catches up by snapshot.
+    let value = |i: u64| vec![b'a' + (i % 26) as u8; 128 << 10];
+    let client = c.client().unwrap();
+    stream::iter(0..96u64)
+        .map(|i| {
+            let client = client.clone();
+            async move { client.put(format!("big-{i:02}"), value(i)).await.unwrap_or_else(|e| panic!("put {i}: {e}")) }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await;
+    let n = c.add_node().unwrap();
+    c.wait_ready(&[n], common::READY).await.unwrap();
+    let sent_before: f64 = (0..3).map(|i| common::metric(&c, i, SENT)).sum();
+
+    let t = Instant::now();
+    let plan = common::admin(&c)
+        .await
+        .rebalance(keyraft_api::pb::RebalanceRequest { dry_run: false, max_moves: 8 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(plan.applied && !plan.moves.is_empty(), "rebalance planned nothing: {plan:?}");
+    common::eventually("placement converged", Duration::from_secs(180), || common::placement_converged(&c)).await;
+    let took = t.elapsed();
+    let sent = ((0..3).map(|i| common::metric(&c, i, SENT)).sum::<f64>() - sent_before) as u64;
+    assert!(sent >= 5 << 20, "the new replica must have caught up by snapshot; {sent} snapshot bytes were sent");
+    // Every byte but the last chunk's waited for its turn.
+    let floor = Duration::from_secs_f64(sent.saturating_sub(1 << 20) as f64 / RATE as f64);
+    eprintln!("{} moves: {sent} snapshot bytes in {took:.1?} at {RATE} bytes/s (floor {floor:.1?})", plan.moves.len());
+    assert!(
+        took >= floor,
+        "{sent} snapshot bytes were sent in {took:?}, faster than {RATE} bytes/s allows ({floor:?})"
+    );
+    // Nothing was lost on the way.
+    let missing: Vec<u64> = stream::iter(0..96u64)
+        .filter_map(|i| {
+            let client = client.clone();
+            async move {
+                let got = client.get(format!("big-{i:02}"), Some(ConsistencyLevel::Linearizable)).await;
+                (!got.is_ok_and(|g| g.as_deref() == Some(&value(i)[..]))).then_some(i)
+            }
+        })
+        .collect()
+        .await;
+    assert!(missing.is_empty(), "values lost or wrong after the move: {missing:?}");
+    common::cleanup(&mut c);
+}

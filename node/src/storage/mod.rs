@@ -36,6 +36,7 @@ pub mod sessions;
 pub mod sm_store;
 pub mod snapshot;
 pub mod state_machine;
+pub mod throttle;
 pub mod wal;
 
 pub use log_store::LogStore;

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use fjall::Readable;
@@ -29,6 +30,7 @@ use super::sm_store::{
     data_key, gen_prefix, head_key, prefix_end, read_membership, read_meta, read_state, SmState, SmStore,
     COPY_BATCH_BYTES, TAG_DATA, TAG_MEMBERSHIP, TAG_META, TAG_STATE,
 };
+use super::throttle::SendThrottle;
 use super::wal::{decode, encode};
 use crate::meta::ClusterMeta;
 use crate::types::{GroupId, LogId, StoredMembership};
@@ -277,6 +279,15 @@ pub struct SnapshotData {
     state: DataState,
     /// A seek asked for before the file existed.
     seek: Option<SeekFrom>,
+    /// Data being sent: reads are paced by the node's send rate.
+    pacer: Option<Pacer>,
+}
+
+/// Reads of a snapshot being sent, paced by the shared [`SendThrottle`].
+struct Pacer {
+    throttle: Arc<SendThrottle>,
+    /// Until when the next read waits.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -292,11 +303,17 @@ impl std::fmt::Debug for SnapshotData {
 
 impl SnapshotData {
     pub fn file(f: File) -> Self {
-        Self { state: DataState::Ready(tokio::fs::File::from_std(f)), seek: None }
+        Self { state: DataState::Ready(tokio::fs::File::from_std(f)), seek: None, pacer: None }
     }
 
     pub fn pending(p: PendingView) -> Self {
-        Self { state: DataState::Pending(Some(p)), seek: None }
+        Self { state: DataState::Pending(Some(p)), seek: None, pacer: None }
+    }
+
+    /// Data to be sent: reads go no faster than `throttle` allows.
+    pub fn paced(mut self, throttle: Option<Arc<SendThrottle>>) -> Self {
+        self.pacer = throttle.map(|throttle| Pacer { throttle, wait: None });
+        self
     }
 
     /// Makes the file ready, writing it out first if it is still a view.
@@ -342,7 +359,16 @@ impl SnapshotData {
 impl AsyncRead for SnapshotData {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_file(cx))?.poll_read(cx, buf)
+        if let Some(wait) = this.pacer.as_mut().and_then(|p| p.wait.as_mut()) {
+            ready!(wait.as_mut().poll(cx));
+        }
+        let before = buf.filled().len();
+        ready!(ready!(this.poll_file(cx))?.poll_read(cx, buf))?;
+        if let Some(p) = &mut this.pacer {
+            let until = p.throttle.reserve((buf.filled().len() - before) as u64);
+            p.wait = Some(Box::pin(tokio::time::sleep_until(until)));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -239,3 +239,26 @@ pub fn raft_as(
     let cert = t.member(&c.nodes[member].name, &c.opts.host).expect("member certificate");
     keyraft_api::pb::raft_client::RaftClient::new(channel_as(c, Some(&cert), to))
 }
+
+/// One HTTP/1.1 request to a node's HTTP port; the whole response.
+pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of an unlabelled metric on node `i` (0 when not exported yet).
+pub fn metric(c: &LocalCluster, i: usize, name: &str) -> f64 {
+    let page = http(c.nodes[i].http, "GET", "/metrics", "");
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap_or_else(|e| panic!("{name} on node {i}: {v}: {e}")))
+}
