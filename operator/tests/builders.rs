@@ -130,6 +130,36 @@ fn node_env_joins_through_the_first_three_ordinals() {
     assert_eq!(join("replicas: 1\nreplicationFactor: 1", 1), "t-0.t-headless.ns.svc:7000");
 }
 
+/// `rebalance.maxBytesPerSecond` reaches every node as whole bytes through
+/// the ConfigMap the node container reads with `envFrom`; absent, the key is
+/// absent too (the node's unlimited), and the pod template is the same
+/// either way, so setting or changing it rolls no pod.
+#[test]
+fn snapshot_send_rate_reaches_the_nodes_as_bytes_through_the_config_map() {
+    const KEY: &str = "KEYRAFT_SNAPSHOT_SEND_BYTES_PER_SEC";
+    assert_eq!(builders::SNAPSHOT_SEND_BYTES_PER_SEC, KEY);
+    let rate = |spec: &str| builders::config_map(&cluster(spec)).unwrap().data.unwrap().get(KEY).cloned();
+    assert_eq!(rate("replicas: 3\nrebalance: {maxBytesPerSecond: 64Mi}").as_deref(), Some("67108864"));
+    assert_eq!(rate("replicas: 3\nrebalance: {maxBytesPerSecond: 100M}").as_deref(), Some("100000000"));
+    assert_eq!(rate("replicas: 3\nrebalance: {maxBytesPerSecond: 1.5Ki}").as_deref(), Some("1536"));
+    assert_eq!(rate("replicas: 3"), None);
+    assert_eq!(rate("replicas: 3\nrebalance: {maxConcurrentMoves: 4}"), None);
+
+    let limited = cluster("replicas: 3\nrebalance: {maxBytesPerSecond: 64Mi}");
+    let c = &sts(&limited).spec.unwrap().template.spec.unwrap().containers[0];
+    let from = c.env_from.as_ref().unwrap();
+    assert_eq!(from[0].config_map_ref.as_ref().map(|r| r.name.as_str()), Some("t-config"));
+    assert!(c.env.as_ref().unwrap().iter().all(|e| e.name != KEY), "set through the ConfigMap only");
+    assert_eq!(sts(&limited).spec.unwrap().template, sts(&cluster("replicas: 3")).spec.unwrap().template);
+
+    // The schema refuses these; a CRD without it must not make 0 (unlimited) of them.
+    for bad in ["0", "0Mi", "lots"] {
+        let kr = cluster(&format!("replicas: 3\nrebalance: {{maxBytesPerSecond: '{bad}'}}"));
+        let err = builders::config_map(&kr).unwrap_err().to_string();
+        assert!(err.contains("spec.rebalance.maxBytesPerSecond"), "{bad}: {err}");
+    }
+}
+
 #[test]
 fn pdb_allows_one_disruption_and_never_blocks_a_drain() {
     let pdb =

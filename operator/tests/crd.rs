@@ -82,6 +82,11 @@ fn good_manifests_pass() {
         "replicas: 3\ntls: {mode: certManager, certManager: {issuerRef: {name: ca-issuer}}}",
         "replicas: 3\ntls: {mode: certManager, certManager: {issuerRef: {name: corp, kind: ClusterIssuer}}}",
         "replicas: 3\ntls: {mode: provided, provided: {nodeSecret: n, operatorSecret: o}}",
+        "replicas: 3\nrebalance: {maxBytesPerSecond: 64Mi}",
+        "replicas: 3\nrebalance: {maxBytesPerSecond: 100M, maxConcurrentMoves: 1}",
+        "replicas: 3\nrebalance: {maxBytesPerSecond: '1048576'}",
+        "replicas: 3\nrebalance: {maxBytesPerSecond: 1.5Gi}",
+        "replicas: 3\nrebalance: {maxBytesPerSecond: 1Ti}",
         "replicas: 5\nreplicationFactor: 5\npartitions: 1024\nversion: v0.2.0-rc.1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\nstorage: {size: 500Mi, reclaimPolicy: Retain}\nfailover: {timeout: 1h30m}\ntimeouts: {drain: 30s, catchUp: 2m, ready: 90s, scaleIn: 1h, join: 5m, startup: 1h}\nconsistency: {defaultRead: session}\ntopology: {spread: required, antiAffinity: none, zones: [a, b, c]}",
     ] {
         let errs = errors(&manifest(spec), None);
@@ -121,6 +126,19 @@ fn bad_manifests_are_rejected_with_a_message_naming_the_field() {
         ("replicas: 3\nfailover: {timeout: 5 minutes}", "/spec/failover/timeout"),
         ("replicas: 3\nrebalance: {maxConcurrentMoves: 0}", "/spec/rebalance/maxConcurrentMoves"),
         ("replicas: 3\nupdateStrategy: {maxUnavailable: 2}", "/spec/updateStrategy/maxUnavailable"),
+        // Snapshot send rate: a positive quantity of bytes; 0 would read as unlimited.
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: '0'}", "rebalance.maxBytesPerSecond must be more than 0"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: 0Mi}", "rebalance.maxBytesPerSecond must be more than 0"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: '0.0'}", "rebalance.maxBytesPerSecond must be more than 0"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: 2Ti}", "rebalance.maxBytesPerSecond must be more than 0"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: 1Ei}", "rebalance.maxBytesPerSecond must be more than 0"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: -64Mi}", "/spec/rebalance/maxBytesPerSecond"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: 64MB}", "/spec/rebalance/maxBytesPerSecond"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: 64 Mi}", "/spec/rebalance/maxBytesPerSecond"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: 500m}", "/spec/rebalance/maxBytesPerSecond"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: fast}", "/spec/rebalance/maxBytesPerSecond"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: ''}", "/spec/rebalance/maxBytesPerSecond"),
+        ("replicas: 3\nrebalance: {maxBytesPerSecond: 67108864}", "/spec/rebalance/maxBytesPerSecond"),
         ("replicas: '3'", "/spec/replicas"),
         ("partitions: 8", "replicas"),
         // A failover shorter than the startup allowance would fail over slow starts.

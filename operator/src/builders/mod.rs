@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 pub use objects::{
     client_service, config_map, headless_service, network_policy, pdb_max_unavailable, pod_disruption_budget,
-    OPERATOR_POD_LABEL,
+    OPERATOR_POD_LABEL, SNAPSHOT_SEND_BYTES_PER_SEC,
 };
 pub use statefulset::statefulset;
 

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::statefulset::label_selector;
 use super::{object_meta, selector_labels, Names, GRPC_PORT, HTTP_PORT};
 use crate::crd::KeyraftCluster;
-use crate::Result;
+use crate::{Error, Result};
 
 fn ports() -> Vec<ServicePort> {
     vec![
@@ -142,9 +142,15 @@ pub fn network_policy(kr: &KeyraftCluster, operator_namespace: Option<&str>) -> 
     }))
 }
 
+/// The node's cap on snapshot bytes it sends per second, summed over its
+/// partitions (`spec.rebalance.maxBytesPerSecond`); unset is unlimited.
+pub const SNAPSHOT_SEND_BYTES_PER_SEC: &str = "KEYRAFT_SNAPSHOT_SEND_BYTES_PER_SEC";
+
 /// Cluster-wide node settings, read by every node as environment variables
-/// (`envFrom`). Bootstrap passes partitions and replication factor through
-/// the admin API as well; here they document what the cluster was made with.
+/// (`envFrom`) when it starts: a change here restarts no pod (the pod
+/// template does not change) and reaches a node at its next restart.
+/// Bootstrap passes partitions and replication factor through the admin API
+/// as well; here they document what the cluster was made with.
 pub fn config_map(kr: &KeyraftCluster) -> Result<ConfigMap> {
     let names = Names::of(kr)?;
     let spec = &kr.spec;
@@ -158,6 +164,15 @@ pub fn config_map(kr: &KeyraftCluster) -> Result<ConfigMap> {
     }
     if let Some(n) = spec.limits.max_value_bytes {
         data.insert("KEYRAFT_MAX_VALUE_BYTES".into(), n.to_string());
+    }
+    // Unset means unlimited on the node, so an absent field sets nothing.
+    if let Some(q) = &spec.rebalance.max_bytes_per_second {
+        let bytes = crate::crd::parse_quantity_bytes(q).filter(|&n| n > 0).ok_or_else(|| {
+            Error::Invalid(format!(
+                "spec.rebalance.maxBytesPerSecond {q:?} is not a positive quantity of bytes such as 64Mi or 100M"
+            ))
+        })?;
+        data.insert(SNAPSHOT_SEND_BYTES_PER_SEC.into(), bytes.to_string());
     }
     Ok(ConfigMap { metadata: object_meta(kr, &names, &names.config_map)?, data: Some(data), ..ConfigMap::default() })
 }

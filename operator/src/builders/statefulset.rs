@@ -201,7 +201,8 @@ fn node_container(kr: &KeyraftCluster, names: &Names, replicas: i32) -> Containe
             env("KEYRAFT_TLS_CERT", format!("{MOUNT_DIR}/$(KEYRAFT_NAME).crt")),
             env("KEYRAFT_TLS_KEY", format!("{MOUNT_DIR}/$(KEYRAFT_NAME).key")),
         ]),
-        // Cluster-wide settings (limits, default read level) from the ConfigMap.
+        // Cluster-wide settings (limits, default read level, snapshot send
+        // rate) from the ConfigMap, read at start.
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource { name: names.config_map.clone(), optional: Some(false) }),
             ..EnvFromSource::default()

@@ -484,6 +484,26 @@ pub struct RebalanceSpec {
     #[serde(default = "default_max_concurrent_moves")]
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrent_moves: u32,
+    /// Snapshot data each node may send per second, summed over all its
+    /// partitions, as a Kubernetes quantity of bytes such as 64Mi or 100M
+    /// (a fraction rounds up to whole bytes). Bounds the network and disk
+    /// bandwidth that replica moves take: rebalancing, scale-in, repair of
+    /// a failed member, and catching up a member that fell behind, all of
+    /// which stream Raft snapshots from a partition's leader. It is per
+    /// sending node: a node receiving from several leaders at once may
+    /// receive several times this. Absent means unlimited; at most 1Ti.
+    /// Each node reads it when it starts (through the ConfigMap): a change
+    /// restarts no pod and applies to a node at its next restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), pattern(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "!isQuantity(self) || (quantity(self).isGreaterThan(quantity('0')) && quantity(self).compareTo(quantity('1Ti')) <= 0)",
+            "message": "rebalance.maxBytesPerSecond must be more than 0 and at most 1Ti bytes per second (e.g. 64Mi or 100M); leave it out for no limit",
+            "reason": "FieldValueInvalid"
+        }
+    ]))]
+    pub max_bytes_per_second: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -495,7 +515,11 @@ fn default_max_concurrent_moves() -> u32 {
 
 impl Default for RebalanceSpec {
     fn default() -> Self {
-        RebalanceSpec { enabled: true, max_concurrent_moves: default_max_concurrent_moves() }
+        RebalanceSpec {
+            enabled: true,
+            max_concurrent_moves: default_max_concurrent_moves(),
+            max_bytes_per_second: None,
+        }
     }
 }
 
@@ -891,6 +915,41 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(total_ms))
 }
 
+/// Parses a Kubernetes quantity of bytes in the grammar of `storage.size`
+/// and `rebalance.maxBytesPerSecond` (`64Mi`, `100M`, `1.5Gi`, `4096`) into
+/// whole bytes, rounding a fraction up as Kubernetes does. None when it is
+/// not in that grammar or does not fit in a u64.
+pub fn parse_quantity_bytes(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (number.contains('.') && !digits(fraction)) {
+        return None;
+    }
+    // whole.fraction = mantissa / 10^scale, exact in integers.
+    let mantissa: u128 = format!("{whole}{fraction}").parse().ok()?;
+    let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let bytes = mantissa.checked_mul(multiplier)?.div_ceil(scale);
+    u64::try_from(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,6 +979,25 @@ mod tests {
         assert!(parse_duration("5").is_none());
         assert!(parse_duration("m5").is_none());
         assert!(parse_duration("5d").is_none());
+    }
+
+    #[test]
+    fn quantities_of_bytes() {
+        assert_eq!(parse_quantity_bytes("64Mi"), Some(67_108_864));
+        assert_eq!(parse_quantity_bytes("100M"), Some(100_000_000));
+        assert_eq!(parse_quantity_bytes("4096"), Some(4096));
+        assert_eq!(parse_quantity_bytes("1.5Gi"), Some(1_610_612_736));
+        assert_eq!(parse_quantity_bytes("1.5k"), Some(1500));
+        assert_eq!(parse_quantity_bytes("1Ti"), Some(1 << 40));
+        assert_eq!(parse_quantity_bytes("16Ei"), None, "2^64 does not fit");
+        assert_eq!(parse_quantity_bytes("15Ei"), Some(15 << 60));
+        // Fractions of a byte round up, as Kubernetes' Quantity.Value() does.
+        assert_eq!(parse_quantity_bytes("0.5"), Some(1));
+        assert_eq!(parse_quantity_bytes("0.0001Ki"), Some(1));
+        assert_eq!(parse_quantity_bytes("0"), Some(0));
+        for bad in ["", "Mi", "64MB", "64 Mi", "1.Mi", ".5Mi", "1..5", "-1", "1e6", "100m", "1.5.5Ki"] {
+            assert_eq!(parse_quantity_bytes(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
