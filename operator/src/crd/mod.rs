@@ -487,9 +487,10 @@ pub struct RebalanceSpec {
     /// Snapshot data each node may send per second, summed over all its
     /// partitions, as a Kubernetes quantity of bytes such as 64Mi or 100M
     /// (a fraction rounds up to whole bytes). Bounds the network and disk
-    /// bandwidth that replica moves take: rebalancing, scale-in, repair of
-    /// a failed member, and catching up a member that fell behind, all of
-    /// which stream Raft snapshots from a partition's leader. It is per
+    /// bandwidth that replica moves take: rebalancing, scale-in and repair
+    /// of a failed member, each streaming a Raft snapshot from a partition's
+    /// leader to a new replica (a voter that fell behind is sent its
+    /// snapshot at full speed, as it counts toward quorum). It is per
     /// sending node: a node receiving from several leaders at once may
     /// receive several times this. Absent means unlimited; at most 1Ti.
     /// Each node reads it when it starts (through the ConfigMap): a change
