@@ -7,7 +7,7 @@ DEMO_DIR ?= keyraft-data
 # KeyraftClusters that name none (DEFAULT_VERSION in operator/src/crd.rs).
 KEYRAFT_VERSION ?= $(shell sed -n 's/^pub const DEFAULT_VERSION: &str = "\(.*\)";$$/\1/p' operator/src/crd.rs)
 
-.PHONY: chaos chaos-short run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench bench-compare memory-test clean help images kind-up kind-e2e kind-down workspace-hack
+.PHONY: chaos chaos-short run run-local test build release unit integration e2e k8s-sim fmt fmt-check lint crds crds-check chart-lint tools bench bench-compare bench-rebalance memory-test clean help images kind-up kind-e2e kind-down workspace-hack
 
 help:
 	@echo "make run        the operator on the local Kubernetes simulator: helm install, a 3-node cluster, data flowing (Ctrl-C stops it)"
@@ -16,6 +16,7 @@ help:
 	@echo "make chaos      the nemesis: SECONDS=600 SEED=... FAULTS=process,network,membership,disk, then the linearizability checker"
 	@echo "make bench      start a local cluster and run keyraft bench with 1, 16 and 64 clients"
 	@echo "make bench-compare  Keyraft and etcd side by side (installs etcd from Debian if missing; BENCH_SECONDS=10 per row)"
+	@echo "make bench-rebalance  time and bytes/s of a 3 -> 5 rebalance: empty, 1 GiB unthrottled and throttled (release build)"
 	@echo "make memory-test  node RSS stays bounded with several times the storage engine budget of data (node/tests/memory.rs)"
 	@echo "make crds       regenerate crds/ from the operator's Rust types"
 	@echo "make workspace-hack  regenerate workspace-hack/ with cargo hakari after a dependency change"
@@ -134,6 +135,11 @@ bench: release
 # Keyraft against etcd on this machine, one table (not part of `make test`).
 bench-compare:
 	hack/bench-compare.sh
+
+# Time and bytes/s of a 3 -> 5 rebalance: empty partitions, 1 GiB
+# unthrottled and with --snapshot-send-bytes-per-sec (node/tests/rebalance_bench.rs).
+bench-rebalance:
+	$(CARGO) test --release -p keyraft-node --test rebalance_bench -- --ignored --nocapture
 
 # Resident memory of nodes holding several times their storage-engine budget
 # (node/tests/memory.rs; minutes in a debug build).

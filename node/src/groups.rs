@@ -13,6 +13,7 @@ use crate::error::NodeError;
 use crate::meta::ClusterMeta;
 use crate::network::NetworkFactory;
 use crate::peers::Peers;
+use crate::read_index::ReadIndex;
 use crate::storage::sm_store::SmReader;
 use crate::storage::{LogStore, StateMachine, Wal};
 use crate::types::{GroupId, NodeId, Raft};
@@ -25,6 +26,8 @@ pub struct Group {
     pub raft: Raft,
     pub sm: SmReader,
     pub snapshots_built: Arc<AtomicU64>,
+    /// Linearizable reads waiting for a leadership confirmation.
+    pub reads: Arc<ReadIndex>,
 }
 
 pub struct Groups {
@@ -114,7 +117,7 @@ impl Groups {
             .map_err(|e| NodeError::Internal(format!("cannot start raft group {id}: {e}")))?;
         let _ = raft_metrics.set(raft.metrics());
         crate::metrics::watch_leader(id, raft.metrics());
-        let g = Arc::new(Group { id, raft, sm: reader, snapshots_built });
+        let g = Arc::new(Group { id, raft, sm: reader, snapshots_built, reads: Default::default() });
         self.map.write().unwrap_or_else(|e| e.into_inner()).insert(id, g.clone());
         tracing::debug!(group = id, "opened raft group");
         Ok(g)

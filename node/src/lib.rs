@@ -4,7 +4,8 @@
 //!
 //! Layout: [`types`] (openraft type config and commands), [`storage`] (WAL,
 //! log store, state machine), [`network`] + [`peers`] (Raft over gRPC),
-//! [`groups`] (group lifecycle), [`node`] (joining, routing, reads),
+//! [`groups`] (group lifecycle), [`node`] (joining, routing, reads;
+//! [`read_index`] batches linearizable reads),
 //! [`service`] (gRPC), [`http`] + [`metrics`], [`server`] (process).
 
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod network;
 pub mod node;
 pub mod peers;
 pub mod placement;
+pub mod read_index;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -37,6 +37,13 @@ fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
 static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram("keyraft_wal_fsync_duration_seconds", "Duration of one fsync of the write-ahead log", DISK_BUCKETS)
 });
+static READ_INDEX_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "keyraft_read_index_batch_size",
+        "Linearizable reads answered by one leadership confirmation round (batched ReadIndex)",
+        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+    )
+});
 static RAFT_APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "keyraft_raft_append_duration_seconds",
@@ -92,6 +99,11 @@ pub fn watch_leader(group: u64, mut rx: watch::Receiver<RaftMetrics>) {
 /// Records one fsync of the write-ahead log.
 pub fn observe_fsync(seconds: f64) {
     FSYNC_SECONDS.observe(seconds);
+}
+
+/// Records how many linearizable reads one ReadIndex round answered.
+pub fn observe_read_index_batch(reads: usize) {
+    READ_INDEX_BATCH.observe(reads as f64);
 }
 
 /// Records one AppendEntries round trip that carried entries.
@@ -257,7 +269,9 @@ impl Metrics {
         reg(Box::new(proposal_errors.clone()));
         reg(Box::new(LEADER_CHANGES.clone()));
         reg(Box::new(build_info));
-        for h in [&*FSYNC_SECONDS, &*RAFT_APPEND_SECONDS, &*RAFT_COMMIT_SECONDS, &*RAFT_APPLY_SECONDS] {
+        for h in
+            [&*FSYNC_SECONDS, &*RAFT_APPEND_SECONDS, &*RAFT_COMMIT_SECONDS, &*RAFT_APPLY_SECONDS, &*READ_INDEX_BATCH]
+        {
             reg(Box::new(h.clone()));
         }
         reg(Box::new(SNAPSHOT_SENT_BYTES.clone()));

@@ -680,7 +680,7 @@ impl Node {
             }
             ConsistencyLevel::Linearizable => {
                 if let Some(g) = &local {
-                    match g.raft.ensure_linearizable().await {
+                    match g.reads.barrier(&g.raft).await {
                         Ok(_) => {
                             self.set_leader_hint(p, me);
                             return Ok(local_plan(g));
