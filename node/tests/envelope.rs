@@ -23,16 +23,7 @@ fn key(k: u64) -> String {
 /// The value of key `k` in round `r`: exactly the limit, and different for
 /// every key and round.
 fn value(k: u64, r: u64) -> Vec<u8> {
-    let mut x = (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (r + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut v = Vec::with_capacity(DEFAULT_MAX_VALUE_BYTES);
-    while v.len() < DEFAULT_MAX_VALUE_BYTES {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(DEFAULT_MAX_VALUE_BYTES);
-    v
+    common::incompressible(r * KEYS + k, DEFAULT_MAX_VALUE_BYTES)
 }
 
 /// Writes every key once with round `r`'s value; panics on a failed write.

@@ -37,25 +37,12 @@ const ENGINE_BOUND_MIB: u64 = CACHE_MIB + 15 * MEMTABLE_MIB + LOG_CACHE_MIB;
 /// (request, log entry, AppendEntries to two peers).
 const IN_FLIGHT_MIB: u64 = 16;
 
-fn value(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = (seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 fn big(i: u64) -> (String, Vec<u8>) {
-    (format!("big-{i:03}"), value(i, DEFAULT_MAX_VALUE_BYTES))
+    (format!("big-{i:03}"), common::incompressible(i, DEFAULT_MAX_VALUE_BYTES))
 }
 
 fn small(i: u64) -> (String, Vec<u8>) {
-    (format!("small-{i:06}"), value(1_000_000 + i, SMALL_VALUE_BYTES))
+    (format!("small-{i:06}"), common::incompressible(1_000_000 + i, SMALL_VALUE_BYTES))
 }
 
 /// A client that waits for slow answers instead of retrying them: on a

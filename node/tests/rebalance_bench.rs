@@ -25,17 +25,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn value(i: u64) -> Vec<u8> {
-    // Incompressible, so the engine's compression does not shrink what moves.
-    let mut x = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut v = Vec::with_capacity(VALUE_BYTES + 8);
-    while v.len() < VALUE_BYTES {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(VALUE_BYTES);
-    v
+    common::incompressible(i, VALUE_BYTES)
 }
 
 struct Row {
@@ -44,6 +34,7 @@ struct Row {
     moves: usize,
     took: Duration,
     sent: u64,
+    failed_chunks: usize,
 }
 
 /// Starts 3 nodes, loads `mib` MiB, adds 2 nodes, rebalances and times it
@@ -98,8 +89,18 @@ async fn scale_out(what: &str, mib: u64, rate: u64) -> Row {
     .await;
     let took = t.elapsed();
     let sent = ((0..5).map(|i| common::metric(&c, i, SENT)).sum::<f64>() - sent_before) as u64;
+    // A chunk whose answer came too late is sent again, and so is the rest
+    // of its snapshot: what moved twice.
+    let failed_chunks: usize = (0..5)
+        .map(|i| {
+            let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
+            log.lines()
+                .filter(|l| l.contains("InstallSnapshot RPC timed out") || l.contains("error sending InstallSnapshot"))
+                .count()
+        })
+        .sum();
     common::cleanup(&mut c);
-    Row { what: what.into(), data_mib: mib, moves: plan.moves.len(), took, sent }
+    Row { what: what.into(), data_mib: mib, moves: plan.moves.len(), took, sent, failed_chunks }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -113,17 +114,20 @@ async fn rebalance_speed() {
         scale_out(&format!("throttled at {} MiB/s per node", rate >> 20), mib, rate).await,
     ];
     println!("\n3 -> 5 nodes, {PARTITIONS} partitions, replication factor 3, release build, loopback, TLS on:\n");
-    println!("| rebalance | data | moves | time to converged | snapshot bytes sent | MiB/s moved |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| rebalance | data | moves | time to converged | snapshot bytes sent | MiB/s moved | chunks sent again |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
         let rate = (r.sent as f64 / (1 << 20) as f64) / r.took.as_secs_f64();
         println!(
-            "| {} | {} MiB | {} | {:.1} s | {:.0} MiB | {rate:.1} |",
+            "| {} | {} MiB | {} | {:.1} s | {:.0} MiB | {rate:.1} | {} |",
             r.what,
             r.data_mib,
             r.moves,
             r.took.as_secs_f64(),
-            r.sent as f64 / (1 << 20) as f64
+            r.sent as f64 / (1 << 20) as f64,
+            r.failed_chunks
         );
     }
 }

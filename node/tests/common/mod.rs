@@ -262,3 +262,19 @@ pub fn metric(c: &LocalCluster, i: usize, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |v| v.trim().parse().unwrap_or_else(|e| panic!("{name} on node {i}: {v}: {e}")))
 }
+
+/// `len` bytes of xorshift output from `seed`: incompressible, so the
+/// engine's compression cannot shrink what a test means to store or move,
+/// and different for every seed.
+pub fn incompressible(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = (seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
