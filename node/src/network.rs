@@ -167,6 +167,12 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
+        // A slow snapshot link: `return(MS)` holds each chunk MS milliseconds.
+        #[cfg(feature = "failpoints")]
+        if let Some(ms) = fail::eval("network::snapshot_delay", |arg| arg.and_then(|a| a.parse::<u64>().ok())).flatten()
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let bytes = rpc.data.len() as u64;
         let res = self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await;
         if res.is_ok() {

@@ -144,3 +144,64 @@ async fn writes_through_a_follower_are_answered_within_one_attempt_while_the_lea
     }
     common::cleanup(&mut c);
 }
+
+/// The partition's term as its leader reports it.
+async fn partition_term(c: &keyraft_client::local::LocalCluster, nodes: &[usize]) -> Option<u64> {
+    let st = c.statuses().await;
+    st.iter()
+        .filter(|(i, _)| nodes.contains(i))
+        .flat_map(|(_, s)| s.groups.iter())
+        .find(|g| g.group == 1 && g.role == "leader")
+        .map(|g| g.term)
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_catching_up_by_a_long_snapshot_is_not_pushed_into_elections() {
+    use futures::stream::{self, StreamExt};
+    // Logs compacted every 20 entries: the restarted voter needs a snapshot.
+    let args = ["--snapshot-entries", "20", "--keep-entries", "5"];
+    let mut c = common::cluster("slowsnap", 3, 1, 3, &args).await;
+    c.kill(2);
+    let value = |i: u64| common::incompressible(i, 128 << 10);
+    let client = c.client().unwrap();
+    stream::iter(0..96u64)
+        .map(|i| {
+            let client = client.clone();
+            async move { client.put(format!("snap-{i:02}"), value(i)).await.unwrap_or_else(|e| panic!("put {i}: {e}")) }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await;
+    let term = partition_term(&c, &[0, 1]).await.expect("partition 0 has a leader");
+    // Each 1 MiB chunk of the 12 MiB snapshot is held 300 ms: chunks come
+    // well within the voter's election timeout (0.7–1.4 s), the whole
+    // snapshot takes several times longer.
+    for i in 0..2 {
+        let resp = common::http(c.nodes[i].http, "PUT", "/debug/failpoints/network::snapshot_delay", "return(300)");
+        assert!(resp.starts_with("HTTP/1.1 200"), "arming the failpoint on node {i}: {resp}");
+    }
+    c.start(2).unwrap();
+    let own = c.client_of(2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for i in 0..96u64 {
+        loop {
+            let got = own.get(format!("snap-{i:02}"), Some(ConsistencyLevel::Eventual)).await;
+            if got.as_ref().is_ok_and(|g| g.as_deref() == Some(&value(i)[..])) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 2 never caught up on snap-{i:02} (term now {:?}, was {term})",
+                partition_term(&c, &[0, 1, 2]).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Without the chunks counting as heartbeats, node 2 called an election
+    // every few seconds and never caught up (term 1 to 26 in 90 s). A loaded
+    // machine may still see an election of its own (a heartbeat late).
+    let after = partition_term(&c, &[0, 1, 2]).await.expect("partition 0 has a leader");
+    assert!(after <= term + 4, "elections while node 2 received its snapshot: term {term} -> {after}");
+    common::cleanup(&mut c);
+}

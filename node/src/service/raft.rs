@@ -128,6 +128,16 @@ impl RaftRpc for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&m)?;
         self.check_sender(caller.as_ref(), sender_of(&rpc.vote))?;
         let g = self.group(&m).await?;
+        // openraft 0.9 sends a follower no heartbeat while its snapshot is in
+        // flight, and a chunk does not reset the election timer: a voter
+        // whose snapshot takes longer than its election timeout would call
+        // an election, unseat the leader and restart its own snapshot, over
+        // and over. Each chunk counts as the leader's heartbeat: an empty
+        // AppendEntries from the log's start changes nothing but the timer
+        // (a stale vote is refused, as the chunk will be).
+        let heartbeat =
+            AppendEntriesRequest { vote: rpc.vote, prev_log_id: None, leader_commit: None, entries: vec![] };
+        let _ = g.raft.append_entries(heartbeat).await;
         let res = g.raft.install_snapshot(rpc).await;
         encode(m.group, &res)
     }

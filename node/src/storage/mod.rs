@@ -23,7 +23,7 @@
 //! | `storage::membership`      | when a membership entry is applied                 |
 //!
 //! Outside storage: `network::send` / `network::delay` (Raft messages lost or
-//! held, `network.rs`) and `placement::hand_over` (`return`: a leader never
+//! held, `network.rs`), `network::snapshot_delay` (each snapshot chunk held) and `placement::hand_over` (`return`: a leader never
 //! hands its leadership over, so a drain never completes; `placement.rs`).
 
 use std::path::{Path, PathBuf};
