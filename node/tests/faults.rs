@@ -146,6 +146,7 @@ async fn writes_through_a_follower_are_answered_within_one_attempt_while_the_lea
 }
 
 /// The partition's term as its leader reports it.
+#[cfg(feature = "failpoints")]
 async fn partition_term(c: &keyraft_client::local::LocalCluster, nodes: &[usize]) -> Option<u64> {
     let st = c.statuses().await;
     st.iter()
