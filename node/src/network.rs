@@ -47,6 +47,18 @@ pub fn entries_that_fit<T: Serialize>(entries: &[T]) -> usize {
     entries.len()
 }
 
+/// Holds the caller for the milliseconds the failpoint `name` returns
+/// (`return(MS)`), without blocking the runtime as the `fail` crate's own
+/// delay (a thread sleep) would.
+async fn failpoint_delay(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(ms) = fail::eval(name, |arg| arg.and_then(|a| a.parse::<u64>().ok())).flatten() {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
 #[derive(Clone)]
 pub struct NetworkFactory {
     pub group: GroupId,
@@ -106,12 +118,8 @@ impl GroupNetwork {
         fail::fail_point!("network::send", |_| Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
             "failpoint network::send"
         )))));
-        // A slow link: `return(MS)` holds this message MS milliseconds without
-        // blocking the runtime (the `fail` crate's own delay sleeps the thread).
-        #[cfg(feature = "failpoints")]
-        if let Some(ms) = fail::eval("network::delay", |arg| arg.and_then(|a| a.parse::<u64>().ok())).flatten() {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
+        // A slow link: `return(MS)` holds this message MS milliseconds.
+        failpoint_delay("network::delay").await;
         let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let msg = RaftMessage { group: self.f.group, payload, cluster: self.f.cluster.clone(), target: self.target };
         let mut client = self.f.peers.raft(&self.addr()).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
@@ -168,11 +176,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
         // A slow snapshot link: `return(MS)` holds each chunk MS milliseconds.
-        #[cfg(feature = "failpoints")]
-        if let Some(ms) = fail::eval("network::snapshot_delay", |arg| arg.and_then(|a| a.parse::<u64>().ok())).flatten()
-        {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
+        failpoint_delay("network::snapshot_delay").await;
         let bytes = rpc.data.len() as u64;
         let res = self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await;
         if res.is_ok() {

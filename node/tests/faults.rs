@@ -159,21 +159,13 @@ async fn partition_term(c: &keyraft_client::local::LocalCluster, nodes: &[usize]
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_voter_catching_up_by_a_long_snapshot_is_not_pushed_into_elections() {
-    use futures::stream::{self, StreamExt};
     // Logs compacted every 20 entries: the restarted voter needs a snapshot.
     let args = ["--snapshot-entries", "20", "--keep-entries", "5"];
     let mut c = common::cluster("slowsnap", 3, 1, 3, &args).await;
     c.kill(2);
     let value = |i: u64| common::incompressible(i, 128 << 10);
     let client = c.client().unwrap();
-    stream::iter(0..96u64)
-        .map(|i| {
-            let client = client.clone();
-            async move { client.put(format!("snap-{i:02}"), value(i)).await.unwrap_or_else(|e| panic!("put {i}: {e}")) }
-        })
-        .buffer_unordered(4)
-        .collect::<Vec<_>>()
-        .await;
+    common::put_all(&client, (0..96u64).map(|i| (format!("snap-{i:02}"), value(i))), 4, 1).await;
     let term = partition_term(&c, &[0, 1]).await.expect("partition 0 has a leader");
     // Each 1 MiB chunk of the 12 MiB snapshot is held 300 ms: chunks come
     // well within the voter's election timeout (0.7–1.4 s), the whole

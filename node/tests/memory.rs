@@ -58,26 +58,6 @@ fn patient(c: &LocalCluster, endpoints: Vec<String>, follow_leader_hints: bool) 
     Client::new(o).unwrap()
 }
 
-/// Puts every item, `conc` at a time. A put that times out on a loaded
-/// machine is retried (a put is idempotent; the values are checked at the
-/// end): what is under test is memory, not latency.
-async fn write(client: &Client, items: impl Iterator<Item = (String, Vec<u8>)>, conc: usize) {
-    stream::iter(items)
-        .map(|(k, v)| {
-            let client = client.clone();
-            async move {
-                let mut attempt = 0;
-                while let Err(e) = client.put(k.clone(), v.clone()).await {
-                    attempt += 1;
-                    assert!(attempt < 3, "put {k}: {e}");
-                }
-            }
-        })
-        .buffer_unordered(conc)
-        .collect::<Vec<_>>()
-        .await;
-}
-
 /// Puts (`Some`) of one batch call.
 type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
@@ -205,7 +185,9 @@ async fn resident_memory_stays_bounded_with_several_times_more_data() {
     let base = base_rss(&c);
     let client = patient(&c, c.endpoints(), true);
     let t = Instant::now();
-    write(&client, (0..BIG_VALUES).map(big), 2).await;
+    // A put that times out on a loaded machine is retried: what is under
+    // test is memory, not latency.
+    common::put_all(&client, (0..BIG_VALUES).map(big), 2, 3).await;
     write_batched(&client, 4).await;
     let mib = (BIG_VALUES * DEFAULT_MAX_VALUE_BYTES as u64 + SMALL_VALUES * SMALL_VALUE_BYTES as u64) >> 20;
     eprintln!("{mib} MiB written in {:.1?}; RSS before any data {base:?} MiB", t.elapsed());

@@ -12,7 +12,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use keyraft_api::pb;
 use keyraft_client::local::LocalCluster;
 
@@ -48,20 +47,7 @@ async fn scale_out(what: &str, mib: u64, rate: u64) -> Row {
     let client = c.client().unwrap();
     let keys = (mib << 20) / VALUE_BYTES as u64;
     let t = Instant::now();
-    stream::iter(0..keys)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let mut attempt = 0;
-                while let Err(e) = client.put(format!("bench-{i:08}"), value(i)).await {
-                    attempt += 1;
-                    assert!(attempt < 3, "put {i}: {e}");
-                }
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await;
+    common::put_all(&client, (0..keys).map(|i| (format!("bench-{i:08}"), value(i))), 32, 3).await;
     if keys > 0 {
         eprintln!("{what}: loaded {mib} MiB in {:.1?}", t.elapsed());
     }

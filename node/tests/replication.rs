@@ -171,14 +171,7 @@ async fn a_replica_moved_to_a_new_node_is_sent_no_faster_than_the_send_rate() {
     // replica catches up by snapshot.
     let value = |i: u64| vec![b'a' + (i % 26) as u8; 128 << 10];
     let client = c.client().unwrap();
-    stream::iter(0..96u64)
-        .map(|i| {
-            let client = client.clone();
-            async move { client.put(format!("big-{i:02}"), value(i)).await.unwrap_or_else(|e| panic!("put {i}: {e}")) }
-        })
-        .buffer_unordered(4)
-        .collect::<Vec<_>>()
-        .await;
+    common::put_all(&client, (0..96u64).map(|i| (format!("big-{i:02}"), value(i))), 4, 1).await;
     let n = c.add_node().unwrap();
     c.wait_ready(&[n], common::READY).await.unwrap();
     let sent_before: f64 = (0..3).map(|i| common::metric(&c, i, SENT)).sum();

@@ -278,3 +278,28 @@ pub fn incompressible(seed: u64, len: usize) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// Puts every item, `conc` at a time, each up to `attempts` times (a put is
+/// idempotent); panics naming the key when one still fails.
+pub async fn put_all(
+    client: &keyraft_client::Client,
+    items: impl Iterator<Item = (String, Vec<u8>)>,
+    conc: usize,
+    attempts: u32,
+) {
+    use futures::stream::{self, StreamExt};
+    stream::iter(items)
+        .map(|(k, v)| {
+            let client = client.clone();
+            async move {
+                let mut attempt = 1;
+                while let Err(e) = client.put(k.clone(), v.clone()).await {
+                    assert!(attempt < attempts, "put {k}: {e}");
+                    attempt += 1;
+                }
+            }
+        })
+        .buffer_unordered(conc)
+        .collect::<Vec<_>>()
+        .await;
+}
